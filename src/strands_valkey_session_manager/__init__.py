@@ -1,0 +1,21 @@
+"""Session manager for Strands Agents on plain Valkey and Redis, standalone or cluster."""
+
+from .exceptions import (
+    AccessDeniedError,
+    CorruptRecordError,
+    SessionStoreUnavailableError,
+    SessionTooLargeError,
+    ValkeySessionError,
+)
+from .repository import ValkeySessionRepository
+from .session_manager import ValkeySessionManager
+
+__all__ = [
+    "AccessDeniedError",
+    "CorruptRecordError",
+    "SessionStoreUnavailableError",
+    "SessionTooLargeError",
+    "ValkeySessionError",
+    "ValkeySessionManager",
+    "ValkeySessionRepository",
+]

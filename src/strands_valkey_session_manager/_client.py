@@ -1,0 +1,84 @@
+"""Adapter over the client libraries: the only module that knows which client it talks to.
+
+valkey-py and redis-py (standalone and cluster clients, ``decode_responses`` either way) share one
+command API, so one adapter serves all of them; what differs is the exception module, which is
+looked up from the client's own package. Every command the repository sends goes through here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from . import _lua
+from .exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnavailableError
+
+_SUPPORTED = ("valkey", "redis")
+
+
+class ClientAdapter:
+    """Sends commands and scripts on a valkey-py or redis-py client and maps its errors."""
+
+    def __init__(self, client: Any) -> None:
+        family = type(client).__module__.split(".", 1)[0]
+        if family not in _SUPPORTED or not hasattr(client, "register_script"):
+            raise TypeError(
+                f"client must be a synchronous valkey-py or redis-py client (valkey.Valkey, redis.Redis, "
+                f"valkey.cluster.ValkeyCluster, redis.cluster.RedisCluster), not {type(client).__qualname__}"
+            )
+        exceptions = importlib.import_module(f"{family}.exceptions")
+        self.client = client
+        self.family = family
+        # Errors that mean "the server did not do it (or we cannot know)": worth a retry later.
+        self._unavailable: tuple[type[BaseException], ...] = tuple(
+            getattr(exceptions, name)
+            for name in (
+                "ConnectionError",
+                "TimeoutError",
+                "ClusterDownError",
+                "ClusterError",
+                "ReadOnlyError",
+                "OutOfMemoryError",
+                "BusyLoadingError",
+                "TryAgainError",
+                "MasterDownError",
+            )
+            if hasattr(exceptions, name)
+        )
+        self._response_error: type[BaseException] = exceptions.ResponseError
+        self._no_permission: type[BaseException] = exceptions.NoPermissionError
+        self._scripts = {name: client.register_script(_lua.source(name)) for name in _lua.SCRIPT_NAMES}
+
+    @contextmanager
+    def errors(self, operation: str, session_id: str, key: str) -> Iterator[None]:
+        """Translate the client's exceptions into this package's, naming operation, session and key."""
+        try:
+            yield
+        except self._no_permission as e:
+            raise AccessDeniedError(
+                f"operation=<{operation}>, session_id=<{session_id}>, key=<{key}> | not permitted by the ACL: {e}"
+            ) from e
+        except self._unavailable as e:
+            raise SessionStoreUnavailableError(
+                f"operation=<{operation}>, session_id=<{session_id}>, key=<{key}> | server unavailable: {e}"
+            ) from e
+        except self._response_error as e:
+            # WRONGTYPE and our scripts' SVSM-* replies: the data under our key is not ours.
+            raise CorruptRecordError(
+                f"operation=<{operation}>, session_id=<{session_id}>, key=<{key}> | server refused: {e}"
+            ) from e
+
+    def get(self, key: str) -> Any:
+        return self.client.get(key)
+
+    def set_nx(self, key: str, value: bytes) -> bool:
+        return bool(self.client.set(key, value, nx=True))
+
+    def hget(self, key: str, field: str) -> Any:
+        return self.client.hget(key, field)
+
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one of the package's Lua scripts (EVALSHA, loading it on NOSCRIPT)."""
+        return self._scripts[name](keys=keys, args=args)

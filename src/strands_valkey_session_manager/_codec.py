@@ -1,0 +1,218 @@
+"""Encoding of records to bytes and back; every other module sees bytes.
+
+Records are JSON (orjson) in the same shape as the SDK's ``to_dict()``: ``bytes`` values become
+``{"__bytes_encoded__": true, "data": <base64>}``, so our data reads like a ``FileSessionManager``
+file. Two rules the Lua scripts rely on:
+
+* ``created_at`` is always the last member of an agent or message record, so an update can keep
+  the stored creation time by splicing it onto the new body (see ``lua/update_record.lua``).
+* an update body is the record without ``created_at`` and without its closing brace.
+
+Decoding builds ``SessionMessage``/``SessionAgent`` directly (``from_dict`` inspects the class
+signature on every call) and walks a record for base64 wrappers only when the marker occurs in it.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Final
+
+import orjson
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
+
+BYTES_MARKER: Final = "__bytes_encoded__"
+_BYTES_MARKER_RAW: Final = b'"__bytes_encoded__"'
+
+
+class CodecError(ValueError):
+    """A stored value is not a record this package wrote."""
+
+
+def _default(value: object) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {BYTES_MARKER: True, "data": base64.b64encode(bytes(value)).decode("ascii")}
+    raise TypeError(f"value of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> bytes:
+    """JSON-encode ``value``; ``bytes`` anywhere inside become base64 wrappers.
+
+    Raises:
+        TypeError: If ``value`` holds something JSON cannot represent.
+    """
+    try:
+        return orjson.dumps(value, default=_default)
+    except orjson.JSONEncodeError as e:
+        raise TypeError(str(e)) from e
+
+
+def _decode_bytes(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get(BYTES_MARKER) is True and "data" in value:
+            return base64.b64decode(value["data"])
+        return {k: _decode_bytes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_bytes(v) for v in value]
+    return value
+
+
+def loads(raw: bytes | str) -> Any:
+    """Decode JSON written by :func:`dumps`, restoring ``bytes``.
+
+    Raises:
+        CodecError: If ``raw`` is not valid JSON.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise CodecError(f"not valid JSON: {e}") from e
+    if _has_marker(raw):
+        value = _decode_bytes(value)
+    return value
+
+
+def _has_marker(raw: bytes | str) -> bool:
+    if isinstance(raw, str):
+        return BYTES_MARKER in raw
+    return _BYTES_MARKER_RAW in raw
+
+
+def _with_created_last(fields: dict[str, Any], created_at: str) -> bytes:
+    fields["created_at"] = created_at
+    return dumps(fields)
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+def encode_session(session: Session) -> bytes:
+    """Session record as stored."""
+    return dumps(
+        {
+            "session_id": session.session_id,
+            "session_type": session.session_type.value,
+            "created_at": session.created_at,
+            "updated_at": session.updated_at,
+        }
+    )
+
+
+def decode_session(raw: bytes | str) -> Session:
+    """Inverse of :func:`encode_session`."""
+    data = _object(raw)
+    try:
+        return Session(
+            session_id=data["session_id"],
+            session_type=SessionType(data["session_type"]),
+            created_at=data["created_at"],
+            updated_at=data["updated_at"],
+        )
+    except (KeyError, ValueError) as e:
+        raise CodecError(f"not a session record: {e!r}") from e
+
+
+# -- agents -----------------------------------------------------------------------------------
+
+
+def _agent_fields(agent: SessionAgent) -> dict[str, Any]:
+    return {
+        "agent_id": agent.agent_id,
+        "state": agent.state,
+        "conversation_manager_state": agent.conversation_manager_state,
+        "_internal_state": agent._internal_state,
+        "updated_at": agent.updated_at,
+    }
+
+
+def encode_agent(agent: SessionAgent) -> bytes:
+    """Agent record as stored, ``created_at`` last."""
+    return _with_created_last(_agent_fields(agent), agent.created_at)
+
+
+def encode_agent_update(agent: SessionAgent) -> bytes:
+    """Agent record without ``created_at`` and its closing brace, for ``update_record.lua``."""
+    return dumps(_agent_fields(agent))[:-1]
+
+
+def decode_agent(raw: bytes | str) -> SessionAgent:
+    """Inverse of :func:`encode_agent`, without ``SessionAgent.from_dict``."""
+    data = _object(raw)
+    try:
+        return SessionAgent(
+            agent_id=data["agent_id"],
+            state=data["state"],
+            conversation_manager_state=data["conversation_manager_state"],
+            _internal_state=data.get("_internal_state", {}),
+            created_at=data["created_at"],
+            updated_at=data["updated_at"],
+        )
+    except KeyError as e:
+        raise CodecError(f"not an agent record: missing {e}") from e
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+def _message_fields(message: SessionMessage) -> dict[str, Any]:
+    return {
+        "message": message.message,
+        "message_id": message.message_id,
+        "redact_message": message.redact_message,
+        "updated_at": message.updated_at,
+    }
+
+
+def encode_message(message: SessionMessage) -> bytes:
+    """Message record as stored, ``created_at`` last."""
+    return _with_created_last(_message_fields(message), message.created_at)
+
+
+def encode_message_update(message: SessionMessage) -> bytes:
+    """Message record without ``created_at`` and its closing brace, for ``update_record.lua``."""
+    return dumps(_message_fields(message))[:-1]
+
+
+def _message_from_fields(data: Any) -> SessionMessage:
+    try:
+        return SessionMessage(
+            message=data["message"],
+            message_id=data["message_id"],
+            redact_message=data.get("redact_message"),
+            created_at=data["created_at"],
+            updated_at=data["updated_at"],
+        )
+    except (KeyError, TypeError) as e:
+        raise CodecError(f"not a message record: {e!r}") from e
+
+
+def decode_message(raw: bytes | str) -> SessionMessage:
+    """Inverse of :func:`encode_message`."""
+    return _message_from_fields(_object(raw))
+
+
+def decode_message_array(raw: bytes | str) -> list[SessionMessage]:
+    """Decode a JSON array of message records (as ``list_messages.lua`` returns them) in one parse."""
+    values = loads(raw)
+    if not isinstance(values, list):
+        raise CodecError("not a list of message records")
+    return [_message_from_fields(v) for v in values]
+
+
+# -- multi-agent state ------------------------------------------------------------------------
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    """Orchestrator state as stored."""
+    return dumps(state)
+
+
+def decode_state(raw: bytes | str) -> dict[str, Any]:
+    """Inverse of :func:`encode_state`."""
+    return _object(raw)
+
+
+def _object(raw: bytes | str) -> dict[str, Any]:
+    value = loads(raw)
+    if not isinstance(value, dict):
+        raise CodecError(f"expected a JSON object, found {type(value).__name__}")
+    return value

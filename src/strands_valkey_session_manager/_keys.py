@@ -1,0 +1,139 @@
+"""Key layout: the only module that turns ids into server keys.
+
+Every key of one session shares the hash tag ``{<encoded session id>}``, so a session lives in one
+cluster slot and multi-key scripts stay legal on a cluster. A session has a fixed set of five keys,
+whatever the number of agents or messages::
+
+    <prefix>:{<sid>}:session   string  Session record (JSON)
+    <prefix>:{<sid>}:agents    hash    agent id (raw) -> SessionAgent record (JSON)
+    <prefix>:{<sid>}:messages  hash    message member -> SessionMessage record (JSON)
+    <prefix>:{<sid>}:order     zset    message members, all scored 0, in lexicographic order
+    <prefix>:{<sid>}:multi     hash    multi-agent id (raw) -> orchestrator state (JSON)
+
+A message member is ``<encoded agent id>:<message id as 20 digits, offset by 2**63>``: fixed-width
+digits make lexicographic order equal numeric order, and the encoded agent id contains no ``:``,
+so the member range of one agent never overlaps another's.
+
+Ids are data, never syntax: they are percent-encoded (UTF-8 bytes outside ``[A-Za-z0-9._~-]``),
+so ``:``, ``{``, ``}``, glob characters, spaces and any Unicode cannot change the key's shape, and
+no encoded id is a prefix of another id's keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+DEFAULT_KEY_PREFIX: Final = "strands"
+
+# Message ids are stored offset by 2**63 so the signed 64-bit range sorts as 20 unsigned digits.
+_MESSAGE_ID_OFFSET: Final = 1 << 63
+_MESSAGE_ID_MIN: Final = -(1 << 63)
+_MESSAGE_ID_MAX: Final = (1 << 63) - 1
+
+_SAFE_BYTES: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
+_ESCAPES: Final = tuple(chr(b) if b in _SAFE_BYTES else f"%{b:02X}" for b in range(256))
+# Characters a key prefix may not hold: hash-tag braces would move the slot, glob characters would
+# break the ACL key pattern ``~<prefix>:*`` the package documents.
+_PREFIX_FORBIDDEN: Final = frozenset("{}*?[]\\ \t\r\n")
+
+
+def encode_id(value: str, kind: str = "id") -> str:
+    """Percent-encode an id so it can sit inside a key without changing the key's structure.
+
+    Raises:
+        ValueError: If ``value`` is not a non-empty ``str``.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{kind}=<{value!r}> | {kind} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{kind} must not be empty")
+    if value.isascii() and value.isalnum():
+        return value
+    return "".join([_ESCAPES[b] for b in value.encode("utf-8", "surrogatepass")])
+
+
+def decode_id(encoded: str) -> str:
+    """Invert :func:`encode_id`."""
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(encoded).decode("utf-8", "surrogatepass")
+
+
+def validate_key_prefix(prefix: str) -> str:
+    """Check a user-supplied key prefix and return it.
+
+    Raises:
+        ValueError: If the prefix is empty or holds braces, glob characters or whitespace.
+    """
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError(f"key_prefix=<{prefix!r}> | key prefix must be a non-empty str")
+    bad = sorted(set(prefix) & _PREFIX_FORBIDDEN)
+    if bad:
+        raise ValueError(f"key_prefix=<{prefix}> | key prefix must not contain {''.join(bad)!r}")
+    return prefix
+
+
+def check_message_id(message_id: object) -> int:
+    """Return ``message_id`` if it is a storable integer.
+
+    Raises:
+        ValueError: If the id is not an ``int`` (``bool`` included) or outside the signed 64-bit range.
+    """
+    if not isinstance(message_id, int) or isinstance(message_id, bool):
+        raise ValueError(f"message_id=<{message_id!r}> | message id must be an integer")
+    if not _MESSAGE_ID_MIN <= message_id <= _MESSAGE_ID_MAX:
+        raise ValueError(f"message_id=<{message_id}> | message id must fit in a signed 64-bit integer")
+    return message_id
+
+
+def message_member(encoded_agent_id: str, message_id: int) -> str:
+    """Member of the ``order`` zset and field of the ``messages`` hash for one message."""
+    return f"{encoded_agent_id}:{message_id + _MESSAGE_ID_OFFSET:020d}"
+
+
+def agent_member_range(encoded_agent_id: str) -> tuple[str, str]:
+    """Inclusive/exclusive ZRANGEBYLEX bounds that cover exactly one agent's members.
+
+    ``;`` is the byte after ``:``, so ``[a:`` .. ``(a;`` spans every ``a:<digits>``.
+    """
+    return f"[{encoded_agent_id}:", f"({encoded_agent_id};"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """The five keys of one session, all in the same hash slot."""
+
+    session: str
+    agents: str
+    messages: str
+    order: str
+    multi: str
+
+    def all(self) -> list[str]:
+        """Every key of the session, in the order scripts receive them as KEYS."""
+        return [self.session, self.agents, self.messages, self.order, self.multi]
+
+
+class KeyLayout:
+    """Builds the keys of a session under one prefix."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str = DEFAULT_KEY_PREFIX) -> None:
+        self.prefix = validate_key_prefix(prefix)
+
+    def tag(self, session_id: str) -> str:
+        """Key stem shared by every key of the session: ``<prefix>:{<encoded id>}``."""
+        return f"{self.prefix}:{{{encode_id(session_id, 'session_id')}}}"
+
+    def session(self, session_id: str) -> SessionKeys:
+        """All keys of one session."""
+        stem = self.tag(session_id)
+        return SessionKeys(
+            session=f"{stem}:session",
+            agents=f"{stem}:agents",
+            messages=f"{stem}:messages",
+            order=f"{stem}:order",
+            multi=f"{stem}:multi",
+        )

@@ -1,0 +1,36 @@
+"""Exceptions raised by this package.
+
+All of them derive from the SDK's ``SessionException``, so code written for the SDK's own stores
+keeps working; the subclasses let a caller tell "retry later" from "the data is bad".
+Invalid arguments (wrong types, non-integer message ids) raise ``ValueError``, as the SDK's stores do.
+"""
+
+from __future__ import annotations
+
+from strands.types.exceptions import SessionException
+
+
+class ValkeySessionError(SessionException):
+    """Root of every error this package raises."""
+
+
+class SessionStoreUnavailableError(ValkeySessionError):
+    """The server could not be reached, timed out, or refused the command (connection, OOM, READONLY).
+
+    Nothing is known to have been written; the operation may be retried.
+    """
+
+
+class AccessDeniedError(ValkeySessionError):
+    """The server's ACL does not allow a command or key this package needs (NOPERM)."""
+
+
+class CorruptRecordError(ValkeySessionError):
+    """A value under one of our keys is not a record this package wrote.
+
+    The message names the session and key; other records of the session remain readable.
+    """
+
+
+class SessionTooLargeError(ValkeySessionError):
+    """A record exceeds the configured size limit; nothing was written."""
