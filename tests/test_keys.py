@@ -1,0 +1,108 @@
+"""Key layout: exact bytes of each key, one slot per session, ids that cannot change a key's shape."""
+
+from __future__ import annotations
+
+import pytest
+from valkey.crc import key_slot
+
+from strands_valkey_session_manager._keys import (
+    KeyLayout,
+    agent_member_range,
+    check_message_id,
+    decode_id,
+    encode_id,
+    message_member,
+    validate_key_prefix,
+)
+
+HOSTILE_IDS = [
+    "abc",
+    "abc*",
+    "ab*",
+    "a:b",
+    "{tag}",
+    "}{",
+    "a}b{c",
+    "?[x]\\",
+    " spaced id ",
+    "ünïcødé-会话-🙂",
+    "%41",
+    "a/b",
+    "\x00\n\t",
+    "x" * 5000,
+]
+
+
+def test_layout_pins_exact_keys() -> None:
+    keys = KeyLayout("strands").session("a:b{c}*")
+    assert keys.all() == [
+        "strands:{a%3Ab%7Bc%7D%2A}:session",
+        "strands:{a%3Ab%7Bc%7D%2A}:agents",
+        "strands:{a%3Ab%7Bc%7D%2A}:messages",
+        "strands:{a%3Ab%7Bc%7D%2A}:order",
+        "strands:{a%3Ab%7Bc%7D%2A}:multi",
+    ]
+
+
+def test_plain_ids_stay_readable() -> None:
+    assert KeyLayout("app").session("user42").session == "app:{user42}:session"
+    assert encode_id("req-1_a.b~c") == "req-1_a.b~c"
+
+
+@pytest.mark.parametrize("session_id", HOSTILE_IDS)
+def test_all_keys_of_a_session_share_one_slot(session_id: str) -> None:
+    keys = KeyLayout("strands").session(session_id).all()
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+    # The hash tag is exactly the encoded id: no brace of the id can open or close it.
+    for key in keys:
+        assert key.count("{") == 1
+        assert key.count("}") == 1
+
+
+@pytest.mark.parametrize("value", HOSTILE_IDS)
+def test_encoding_round_trips_and_is_glob_free(value: str) -> None:
+    encoded = encode_id(value)
+    assert decode_id(encoded) == value
+    assert not set(encoded) & set("{}*?[]\\: \t\n")
+
+
+def test_no_session_key_is_a_prefix_of_another_sessions_key() -> None:
+    layout = KeyLayout("strands")
+    stems = [layout.tag(s) for s in HOSTILE_IDS]
+    for a in stems:
+        for b in stems:
+            if a != b:
+                assert not b.startswith(a)
+
+
+@pytest.mark.parametrize("bad", [None, 1, b"bytes", ""])
+def test_ids_must_be_non_empty_str(bad: object) -> None:
+    with pytest.raises(ValueError, match="session_id"):
+        KeyLayout().session(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b}", "a*", "a b", "x?", "[x]"])
+def test_key_prefix_rejects_syntax(prefix: str) -> None:
+    with pytest.raises(ValueError, match="key prefix"):
+        validate_key_prefix(prefix)
+
+
+def test_message_members_sort_numerically_within_an_agent() -> None:
+    ids = [-(2**63), -5, -1, 0, 1, 2, 9, 10, 11, 100, 2**63 - 1]
+    members = [message_member("agent", i) for i in ids]
+    assert sorted(members) == members
+    low, high = agent_member_range("agent")
+    assert all(low[1:] <= m < high[1:] for m in members)
+
+
+def test_agent_ranges_do_not_overlap() -> None:
+    # "a" and "a:b" (encoded "a%3Ab") must not share members.
+    low, high = agent_member_range(encode_id("a"))
+    other = message_member(encode_id("a:b"), 0)
+    assert not (low[1:] <= other < high[1:])
+
+
+@pytest.mark.parametrize("bad", ["1", 1.0, None, True, 2**63, -(2**63) - 1])
+def test_message_id_must_be_a_64_bit_int(bad: object) -> None:
+    with pytest.raises(ValueError, match="message id"):
+        check_message_id(bad)
