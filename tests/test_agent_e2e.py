@@ -31,6 +31,7 @@ from strands.types.streaming import StreamEvent
 from strands.types.tools import ToolContext
 
 from strands_valkey_session_manager import ValkeySessionManager
+from tests.roundtrips import count_round_trips
 from tests.scripted_model import ScriptedModel, ToolCall, Turn, TurnLike
 
 # Ids a real application might use: the SDK accepts any character in a session id handed to a
@@ -115,6 +116,23 @@ def test_restart_restores_messages_state_and_conversation_manager(client: Any) -
     stored = restored_manager.list_messages(SESSION_ID, AGENT_ID)
     assert [m.message_id for m in stored] == list(range(8))
     assert [m.to_message() for m in stored] == restored.messages
+
+
+def test_restoring_a_long_conversation_takes_three_round_trips(standalone_client: Any) -> None:
+    agent, _ = _agent(
+        standalone_client, [f"reply {i}" for i in range(40)], conversation_manager=NullConversationManager()
+    )
+    for i in range(40):
+        agent(f"message {i}")
+
+    # The first restore on a server also loads the listing script (NOSCRIPT, SCRIPT LOAD); count a later one.
+    _agent(standalone_client, [], conversation_manager=NullConversationManager())
+    with count_round_trips() as restore:
+        restored, _ = _agent(standalone_client, [], conversation_manager=NullConversationManager())
+    assert len(restored.messages) == 80
+    assert restored.messages == agent.messages
+    # read_session, read_agent, list_messages: independent of the history's length.
+    assert restore.value == 3, restore
 
 
 def test_each_agent_of_a_session_restores_its_own_history(client: Any) -> None:
