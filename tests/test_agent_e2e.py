@@ -458,6 +458,29 @@ def test_agent_state_restores_like_the_sdk_file_store(
     assert repr(from_valkey) == repr(from_file)
 
 
+# -- clients the manager refuses ---------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: _client.ClientAdapter accepts asyncio clients (they have register_script); "
+    "the first read then fails as CorruptRecordError",
+)
+@pytest.mark.parametrize("family", ["valkey", "redis"])
+def test_an_asyncio_client_is_refused_with_type_error(family: str, standalone_client: Any) -> None:
+    # The package supports synchronous clients only, as the seed says; an asyncio client must be
+    # refused up front, not read as if its coroutines were stored records.
+    import redis.asyncio
+    import valkey.asyncio
+
+    kwargs = standalone_client.connection_pool.connection_kwargs
+    async_client: Any = (valkey.asyncio.Valkey if family == "valkey" else redis.asyncio.Redis)(
+        host=kwargs["host"], port=kwargs["port"]
+    )
+    with pytest.raises(TypeError, match="synchronous"):
+        ValkeySessionManager(session_id="s", client=async_client)
+
+
 # -- binary content ---------------------------------------------------------------------------
 
 
