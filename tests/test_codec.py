@@ -30,6 +30,10 @@ def test_message_round_trip_keeps_bytes_exactly() -> None:
 
 def test_stored_shape_matches_the_sdks_to_dict() -> None:
     message = _message()
+    # redact_message is left out while it is None; the decoder restores the default.
+    expected = {k: v for k, v in message.to_dict().items() if k != "redact_message"}
+    assert orjson.loads(_codec.encode_message(message)) == expected
+    message.redact_message = {"role": "user", "content": [{"text": "[redacted]"}]}
     assert orjson.loads(_codec.encode_message(message)) == message.to_dict()
     agent = SessionAgent(agent_id="a", state={"blob": b"\x00"}, conversation_manager_state={"k": 1})
     assert orjson.loads(_codec.encode_agent(agent)) == agent.to_dict()
@@ -73,3 +77,42 @@ def test_unserialisable_state_is_a_type_error() -> None:
     agent = SessionAgent(agent_id="a", state={"x": object()}, conversation_manager_state={})
     with pytest.raises(TypeError, match="not JSON serializable"):
         _codec.encode_agent(agent)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"big": 2**70, "neg": -(2**65)},
+        {"nan": float("nan"), "inf": float("inf"), "ninf": float("-inf")},
+        {"surrogate": "\ud800"},
+        {"nested": [{"deep": [2**100]}]},
+    ],
+    ids=["big-int", "non-finite", "lone-surrogate", "nested-big-int"],
+)
+def test_values_orjson_cannot_write_round_trip_like_json(state: dict[str, object]) -> None:
+    agent = SessionAgent(agent_id="a", state=state, conversation_manager_state={})
+    decoded = _codec.decode_agent(_codec.encode_agent(agent))
+    # json.dumps/loads is the SDK's own reference for what a stored value reads back as.
+    import json
+
+    expected = json.loads(json.dumps(state))
+    assert repr(decoded.state) == repr(expected)
+    assert decoded.created_at == agent.created_at
+
+
+def test_non_str_keys_become_str_as_with_json() -> None:
+    agent = SessionAgent(agent_id="a", state={"by_id": {1: "one", 2: "two"}}, conversation_manager_state={})
+    assert _codec.decode_agent(_codec.encode_agent(agent)).state == {"by_id": {"1": "one", "2": "two"}}
+
+
+def test_exact_records_keep_created_at_last_for_the_update_script() -> None:
+    agent = SessionAgent(agent_id="a", state={"big": 2**70}, conversation_manager_state={})
+    raw = _codec.encode_agent(agent)
+    assert raw.endswith(b',"created_at":"' + agent.created_at.encode() + b'"}')
+    assert not _codec.encode_agent_update(agent).endswith(b"}")
+    exact_state = _codec.decode_state(_codec.dumps({"n": 2**70}))
+    assert exact_state == {"n": 2**70}
+
+
+def test_ordinary_messages_take_the_fast_path() -> None:
+    assert _codec.EXACT_MARKER.encode() not in _codec.encode_message(_message())

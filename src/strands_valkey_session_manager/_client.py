@@ -22,8 +22,10 @@ class ClientAdapter:
     """Sends commands and scripts on a valkey-py or redis-py client and maps its errors."""
 
     def __init__(self, client: Any) -> None:
-        family = type(client).__module__.split(".", 1)[0]
-        if family not in _SUPPORTED or not hasattr(client, "register_script"):
+        module = type(client).__module__
+        family = module.split(".", 1)[0]
+        # asyncio clients have the same methods but return coroutines: refuse them here.
+        if family not in _SUPPORTED or ".asyncio" in module or not hasattr(client, "register_script"):
             raise TypeError(
                 f"client must be a synchronous valkey-py or redis-py client (valkey.Valkey, redis.Redis, "
                 f"valkey.cluster.ValkeyCluster, redis.cluster.RedisCluster), not {type(client).__qualname__}"

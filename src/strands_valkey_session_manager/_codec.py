@@ -15,13 +15,15 @@ signature on every call) and walks a record for base64 wrappers only when the ma
 from __future__ import annotations
 
 import base64
+import json
+import math
 from typing import Any, Final
 
 import orjson
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 BYTES_MARKER: Final = "__bytes_encoded__"
-_BYTES_MARKER_RAW: Final = b'"__bytes_encoded__"'
+EXACT_MARKER: Final = "__svsm_exact_json__"
 
 
 class CodecError(ValueError):
@@ -34,16 +36,44 @@ def _default(value: object) -> Any:
     raise TypeError(f"value of type {type(value).__name__} is not JSON serializable")
 
 
-def dumps(value: Any) -> bytes:
-    """JSON-encode ``value``; ``bytes`` anywhere inside become base64 wrappers.
+def _has_non_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
+def dumps(value: dict[str, Any]) -> bytes:
+    """JSON-encode a record; ``bytes`` anywhere inside become base64 wrappers.
+
+    orjson writes almost every record. What orjson cannot write the way ``json`` (and so the SDK's
+    own stores) would, namely integers beyond 64 bits, NaN/Infinity (orjson writes ``null``) and
+    lone surrogates, goes through ``json`` instead, with :data:`EXACT_MARKER` as the first member so
+    :func:`loads` reads it back with ``json`` too (orjson would turn big integers into floats).
 
     Raises:
         TypeError: If ``value`` holds something JSON cannot represent.
     """
     try:
-        return orjson.dumps(value, default=_default)
-    except orjson.JSONEncodeError as e:
-        raise TypeError(str(e)) from e
+        raw = orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return _exact_dumps(value)
+    # orjson turns NaN/Infinity into null; only a record holding null can have been changed.
+    if b"null" in raw and _has_non_finite(value):
+        return _exact_dumps(value)
+    return raw
+
+
+def _exact_dumps(value: dict[str, Any]) -> bytes:
+    marked = {EXACT_MARKER: True, **value}
+    return json.dumps(marked, default=_default, separators=(",", ":")).encode("ascii")
 
 
 def _decode_bytes(value: Any) -> Any:
@@ -57,24 +87,27 @@ def _decode_bytes(value: Any) -> Any:
 
 
 def loads(raw: bytes | str) -> Any:
-    """Decode JSON written by :func:`dumps`, restoring ``bytes``.
+    """Decode JSON written by :func:`dumps`, restoring ``bytes``; the exact marker is removed.
 
     Raises:
         CodecError: If ``raw`` is not valid JSON.
     """
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
+        value = json.loads(raw) if _contains(raw, EXACT_MARKER) else orjson.loads(raw)
+    except ValueError as e:  # both libraries' decode errors are ValueErrors
         raise CodecError(f"not valid JSON: {e}") from e
-    if _has_marker(raw):
+    if _contains(raw, BYTES_MARKER):
         value = _decode_bytes(value)
+    if isinstance(value, dict):
+        value.pop(EXACT_MARKER, None)
     return value
 
 
-def _has_marker(raw: bytes | str) -> bool:
+def _contains(raw: bytes | str, marker: str) -> bool:
+    quoted = f'"{marker}"'
     if isinstance(raw, str):
-        return BYTES_MARKER in raw
-    return _BYTES_MARKER_RAW in raw
+        return quoted in raw
+    return quoted.encode() in raw
 
 
 def _with_created_last(fields: dict[str, Any], created_at: str) -> bytes:
@@ -154,12 +187,12 @@ def decode_agent(raw: bytes | str) -> SessionAgent:
 
 
 def _message_fields(message: SessionMessage) -> dict[str, Any]:
-    return {
-        "message": message.message,
-        "message_id": message.message_id,
-        "redact_message": message.redact_message,
-        "updated_at": message.updated_at,
-    }
+    fields: dict[str, Any] = {"message": message.message, "message_id": message.message_id}
+    # Absent rather than null: keeps "null" out of ordinary records (see dumps).
+    if message.redact_message is not None:
+        fields["redact_message"] = message.redact_message
+    fields["updated_at"] = message.updated_at
+    return fields
 
 
 def encode_message(message: SessionMessage) -> bytes:
