@@ -75,6 +75,11 @@ def test_no_session_key_is_a_prefix_of_another_sessions_key() -> None:
                 assert not b.startswith(a)
 
 
+def test_lone_surrogates_are_refused() -> None:
+    with pytest.raises(ValueError, match="valid Unicode"):
+        encode_id("a\ud800b", "agent_id")
+
+
 @pytest.mark.parametrize("bad", [None, 1, b"bytes", ""])
 def test_ids_must_be_non_empty_str(bad: object) -> None:
     with pytest.raises(ValueError, match="session_id"):

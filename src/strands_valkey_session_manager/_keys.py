@@ -50,14 +50,19 @@ def encode_id(value: str, kind: str = "id") -> str:
         raise ValueError(f"{kind} must not be empty")
     if value.isascii() and value.isalnum():
         return value
-    return "".join([_ESCAPES[b] for b in value.encode("utf-8", "surrogatepass")])
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        # Lone surrogates: no client can send them as a hash field, so refuse them up front.
+        raise ValueError(f"{kind}=<{value!r}> | {kind} must be valid Unicode text: {e.reason}") from e
+    return "".join([_ESCAPES[b] for b in raw])
 
 
 def decode_id(encoded: str) -> str:
     """Invert :func:`encode_id`."""
     from urllib.parse import unquote_to_bytes
 
-    return unquote_to_bytes(encoded).decode("utf-8", "surrogatepass")
+    return unquote_to_bytes(encoded).decode("utf-8")
 
 
 def validate_key_prefix(prefix: str) -> str:
