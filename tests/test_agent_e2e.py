@@ -393,13 +393,9 @@ def test_summarized_conversation_restores_summary_and_tail(client: Any) -> None:
 
 # -- values the SDK's own stores accept -------------------------------------------------------
 
-# Known bug in src/strands_valkey_session_manager/_codec.py: dumps() uses orjson without
-# OPT_NON_STR_KEYS and without a fallback, so it refuses dict keys that are not str and integers
-# beyond 64 bits, and writes NaN as null; loads() reads integers beyond 64 bits as floats. The
-# SDK's stores (json module) accept all of these, and AgentState validates values with json.dumps.
-_CODEC_BUG = pytest.mark.xfail(
-    strict=True, reason="_codec.dumps/loads use orjson: non-str keys, >64-bit ints and NaN differ from json"
-)
+# The SDK's stores write with the json module, and AgentState validates values with json.dumps:
+# whatever json accepts (integers beyond 64 bits, non-str dict keys, NaN) must persist and come back
+# as the SDK's own file store gives it back.
 
 
 @tool
@@ -414,12 +410,11 @@ def factorial(n: int) -> dict[str, Any]:
     return {"status": "success", "content": [{"json": {"n": n, "value": math.factorial(n)}}]}
 
 
-@_CODEC_BUG
 def test_tool_result_with_a_big_integer_persists(standalone_client: Any) -> None:
     agent, manager = _agent(
         standalone_client, [ToolCall("factorial", {"n": 25}, tool_use_id="f-1"), "25! is big."], tools=[factorial]
     )
-    agent("What is 25!?")  # fails today: "Integer exceeds 64-bit range" from create_message
+    agent("What is 25!?")
 
     restored, _ = _agent(standalone_client, [], tools=[factorial])
     tool_result = restored.messages[2]["content"][0]["toolResult"]
@@ -427,7 +422,6 @@ def test_tool_result_with_a_big_integer_persists(standalone_client: Any) -> None
     assert len(manager.list_messages(SESSION_ID, AGENT_ID)) == 4
 
 
-@_CODEC_BUG
 @pytest.mark.parametrize(
     "state",
     [
@@ -461,11 +455,6 @@ def test_agent_state_restores_like_the_sdk_file_store(
 # -- clients the manager refuses ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _client.ClientAdapter accepts asyncio clients (they have register_script); "
-    "the first read then fails as CorruptRecordError",
-)
 @pytest.mark.parametrize("family", ["valkey", "redis"])
 def test_an_asyncio_client_is_refused_with_type_error(family: str, standalone_client: Any) -> None:
     # The package supports synchronous clients only, as the seed says; an asyncio client must be
