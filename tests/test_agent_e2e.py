@@ -1,7 +1,8 @@
 """A real ``strands.Agent`` (and Graph/Swarm) persisted by ``ValkeySessionManager`` on a real server.
 
-The model is :class:`tests.scripted_model.ScriptedModel`, so the SDK's own event loop, tool executor,
-conversation managers and session hooks run unchanged; only the model's answers are canned. Each
+The model is :class:`strands_valkey_session_manager.scripted_model.ScriptedModel`, so the SDK's own
+event loop, tool executor, conversation managers and session hooks run unchanged; only the model's
+answers are canned. Each
 "restart" builds a brand-new manager and agent (or orchestrator) on the same session id, as a new
 process would.
 """
@@ -31,8 +32,8 @@ from strands.types.streaming import StreamEvent
 from strands.types.tools import ToolContext
 
 from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall, Turn, TurnLike
 from tests.roundtrips import count_round_trips
-from tests.scripted_model import ScriptedModel, ToolCall, Turn, TurnLike
 
 # Ids a real application might use: the SDK accepts any character in a session id handed to a
 # repository manager, and anything but a path separator in an agent id.

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from strands import Agent
 
-from tests.scripted_model import ScriptedModel, ScriptExhaustedError, ToolCall, Turn
+from strands_valkey_session_manager.scripted_model import ScriptedModel, ScriptExhaustedError, ToolCall, Turn
 
 
 def _events(model: ScriptedModel) -> list[Any]:

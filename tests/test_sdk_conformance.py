@@ -73,7 +73,7 @@ from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import AccessDeniedError, ValkeySessionManager, ValkeySessionRepository
-from tests.scripted_model import ScriptedModel
+from strands_valkey_session_manager.scripted_model import ScriptedModel
 
 
 def _raw(value: Any) -> dict[str, Any]:
