@@ -156,7 +156,7 @@ def test_create_session(file_manager: ValkeySessionManager, client: Any, sample_
 
     session_key = file_manager.session_keys(sample_session.session_id).session
     assert client.exists(session_key) == 1
-    data = _raw(client.get(session_key))
+    data = _raw(client.hget(session_key, "record"))
     assert data["session_id"] == sample_session.session_id
     assert data["session_type"] == sample_session.session_type
 
@@ -398,7 +398,7 @@ def test_update_nonexistent_message(
 
 
 def test_corrupted_json_file(file_manager: ValkeySessionManager, client: Any) -> None:
-    client.set(file_manager.session_keys("corrupt").session, "invalid json content")
+    client.hset(file_manager.session_keys("corrupt").session, "record", "invalid json content")
 
     with pytest.raises(SessionException, match="not valid JSON"):
         file_manager.read_session("corrupt")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from . import _lua
@@ -50,8 +51,10 @@ class ClientAdapter:
             if hasattr(exceptions, name)
         )
         self._response_error: type[BaseException] = exceptions.ResponseError
+        self._no_script: type[BaseException] = exceptions.NoScriptError
         self._no_permission: type[BaseException] = exceptions.NoPermissionError
         self._scripts = {name: client.register_script(_lua.source(name)) for name in _lua.SCRIPT_NAMES}
+        self._standalone = not hasattr(client, "get_nodes")
 
     @contextmanager
     def errors(self, operation: str, session_id: str, key: str) -> Iterator[None]:
@@ -72,15 +75,52 @@ class ClientAdapter:
                 f"operation=<{operation}>, session_id=<{session_id}>, key=<{key}> | server refused: {e}"
             ) from e
 
-    def get(self, key: str) -> Any:
-        return self.client.get(key)
-
-    def set_nx(self, key: str, value: bytes) -> bool:
-        return bool(self.client.set(key, value, nx=True))
-
     def hget(self, key: str, field: str) -> Any:
         return self.client.hget(key, field)
 
     def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one of the package's Lua scripts (EVALSHA, loading it on NOSCRIPT)."""
         return self._scripts[name](keys=keys, args=args)
+
+    def batch(self, calls: Sequence[Call]) -> list[Any]:
+        """Send several commands and scripts in one pipeline (not a transaction).
+
+        Keys may lie in different slots: a cluster client sends each node its share. A script the
+        server does not know yet is loaded and its call repeated (only on a server's first use).
+        Error replies come back as exception objects in the result list, for the caller to judge.
+        """
+        if not calls:
+            return []
+        pipe = self.client.pipeline(transaction=False) if self._standalone else self.client.pipeline()
+        for call in calls:
+            if isinstance(call, ScriptCall):
+                script = self._scripts[call.name]
+                # execute_command: cluster pipelines refuse the evalsha() helper but route EVALSHA by key.
+                pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+            else:
+                getattr(pipe, call.method)(*call.args)
+        results: list[Any] = pipe.execute(raise_on_error=False)
+        for i, (call, result) in enumerate(zip(calls, results, strict=True)):
+            if isinstance(result, self._no_script) and isinstance(call, ScriptCall):
+                results[i] = self.script(call.name, call.keys, call.args)
+        return results
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One of the package's scripts, for :meth:`ClientAdapter.batch`."""
+
+    name: str
+    keys: Sequence[str]
+    args: Sequence[Any] = ()
+
+
+@dataclass(frozen=True)
+class CommandCall:
+    """A client method and its arguments, for :meth:`ClientAdapter.batch`."""
+
+    method: str
+    args: Sequence[Any] = ()
+
+
+Call = ScriptCall | CommandCall

@@ -110,6 +110,16 @@ def _contains(raw: bytes | str, marker: str) -> bool:
     return quoted.encode() in raw
 
 
+def text(value: Any) -> str:
+    """A reply element as ``str``, whatever the client's ``decode_responses``."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def dumps_list(values: tuple[str, ...]) -> str:
+    """A list of strings as JSON text, or ``""`` when empty (how the session hash stores tags)."""
+    return orjson.dumps(list(values)).decode() if values else ""
+
+
 def _with_created_last(fields: dict[str, Any], created_at: str) -> bytes:
     fields["created_at"] = created_at
     return dumps(fields)
@@ -169,7 +179,10 @@ def encode_agent_update(agent: SessionAgent) -> bytes:
 
 def decode_agent(raw: bytes | str) -> SessionAgent:
     """Inverse of :func:`encode_agent`, without ``SessionAgent.from_dict``."""
-    data = _object(raw)
+    return _agent_from_fields(_object(raw))
+
+
+def _agent_from_fields(data: Any) -> SessionAgent:
     try:
         return SessionAgent(
             agent_id=data["agent_id"],
@@ -179,8 +192,8 @@ def decode_agent(raw: bytes | str) -> SessionAgent:
             created_at=data["created_at"],
             updated_at=data["updated_at"],
         )
-    except KeyError as e:
-        raise CodecError(f"not an agent record: missing {e}") from e
+    except (KeyError, TypeError) as e:
+        raise CodecError(f"not an agent record: {e!r}") from e
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -216,6 +229,16 @@ def _message_from_fields(data: Any) -> SessionMessage:
         )
     except (KeyError, TypeError) as e:
         raise CodecError(f"not a message record: {e!r}") from e
+
+
+def message_from_dict(data: dict[str, Any]) -> SessionMessage:
+    """A message from the SDK's ``to_dict()`` shape (base64 wrappers are turned back into bytes)."""
+    return _message_from_fields(_decode_bytes(data))
+
+
+def agent_from_dict(data: dict[str, Any]) -> SessionAgent:
+    """An agent from the SDK's ``to_dict()`` shape (base64 wrappers are turned back into bytes)."""
+    return _agent_from_fields(_decode_bytes(data))
 
 
 def decode_message(raw: bytes | str) -> SessionMessage:

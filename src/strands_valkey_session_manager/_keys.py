@@ -4,7 +4,7 @@ Every key of one session shares the hash tag ``{<encoded session id>}``, so a se
 cluster slot and multi-key scripts stay legal on a cluster. A session has a fixed set of five keys,
 whatever the number of agents or messages::
 
-    <prefix>:{<sid>}:session   string  Session record (JSON)
+    <prefix>:{<sid>}:session   hash    Session record (JSON) and its catalog metadata
     <prefix>:{<sid>}:agents    hash    agent id (raw) -> SessionAgent record (JSON)
     <prefix>:{<sid>}:messages  hash    message member -> SessionMessage record (JSON)
     <prefix>:{<sid>}:order     zset    message members, all scored 0, in lexicographic order
@@ -17,14 +17,21 @@ so the member range of one agent never overlaps another's.
 Ids are data, never syntax: they are percent-encoded (UTF-8 bytes outside ``[A-Za-z0-9._~-]``),
 so ``:``, ``{``, ``}``, glob characters, spaces and any Unicode cannot change the key's shape, and
 no encoded id is a prefix of another id's keys.
+
+The catalog indexes sessions newest-first in lexicographic zsets sharded over ``CATALOG_SHARDS``
+hash tags (``{catalog:<n>}``, ``{u:<user>:<n>}``, ``{t:<tag>:<n>}``), so neither the whole catalog
+nor one busy user's index sits in a single slot. A session's shard is fixed by its id.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Final
 
 DEFAULT_KEY_PREFIX: Final = "strands"
+#: Number of shards of each catalog index. Part of the stored layout: changing it orphans entries.
+CATALOG_SHARDS: Final = 16
 
 # Message ids are stored offset by 2**63 so the signed 64-bit range sorts as 20 unsigned digits.
 _MESSAGE_ID_OFFSET: Final = 1 << 63
@@ -142,3 +149,34 @@ class KeyLayout:
             order=f"{stem}:order",
             multi=f"{stem}:multi",
         )
+
+    def catalog_shard(self, session_id: str) -> int:
+        """The catalog shard of a session (stable: CRC32 of the encoded id)."""
+        return zlib.crc32(encode_id(session_id, "session_id").encode()) % CATALOG_SHARDS
+
+    def catalog_index(self, shard: int, *, user_id: str | None = None, tag: str | None = None) -> str:
+        """One shard of the catalog: all sessions, one user's, or one tag's."""
+        if user_id is not None:
+            return f"{self.prefix}:catalog:user:{{u:{encode_id(user_id, 'user_id')}:{shard}}}"
+        if tag is not None:
+            return f"{self.prefix}:catalog:tag:{{t:{encode_id(tag, 'tag')}:{shard}}}"
+        return f"{self.prefix}:catalog:{{catalog:{shard}}}"
+
+    def catalog_indexes(self, session_id: str, user_id: str | None, tags: tuple[str, ...]) -> list[str]:
+        """Every catalog index that lists a session: the global one, its user's and its tags'."""
+        shard = self.catalog_shard(session_id)
+        keys = [self.catalog_index(shard)]
+        if user_id is not None:
+            keys.append(self.catalog_index(shard, user_id=user_id))
+        keys.extend(self.catalog_index(shard, tag=tag) for tag in tags)
+        return keys
+
+
+def catalog_member(created_ms: int, session_id: str) -> str:
+    """Catalog zset member: creation time as 15 digits, then the encoded id, so lex order is age."""
+    return f"{created_ms:015d}:{encode_id(session_id, 'session_id')}"
+
+
+def session_id_of_member(member: str) -> str:
+    """Invert :func:`catalog_member` to the session id."""
+    return decode_id(member.split(":", 1)[1])

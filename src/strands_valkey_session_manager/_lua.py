@@ -1,16 +1,36 @@
-"""The Lua scripts of ``lua/``, read once from package data."""
+"""The Lua scripts of ``lua/``, read once from package data.
+
+Session scripts get ``lua/_prelude.lua`` (the shared lifetime helpers) prepended, so the lifetime
+rule has one body that every write shares.
+"""
 
 from __future__ import annotations
 
 from functools import cache
 from importlib.resources import files
 
-SCRIPT_NAMES = ("put_in_session", "append_message", "update_record", "list_messages", "delete_session")
+SESSION_SCRIPTS = (
+    "create_session",
+    "put_in_session",
+    "append_message",
+    "update_record",
+    "list_messages",
+    "read_field",
+    "delete_session",
+    "session_info",
+)
+SCRIPT_NAMES: tuple[str, ...] = SESSION_SCRIPTS
+
+
+def _read(name: str) -> str:
+    return (files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
 @cache
 def source(name: str) -> str:
-    """Text of ``lua/<name>.lua``."""
+    """Text of the script ``name`` as sent to the server."""
     if name not in SCRIPT_NAMES:
         raise KeyError(name)
-    return (files(__package__) / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    if name in SESSION_SCRIPTS:
+        return _read("_prelude") + "\n" + _read(name)
+    return _read(name)

@@ -9,7 +9,7 @@ and keep ``created_at``, ``list_messages`` sorts by id before slicing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from strands.session.session_repository import SessionRepository
@@ -17,10 +17,21 @@ from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 
 from . import _codec
-from ._client import ClientAdapter
-from ._keys import DEFAULT_KEY_PREFIX, KeyLayout, SessionKeys, agent_member_range, check_message_id, encode_id
+from ._client import ClientAdapter, CommandCall, ScriptCall
+from ._keys import (
+    DEFAULT_KEY_PREFIX,
+    KeyLayout,
+    SessionKeys,
+    agent_member_range,
+    catalog_member,
+    check_message_id,
+    encode_id,
+)
 from ._keys import message_member as _member
+from ._lifetime import Duration, created_ms, to_ms
+from .catalog import CatalogMixin
 from .exceptions import CorruptRecordError, SessionTooLargeError
+from .transfer import TransferMixin
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
@@ -32,9 +43,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
 
 _T = TypeVar("_T")
+# create_session.lua's DUMP payload arguments when the session is not a fork.
+_NO_FORK = ("", "", "", "")
 
 
-class ValkeySessionRepository(SessionRepository):
+class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
     """Stores sessions, agents, messages and orchestrator state in five keys per session.
 
     Args:
@@ -45,6 +58,13 @@ class ValkeySessionRepository(SessionRepository):
             characters or whitespace, so ACL patterns like ``~strands:*`` stay exact.
         max_record_bytes: Largest encoded record accepted; larger ones raise
             :class:`~strands_valkey_session_manager.exceptions.SessionTooLargeError` before any I/O.
+        ttl: Sliding lifetime (seconds or ``timedelta``): every write extends every key of the
+            session by this much. Stored with sessions this repository creates, so every writer
+            slides them alike.
+        max_age: Absolute lifetime of sessions this repository creates, counted from creation.
+        touch_on_read: Reads (session, agent, message, list) extend the lifetime too.
+        user_id: Owner recorded in the catalog for sessions this repository creates.
+        tags: Tags recorded in the catalog for sessions this repository creates.
 
     Raises:
         TypeError: If ``client`` is not a supported client.
@@ -57,12 +77,21 @@ class ValkeySessionRepository(SessionRepository):
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        ttl: Duration | None = None,
+        max_age: Duration | None = None,
+        touch_on_read: bool = False,
+        user_id: str | None = None,
+        tags: Sequence[str] = (),
     ) -> None:
         if not isinstance(max_record_bytes, int) or max_record_bytes <= 0:
             raise ValueError(f"max_record_bytes=<{max_record_bytes!r}> | must be a positive int")
         self._db = ClientAdapter(client)
         self._layout = KeyLayout(key_prefix)
         self.max_record_bytes = max_record_bytes
+        self._ttl_ms = to_ms(ttl, "ttl")
+        self._max_age_ms = to_ms(max_age, "max_age")
+        self._touch_on_read = bool(touch_on_read)
+        self._user_id, self._tags = _check_owner(user_id, tags)
 
     @property
     def client(self) -> Any:
@@ -80,41 +109,84 @@ class ValkeySessionRepository(SessionRepository):
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def create_session(self, session: Session, **kwargs: Any) -> Session:
-        """Create a session record. One round trip (``SET NX``).
+    def create_session(
+        self, session: Session, *, user_id: str | None = None, tags: Sequence[str] | None = None, **kwargs: Any
+    ) -> Session:
+        """Create a session and list it in the catalog. One round trip (catalog ``ZADD``s and the
+        ``create_session`` script in one pipeline).
+
+        Args:
+            session: The session record.
+            user_id: Owner for the catalog (default: the repository's ``user_id``).
+            tags: Tags for the catalog (default: the repository's ``tags``).
 
         Raises:
             SessionException: If the session already exists.
         """
         _expect(session, Session, "session")
-        keys = self.session_keys(session.session_id)
-        record = self._sized(_codec.encode_session(session), keys.session)
-        with self._db.errors("create_session", session.session_id, keys.session):
-            created = self._db.set_nx(keys.session, record)
-        if not created:
+        if not self._create(session, user_id, tags):
             raise SessionException(f"Session {session.session_id} already exists")
         return session
 
+    def _create(
+        self, session: Session, user_id: str | None, tags: Sequence[str] | None, fork_args: Sequence[Any] = ()
+    ) -> bool:
+        """Run ``create_session.lua`` after listing the session in the catalog; False if it exists.
+
+        ``fork_args`` are the script's DUMP payloads and message counts when the session is a fork.
+        """
+        owner, labels = _check_owner(
+            self._user_id if user_id is None else user_id, self._tags if tags is None else tags
+        )
+        keys = self.session_keys(session.session_id)
+        record = self._sized(_codec.encode_session(session), keys.session)
+        created = created_ms(session.created_at)
+        member = catalog_member(created, session.session_id)
+        indexes = self._layout.catalog_indexes(session.session_id, owner, labels)
+        deadline = created + self._max_age_ms if self._max_age_ms else 0
+        args = (
+            self._ttl_ms,
+            record,
+            created,
+            deadline,
+            owner or "",
+            _codec.dumps_list(labels),
+            member,
+            *(fork_args or _NO_FORK),
+        )
+        # The catalog entry goes first: if the script never runs, listing drops the entry as stale.
+        calls = [CommandCall("zadd", (index, {member: 0})) for index in indexes]
+        with self._db.errors("create_session", session.session_id, keys.session):
+            *_, created_now = self._db.batch([*calls, ScriptCall("create_session", keys.all(), args)])
+            if isinstance(created_now, Exception):
+                raise created_now
+            if not created_now:
+                self._db.batch([CommandCall("zrem", (index, member)) for index in indexes])
+        return bool(created_now)
+
     def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
-        """The session record, or ``None``. One round trip (``GET``)."""
+        """The session record, or ``None``. One round trip (``HGET``)."""
         keys = self.session_keys(session_id)
         with self._db.errors("read_session", session_id, keys.session):
-            raw = self._db.get(keys.session)
+            raw = self._read_field(keys, 1, "record")
         return None if raw is None else self._decoded(_codec.decode_session, raw, session_id, keys.session)
 
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
-        """Delete the session with all its agents, messages and orchestrator state.
+        """Delete the session with all its agents, messages and orchestrator state, and its
+        catalog entries.
 
-        One round trip (one script deletes the five keys atomically). Other sessions are never
-        touched, whatever their ids.
+        Two round trips: one script deletes the five keys atomically, then the catalog entries it
+        reported are removed. Other sessions are never touched, whatever their ids.
 
         Raises:
             SessionException: If the session does not exist.
         """
         keys = self.session_keys(session_id)
         with self._db.errors("delete_session", session_id, keys.session):
-            deleted = self._db.script("delete_session", keys.all(), ())
-        if not deleted:
+            entry = self._db.script("delete_session", keys.all(), ())
+            if entry is not None:
+                self._uncatalog(session_id, entry)
+        if entry is None:
             raise SessionException(f"Session {session_id} does not exist")
         logger.debug("session_id=<%s> | deleted session", session_id)
 
@@ -131,7 +203,7 @@ class ValkeySessionRepository(SessionRepository):
         keys = self.session_keys(session_id)
         record = self._sized(_codec.encode_agent(session_agent), keys.agents)
         with self._db.errors("create_agent", session_id, keys.agents):
-            written = self._db.script("put_in_session", (keys.session, keys.agents), (agent_id, record))
+            written = self._db.script("put_in_session", keys.all(), (self._ttl_ms, 2, agent_id, record))
         if not written:
             raise SessionException(f"Session {session_id} does not exist")
 
@@ -140,7 +212,7 @@ class ValkeySessionRepository(SessionRepository):
         _check_id(agent_id, "agent_id")
         keys = self.session_keys(session_id)
         with self._db.errors("read_agent", session_id, keys.agents):
-            raw = self._db.hget(keys.agents, agent_id)
+            raw = self._read_field(keys, 2, agent_id)
         return None if raw is None else self._decoded(_codec.decode_agent, raw, session_id, keys.agents)
 
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
@@ -154,7 +226,7 @@ class ValkeySessionRepository(SessionRepository):
         keys = self.session_keys(session_id)
         body = self._sized(_codec.encode_agent_update(session_agent), keys.agents)
         with self._db.errors("update_agent", session_id, keys.agents):
-            updated = self._db.script("update_record", (keys.agents,), (agent_id, body, "1"))
+            updated = self._db.script("update_record", keys.all(), (self._ttl_ms, 2, agent_id, body, "1"))
         if not updated:
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
 
@@ -172,9 +244,7 @@ class ValkeySessionRepository(SessionRepository):
         keys = self.session_keys(session_id)
         record = self._sized(_codec.encode_message(session_message), keys.messages)
         with self._db.errors("create_message", session_id, keys.messages):
-            written = self._db.script(
-                "append_message", (keys.agents, keys.messages, keys.order), (agent_id, member, record)
-            )
+            written = self._db.script("append_message", keys.all(), (self._ttl_ms, agent_id, member, record))
         if not written:
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
 
@@ -187,7 +257,7 @@ class ValkeySessionRepository(SessionRepository):
         member = self._member(agent_id, message_id)
         keys = self.session_keys(session_id)
         with self._db.errors("read_message", session_id, keys.messages):
-            raw = self._db.hget(keys.messages, member)
+            raw = self._read_field(keys, 3, member)
         return None if raw is None else self._decoded(_codec.decode_message, raw, session_id, keys.messages)
 
     def update_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
@@ -202,7 +272,7 @@ class ValkeySessionRepository(SessionRepository):
         keys = self.session_keys(session_id)
         body = self._sized(_codec.encode_message_update(session_message), keys.messages)
         with self._db.errors("update_message", session_id, keys.messages):
-            updated = self._db.script("update_record", (keys.messages,), (member, body, "1"))
+            updated = self._db.script("update_record", keys.all(), (self._ttl_ms, 3, member, body, "1"))
         if not updated:
             raise SessionException(f"Message {session_message.message_id} does not exist")
 
@@ -228,7 +298,8 @@ class ValkeySessionRepository(SessionRepository):
         low, high = agent_member_range(encoded_agent)
         count = -1 if limit is None else limit
         with self._db.errors("list_messages", session_id, keys.messages):
-            chunks = self._db.script("list_messages", (keys.order, keys.messages), (low, high, offset, count))
+            touch = self._ttl_ms if self._touch_on_read else -1
+            chunks = self._db.script("list_messages", keys.all(), (touch, low, high, offset, count))
         messages: list[SessionMessage] = []
         for chunk in chunks:
             try:
@@ -252,7 +323,7 @@ class ValkeySessionRepository(SessionRepository):
         keys = self.session_keys(session_id)
         record = self._sized(_codec.encode_state(multi_agent.serialize_state()), keys.multi)
         with self._db.errors("create_multi_agent", session_id, keys.multi):
-            written = self._db.script("put_in_session", (keys.session, keys.multi), (multi_agent_id, record))
+            written = self._db.script("put_in_session", keys.all(), (self._ttl_ms, 5, multi_agent_id, record))
         if not written:
             raise SessionException(f"Session {session_id} does not exist")
 
@@ -261,7 +332,7 @@ class ValkeySessionRepository(SessionRepository):
         _check_id(multi_agent_id, "multi_agent_id")
         keys = self.session_keys(session_id)
         with self._db.errors("read_multi_agent", session_id, keys.multi):
-            raw = self._db.hget(keys.multi, multi_agent_id)
+            raw = self._read_field(keys, 5, multi_agent_id)
         return None if raw is None else self._decoded(_codec.decode_state, raw, session_id, keys.multi)
 
     def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
@@ -274,11 +345,27 @@ class ValkeySessionRepository(SessionRepository):
         keys = self.session_keys(session_id)
         record = self._sized(_codec.encode_state(multi_agent.serialize_state()), keys.multi)
         with self._db.errors("update_multi_agent", session_id, keys.multi):
-            updated = self._db.script("update_record", (keys.multi,), (multi_agent_id, record, "0"))
+            updated = self._db.script("update_record", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, "0"))
         if not updated:
             raise SessionException(f"MultiAgent state {multi_agent_id} in session {session_id} does not exist")
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _read_field(self, keys: SessionKeys, index: int, field: str) -> Any:
+        """HGET on the session key at ``index`` (1-based, as in the scripts' KEYS); with
+        ``touch_on_read`` a script that also extends the session's lifetime."""
+        if self._touch_on_read:
+            return self._db.script("read_field", keys.all(), (self._ttl_ms, index, field))
+        return self._db.hget(keys.all()[index - 1], field)
+
+    def _uncatalog(self, session_id: str, entry: Sequence[Any]) -> None:
+        """Remove a deleted session's catalog entries, given the ``delete_session`` script's reply."""
+        member, owner, labels = (_codec.text(v) for v in entry)
+        if not member:
+            return
+        tags = tuple(_codec.loads(labels)) if labels else ()
+        indexes = self._layout.catalog_indexes(session_id, owner or None, tags)
+        self._db.batch([CommandCall("zrem", (index, member)) for index in indexes])
 
     @staticmethod
     def _member(agent_id: str, message_id: int) -> str:
@@ -308,3 +395,13 @@ def _expect(value: object, cls: type, name: str) -> None:
 def _check_id(value: str, kind: str) -> str:
     encode_id(value, kind)
     return value
+
+
+def _check_owner(user_id: str | None, tags: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
+    if user_id is not None:
+        encode_id(user_id, "user_id")
+    if isinstance(tags, str):
+        raise ValueError(f"tags=<{tags!r}> | tags must be a sequence of str, not one str")
+    for tag in tags:
+        encode_id(tag, "tag")
+    return user_id, tuple(dict.fromkeys(tags))

@@ -1,13 +1,11 @@
--- put_in_session: set a field of a session hash, only while the session exists.
--- Used for agents and orchestrator state: a record written after its session was deleted would
--- leave an orphan that no delete can find.
--- KEYS[1] session record key (string)
--- KEYS[2] hash to write (agents or multi)
--- ARGV[1] field (raw agent or orchestrator id)
--- ARGV[2] value (JSON record)
--- Returns 1 when written, 0 when the session does not exist.
+-- put_in_session: set a field of the agents or multi hash, only while the session exists.
+-- A record written after its session was deleted would be an orphan no delete could find.
+-- ARGV[1] ttl ms (0: the session's)   ARGV[2] index of the hash in KEYS (2 agents, 5 multi)
+-- ARGV[3] field (raw id)   ARGV[4] value (JSON record)
+-- Returns 1 when written, 0 when the session does not exist (nothing is written then).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[tonumber(ARGV[2])], ARGV[3], ARGV[4])
+touch(tonumber(ARGV[1]), true)
 return 1

@@ -1,0 +1,38 @@
+-- Prelude of every session script (prepended by _lua.py).
+-- KEYS[1..5] are always the session's keys: 1 session hash, 2 agents, 3 messages, 4 order, 5 multi.
+-- Lifetime lives in the session hash: 'ttl' (sliding, ms) and 'deadline' (absolute, unix ms).
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Give all five keys the same expiry: now + ttl (the caller's, else the session's), capped by the
+-- deadline; with neither, the session hash's current expiry, so keys created later (the first
+-- message, the first orchestrator) never outlive or predecease the rest of the session.
+-- stamp: also record the time of this write in 'updated'.
+local function touch(ttl_ms, stamp)
+  local now = now_ms()
+  if stamp then
+    redis.call('HSET', KEYS[1], 'updated', now)
+  end
+  if ttl_ms <= 0 then
+    ttl_ms = tonumber(redis.call('HGET', KEYS[1], 'ttl') or '0')
+  end
+  local at = 0
+  if ttl_ms > 0 then
+    at = now + ttl_ms
+  end
+  local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline') or '0')
+  if deadline > 0 and (at == 0 or deadline < at) then
+    at = deadline
+  end
+  if at == 0 then
+    at = redis.call('PEXPIRETIME', KEYS[1])
+  end
+  if at > 0 then
+    for i = 1, 5 do
+      redis.call('PEXPIREAT', KEYS[i], at)
+    end
+  end
+end

@@ -1,0 +1,35 @@
+-- create_session: create the session hash unless it exists; for a fork, fill the other four keys
+-- from another session's DUMP payloads in the same step. Leftover keys of the target are cleared.
+-- ARGV[1] ttl ms (0: none)   ARGV[2] Session record (JSON)   ARGV[3] created, unix ms
+-- ARGV[4] deadline, unix ms (0: none)   ARGV[5] user id ('' none)   ARGV[6] tags (JSON list, '' none)
+-- ARGV[7] catalog member
+-- ARGV[8..11] DUMP payloads of the source's agents, messages, order and multi keys ('' when absent or not a fork)
+-- ARGV[12..] field/value pairs of per-agent message counts ('n:<agent id>', count), for a fork
+-- Returns 1 when created, 0 when the target session already exists (nothing is written then).
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+for i = 2, 5 do
+  redis.call('DEL', KEYS[i])
+  if ARGV[6 + i] ~= '' then
+    redis.call('RESTORE', KEYS[i], 0, ARGV[6 + i])
+  end
+end
+redis.call('HSET', KEYS[1], 'record', ARGV[2], 'created', ARGV[3], 'catalog', ARGV[7])
+if ARGV[4] ~= '0' then
+  redis.call('HSET', KEYS[1], 'deadline', ARGV[4])
+end
+if ARGV[1] ~= '0' then
+  redis.call('HSET', KEYS[1], 'ttl', ARGV[1])
+end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'user', ARGV[5])
+end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'tags', ARGV[6])
+end
+for i = 12, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+touch(tonumber(ARGV[1]), true)
+return 1

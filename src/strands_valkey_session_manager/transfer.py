@@ -1,0 +1,293 @@
+"""Copying sessions: fork on the server, export to JSON Lines, import from JSON Lines.
+
+The export format is one JSON object per line, records in the SDK's ``to_dict()`` shape (bytes as
+base64 wrappers), so an export reads like the SDK's own files::
+
+    {"kind": "session", "format": 1, "session": {...}, "user_id": ..., "tags": [...]}
+    {"kind": "agent", "agent": {...}}
+    {"kind": "message", "agent_id": "...", "message": {...}}
+    {"kind": "multi_agent", "id": "...", "state": {...}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from strands.types.exceptions import SessionException
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
+
+from . import _codec
+from ._client import ClientAdapter, CommandCall, ScriptCall
+from ._keys import KeyLayout, SessionKeys, check_message_id, encode_id, message_member
+
+if TYPE_CHECKING:
+    from .catalog import SessionInfo
+
+EXPORT_FORMAT = 1
+# Writes per pipeline when importing: bounded so no request grows without limit.
+_IMPORT_BATCH = 500
+
+
+@dataclass
+class SessionExport:
+    """A parsed, validated export."""
+
+    session: Session
+    user_id: str | None = None
+    tags: tuple[str, ...] = ()
+    agents: list[SessionAgent] = field(default_factory=list)
+    messages: dict[str, list[SessionMessage]] = field(default_factory=dict)
+    multi_agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def message_count(self) -> int:
+        """Messages over all agents."""
+        return sum(len(m) for m in self.messages.values())
+
+
+class TransferMixin:
+    """Fork, export and import for :class:`~strands_valkey_session_manager.ValkeySessionRepository`."""
+
+    _db: ClientAdapter
+    _layout: KeyLayout
+    _ttl_ms: int
+
+    if TYPE_CHECKING:  # provided by the repository and the catalog
+
+        def session_keys(self, session_id: str) -> SessionKeys: ...
+        def read_session(self, session_id: str, **kwargs: Any) -> Session | None: ...
+        def delete_session(self, session_id: str, **kwargs: Any) -> None: ...
+        def list_messages(
+            self, session_id: str, agent_id: str, limit: int | None = None, offset: int = 0, **kwargs: Any
+        ) -> list[SessionMessage]: ...
+        def session_info(self, session_id: str) -> SessionInfo | None: ...
+        def _create(
+            self, session: Session, user_id: str | None, tags: Sequence[str] | None, fork_args: Sequence[Any] = ()
+        ) -> bool: ...
+        def _sized(self, record: bytes, key: str) -> bytes: ...
+
+    def fork_session(
+        self, source_id: str, target_id: str, *, user_id: str | None = None, tags: Sequence[str] | None = None
+    ) -> None:
+        """Copy a session with all its agents, messages and orchestrator state to a new id.
+
+        Two round trips whatever the size: ``DUMP`` of the source's keys (one slot), then one script
+        that ``RESTORE``s them under the target (the other slot) and lists it in the catalog. The
+        copy gets a new creation time and this repository's lifetime; owner and tags are the
+        source's unless given.
+
+        Raises:
+            SessionException: If the source does not exist or the target already exists.
+            ValueError: If the ids are the same.
+        """
+        if source_id == target_id:
+            raise ValueError(f"session_id=<{source_id}> | cannot fork a session onto itself")
+        source = self.session_keys(source_id)
+        encode_id(target_id, "session_id")
+        with self._db.errors("fork_session", source_id, source.session):
+            reply = self._db.batch(
+                [CommandCall("hgetall", (source.session,))]
+                + [CommandCall("dump", (k,)) for k in (source.agents, source.messages, source.order, source.multi)]
+            )
+        for item in reply:
+            if isinstance(item, Exception):
+                raise SessionException(f"session_id=<{source_id}> | cannot read the source: {item}") from item
+        fields = {_codec.text(k): v for k, v in reply[0].items()}
+        if "record" not in fields:
+            raise SessionException(f"Session {source_id} does not exist")
+        origin = _codec.decode_session(fields["record"])
+        now = datetime.now(timezone.utc).isoformat()
+        session = Session(session_id=target_id, session_type=origin.session_type, created_at=now, updated_at=now)
+        counts = [item for k, v in fields.items() if k.startswith("n:") for item in (k, v)]
+        payloads = [b"" if p is None else p for p in reply[1:]]
+        if user_id is None and "user" in fields:
+            user_id = _codec.text(fields["user"])
+        if tags is None and fields.get("tags"):
+            tags = tuple(_codec.loads(fields["tags"]))
+        if not self._create(session, user_id, tags, [*payloads, *counts]):
+            raise SessionException(f"Session {target_id} already exists")
+
+    def export_records(self, session_id: str) -> SessionExport:
+        """Read a whole session. Three round trips plus one per agent.
+
+        Raises:
+            SessionException: If the session does not exist.
+        """
+        info = self.session_info(session_id)
+        session = self.read_session(session_id)
+        if info is None or session is None:
+            raise SessionException(f"Session {session_id} does not exist")
+        keys = self.session_keys(session_id)
+        with self._db.errors("export_session", session_id, keys.agents):
+            agents_raw, multi_raw = self._db.batch(
+                [CommandCall("hgetall", (keys.agents,)), CommandCall("hgetall", (keys.multi,))]
+            )
+        agents = sorted((_codec.decode_agent(v) for v in agents_raw.values()), key=lambda a: a.agent_id)
+        return SessionExport(
+            session=session,
+            user_id=info.user_id,
+            tags=info.tags,
+            agents=agents,
+            messages={a.agent_id: self.list_messages(session_id, a.agent_id) for a in agents},
+            multi_agents={_codec.text(k): _codec.decode_state(v) for k, v in sorted(multi_raw.items())},
+        )
+
+    def export_session(self, session_id: str) -> str:
+        """A whole session as JSON Lines (see the module docstring).
+
+        Raises:
+            SessionException: If the session does not exist.
+        """
+        return "".join(line + "\n" for line in export_lines(self.export_records(session_id)))
+
+    def import_session(self, jsonl: str | bytes | Iterable[str], *, overwrite: bool = False) -> str:
+        """Write a session from :meth:`export_session` output; returns its id.
+
+        Everything is parsed and validated before anything is written.
+
+        Args:
+            jsonl: The export (text, bytes or an iterable of lines).
+            overwrite: Replace an existing session with the same id (deleted first).
+
+        Raises:
+            ValueError: If the input is not a valid export (the message names the line).
+            SessionException: If the session exists and ``overwrite`` is false.
+        """
+        export = parse_export(jsonl)
+        session_id = export.session.session_id
+        if self.read_session(session_id) is not None:
+            if not overwrite:
+                raise SessionException(f"Session {session_id} already exists; pass overwrite=True to replace it")
+            self.delete_session(session_id)
+        self.write_export(export)
+        return session_id
+
+    def write_export(self, export: SessionExport) -> None:
+        """Write a parsed export into a new session (which must not exist yet).
+
+        Raises:
+            SessionException: If the session already exists.
+        """
+        session_id = export.session.session_id
+        if not self._create(export.session, export.user_id, export.tags, ()):
+            raise SessionException(f"Session {session_id} already exists")
+        keys = self.session_keys(session_id)
+        calls: list[ScriptCall] = []
+        for agent in export.agents:
+            record = self._sized(_codec.encode_agent(agent), keys.agents)
+            calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent.agent_id, record)))
+        for agent_id, messages in export.messages.items():
+            encoded_agent = encode_id(agent_id, "agent_id")
+            for message in messages:
+                member = message_member(encoded_agent, check_message_id(message.message_id))
+                record = self._sized(_codec.encode_message(message), keys.messages)
+                calls.append(ScriptCall("append_message", keys.all(), (self._ttl_ms, agent_id, member, record)))
+        for multi_id, state in export.multi_agents.items():
+            record = self._sized(_codec.encode_state(state), keys.multi)
+            calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_id, record)))
+        with self._db.errors("import_session", session_id, keys.session):
+            for start in range(0, len(calls), _IMPORT_BATCH):
+                for result in self._db.batch(calls[start : start + _IMPORT_BATCH]):
+                    if isinstance(result, Exception):
+                        raise result
+                    if not result:
+                        raise SessionException(f"session_id=<{session_id}> | import interrupted: session vanished")
+
+
+def export_lines(export: SessionExport) -> Iterable[str]:
+    """The JSON Lines of an export, one object per line."""
+    yield _line(
+        {
+            "kind": "session",
+            "format": EXPORT_FORMAT,
+            "session": export.session.to_dict() | {"session_type": export.session.session_type.value},
+            "user_id": export.user_id,
+            "tags": list(export.tags),
+        }
+    )
+    for agent in export.agents:
+        yield _line({"kind": "agent", "agent": agent})
+        for message in export.messages.get(agent.agent_id, []):
+            yield _line({"kind": "message", "agent_id": agent.agent_id, "message": message})
+    for multi_id, state in export.multi_agents.items():
+        yield _line({"kind": "multi_agent", "id": multi_id, "state": state})
+
+
+def _line(obj: dict[str, Any]) -> str:
+    value = {k: (v.to_dict() if isinstance(v, (SessionAgent, SessionMessage)) else v) for k, v in obj.items()}
+    return _codec.dumps(value).decode()
+
+
+def parse_export(jsonl: str | bytes | Iterable[str]) -> SessionExport:
+    """Parse and validate an export.
+
+    Raises:
+        ValueError: If a line is not JSON or not a valid record; the message names the line.
+    """
+    if isinstance(jsonl, bytes):
+        jsonl = jsonl.decode("utf-8")
+    lines = jsonl.splitlines() if isinstance(jsonl, str) else list(jsonl)
+    export: SessionExport | None = None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = _codec.loads(line)
+            if not isinstance(obj, dict):
+                raise _codec.CodecError("not a JSON object")
+            export = _apply(export, obj)
+        except (_codec.CodecError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"line {number}: not a valid export record: {e}") from e
+    if export is None:
+        raise ValueError("empty export: no session line")
+    return export
+
+
+def _apply(export: SessionExport | None, obj: dict[str, Any]) -> SessionExport:
+    kind = obj.get("kind")
+    if kind == "session":
+        if export is not None:
+            raise ValueError("a second session line")
+        if obj.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"unsupported format {obj.get('format')!r}")
+        data = obj["session"]
+        session = Session(
+            session_id=data["session_id"],
+            session_type=SessionType(data["session_type"]),
+            created_at=data["created_at"],
+            updated_at=data["updated_at"],
+        )
+        encode_id(session.session_id, "session_id")
+        user_id = obj.get("user_id")
+        tags = obj.get("tags") or []
+        if user_id is not None and not isinstance(user_id, str):
+            raise TypeError("user_id must be a str")
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise TypeError("tags must be a list of str")
+        return SessionExport(session=session, user_id=user_id, tags=tuple(tags))
+    if export is None:
+        raise ValueError("the first line must be the session line")
+    if kind == "agent":
+        agent = _codec.agent_from_dict(obj["agent"])
+        encode_id(agent.agent_id, "agent_id")
+        export.agents.append(agent)
+        export.messages.setdefault(agent.agent_id, [])
+    elif kind == "message":
+        agent_id = obj["agent_id"]
+        if agent_id not in export.messages:
+            raise ValueError(f"message for agent {agent_id!r} before its agent line")
+        message = _codec.message_from_dict(obj["message"])
+        if not isinstance(message.message_id, int) or isinstance(message.message_id, bool):
+            raise ValueError(f"message id {message.message_id!r} is not an integer")
+        export.messages[agent_id].append(message)
+    elif kind == "multi_agent":
+        state = obj["state"]
+        if not isinstance(state, dict):
+            raise TypeError("multi_agent state must be an object")
+        export.multi_agents[encode_id(obj["id"], "multi_agent_id") and obj["id"]] = state
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return export
