@@ -1,5 +1,6 @@
 """Session manager for Strands Agents on plain Valkey and Redis, standalone or cluster."""
 
+from .catalog import SessionInfo, SessionPage
 from .exceptions import (
     AccessDeniedError,
     CorruptRecordError,
@@ -13,6 +14,8 @@ from .session_manager import ValkeySessionManager
 __all__ = [
     "AccessDeniedError",
     "CorruptRecordError",
+    "SessionInfo",
+    "SessionPage",
     "SessionStoreUnavailableError",
     "SessionTooLargeError",
     "ValkeySessionError",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from strands.session.repository_session_manager import RepositorySessionManager
 
 from ._keys import DEFAULT_KEY_PREFIX
+from ._lifetime import Duration
 from .repository import DEFAULT_MAX_RECORD_BYTES, ValkeySessionRepository
 
 
@@ -23,6 +25,11 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             cluster clients). The manager never closes a client it was given.
         key_prefix: First component of every key (default ``"strands"``).
         max_record_bytes: Largest encoded message or agent record accepted.
+        ttl: Sliding lifetime (seconds or ``timedelta``): every write extends the whole session.
+        max_age: Absolute lifetime of a session this manager creates, from its creation.
+        touch_on_read: Reads extend the lifetime too.
+        user_id: Owner recorded in the catalog (``list_sessions(user_id=...)``) for a new session.
+        tags: Tags recorded in the catalog for a new session.
         **kwargs: Passed on to ``RepositorySessionManager``.
     """
 
@@ -33,9 +40,24 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        ttl: Duration | None = None,
+        max_age: Duration | None = None,
+        touch_on_read: bool = False,
+        user_id: str | None = None,
+        tags: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
-        ValkeySessionRepository.__init__(self, client, key_prefix=key_prefix, max_record_bytes=max_record_bytes)
+        ValkeySessionRepository.__init__(
+            self,
+            client,
+            key_prefix=key_prefix,
+            max_record_bytes=max_record_bytes,
+            ttl=ttl,
+            max_age=max_age,
+            touch_on_read=touch_on_read,
+            user_id=user_id,
+            tags=tags,
+        )
         self._owns_client = False
         RepositorySessionManager.__init__(self, session_id=session_id, session_repository=self, **kwargs)
 
@@ -47,6 +69,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         cluster: bool = False,
+        manager_kwargs: dict[str, Any] | None = None,
         **client_kwargs: Any,
     ) -> ValkeySessionManager:
         """Build a manager on a new valkey-py client for ``url`` (``valkey://``, ``valkeys://``,
@@ -57,6 +80,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             session_id: Id of the session.
             key_prefix: First component of every key.
             cluster: Connect with ``valkey.cluster.ValkeyCluster`` (ElastiCache Serverless, cluster mode).
+            manager_kwargs: Further arguments of the manager (``ttl``, ``user_id``, ...).
             **client_kwargs: Passed to the client's ``from_url``.
         """
         import valkey
@@ -68,7 +92,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             else valkey.Valkey.from_url(url, **client_kwargs)
         )
         try:
-            manager = cls(session_id=session_id, client=client, key_prefix=key_prefix)
+            manager = cls(session_id=session_id, client=client, key_prefix=key_prefix, **(manager_kwargs or {}))
         except BaseException:
             client.close()
             raise
