@@ -1,0 +1,372 @@
+"""I/O for :class:`~strands_valkey_session_manager.storage.ValkeyStorage`: plans and the executors that run them.
+
+Each storage operation is written once, as a *plan*: a generator that yields steps (:class:`Call`,
+:class:`Script`, :class:`Batch`) and receives each step's reply. Plans do no I/O, so one plan
+serves every client. An executor runs plans on one client:
+
+* :class:`SyncExecutor` for ``valkey.Valkey``, ``redis.Redis``, ``ValkeyCluster``, ``RedisCluster``:
+  the whole plan runs in a worker thread (``asyncio.to_thread``), so the caller's loop never blocks.
+* :class:`AsyncExecutor` for the asyncio clients of both libraries (standalone and cluster): the
+  plan runs on one private event loop in a daemon thread (shared by every asyncio client in the
+  process), and the caller awaits the result from whatever loop it is on. An asyncio client is
+  bound to the loop its connections were made on; the SDK calls storage from many short-lived
+  loops (``strands._async.run_async``), so the client is only ever used on the private loop.
+
+Values are read with the clients' ``NEVER_DECODE`` option, so ``decode_responses=True`` clients
+return the exact stored bytes too; everything else the plans read is UTF-8 text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import os
+import threading
+from collections.abc import Callable, Coroutine, Generator, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Any, Final, TypeVar
+
+from strands.types.exceptions import StorageError
+
+_T = TypeVar("_T")
+
+# Option understood by both libraries' parse_response (sync, asyncio, cluster): read the reply raw.
+_NEVER_DECODE: Final = "NEVER_DECODE"
+_SUPPORTED_FAMILIES: Final = ("valkey", "redis")
+SCRIPT_NAMES: Final = ("storage_write", "storage_delete")
+_CLOSE_TIMEOUT: Final = 10.0
+
+
+class ValkeyStorageError(StorageError):
+    """Root of the errors :class:`ValkeyStorage` raises; a ``StorageError``, as the protocol promises."""
+
+
+class StorageUnavailableError(ValkeyStorageError):
+    """The server could not be reached, timed out, or refused for now (READONLY, OOM, LOADING, cluster down).
+
+    A write that raises this left no index entry without its value; it may be retried.
+    """
+
+
+class StorageValueTooLargeError(ValkeyStorageError):
+    """A value exceeds ``max_value_bytes``; nothing was sent to the server."""
+
+
+class InvalidStorageArgumentError(ValkeyStorageError, TypeError):
+    """A key that is not a ``str`` or data that is not bytes-like; also a ``TypeError``."""
+
+
+# -- plans ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One command. ``raw`` reads the reply without decoding (exact bytes)."""
+
+    args: tuple[Any, ...]
+    raw: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One of the ``lua/storage_*.lua`` scripts."""
+
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Commands sent together in one non-transactional pipeline; the reply is the list of replies."""
+
+    calls: tuple[Call, ...]
+
+
+Step = Call | Script | Batch
+Plan = Generator[Step, Any, _T]
+
+
+@cache
+def script_source(name: str) -> str:
+    """Text of ``lua/<name>.lua`` with the shared ``lua/_storage_prelude.lua`` in front."""
+    if name not in SCRIPT_NAMES:
+        raise KeyError(name)
+    lua = files(__package__) / "lua"
+    prelude = (lua / "_storage_prelude.lua").read_text(encoding="utf-8")
+    return prelude + "\n" + (lua / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def text(value: bytes | str) -> str:
+    """A reply element as text, whatever the client's ``decode_responses``."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+# -- client inspection ---------------------------------------------------------------------------
+
+
+def _family(client: Any) -> str:
+    family = type(client).__module__.split(".", 1)[0]
+    if family not in _SUPPORTED_FAMILIES or not hasattr(client, "execute_command"):
+        raise TypeError(
+            "client must be a valkey-py or redis-py client (valkey.Valkey, redis.Redis, ValkeyCluster, "
+            f"RedisCluster, or their asyncio versions), not {type(client).__qualname__}"
+        )
+    return family
+
+
+def is_async_client(client: Any) -> bool:
+    """True for the asyncio clients of valkey-py and redis-py."""
+    return inspect.iscoroutinefunction(type(client).execute_command)
+
+
+def is_cluster_client(client: Any) -> bool:
+    """True for ``ValkeyCluster``/``RedisCluster``, sync or asyncio."""
+    return hasattr(client, "nodes_manager")
+
+
+class _ErrorMap:
+    """Maps one client library's exceptions to storage errors naming the operation and key."""
+
+    def __init__(self, family: str) -> None:
+        exceptions = importlib.import_module(f"{family}.exceptions")
+        # Errors meaning "the server did not do it (or we cannot know)": worth a retry later.
+        self.unavailable: tuple[type[BaseException], ...] = tuple(
+            getattr(exceptions, name)
+            for name in (
+                "ConnectionError",
+                "TimeoutError",
+                "ClusterDownError",
+                "ClusterError",
+                "SlotNotCoveredError",
+                "ReadOnlyError",
+                "OutOfMemoryError",
+                "BusyLoadingError",
+                "TryAgainError",
+                "MasterDownError",
+            )
+            if hasattr(exceptions, name)
+        )
+        self.no_permission: type[BaseException] = exceptions.NoPermissionError
+        self.response: type[BaseException] = exceptions.ResponseError
+        base_name = "ValkeyError" if family == "valkey" else "RedisError"
+        self.base: type[BaseException] = getattr(exceptions, base_name)
+
+    @contextmanager
+    def mapped(self, operation: str, key: str) -> Iterator[None]:
+        try:
+            yield
+        except self.no_permission as e:
+            raise ValkeyStorageError(f"Failed to {operation} '{key}': not permitted by the server's ACL ({e})") from e
+        except self.unavailable as e:
+            raise StorageUnavailableError(f"Failed to {operation} '{key}': server unavailable ({e})") from e
+        except self.response as e:
+            raise ValkeyStorageError(f"Failed to {operation} '{key}': server refused ({e})") from e
+        except self.base as e:
+            raise ValkeyStorageError(f"Failed to {operation} '{key}': {type(e).__name__}: {e}") from e
+
+
+# -- executors -----------------------------------------------------------------------------------
+
+
+class Executor:
+    """Runs plans on one client. Subclasses define how a step is executed."""
+
+    def __init__(self, client: Any, *, owned: bool) -> None:
+        self.client = client
+        self.owned = owned
+        self.cluster = is_cluster_client(client)
+        self.errors = _ErrorMap(_family(client))
+        self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        self.closed = False
+
+    async def run(self, plan: Plan[_T], operation: str, key: str) -> _T:
+        """Run ``plan``, mapping client errors to storage errors that name ``operation`` and ``key``."""
+        raise NotImplementedError
+
+    def check_open(self, operation: str, key: str) -> None:
+        """Refuse use after :meth:`close`.
+
+        Raises:
+            ValkeyStorageError: If the storage was closed.
+        """
+        if self.closed:
+            raise ValkeyStorageError(f"Failed to {operation} '{key}': the storage is closed")
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _options(call: Call) -> dict[str, Any]:
+        return {_NEVER_DECODE: []} if call.raw else {}
+
+    def _pipeline(self) -> Any:
+        # A cluster pipeline is never a transaction; a standalone one must be asked not to be.
+        return self.client.pipeline() if self.cluster else self.client.pipeline(transaction=False)
+
+
+class SyncExecutor(Executor):
+    """A synchronous client: each plan runs whole in a worker thread."""
+
+    async def run(self, plan: Plan[_T], operation: str, key: str) -> _T:
+        self.check_open(operation, key)
+        return await asyncio.to_thread(self.run_blocking, plan, operation, key)
+
+    def run_blocking(self, plan: Plan[_T], operation: str, key: str) -> _T:
+        """Run a plan in the calling thread."""
+        with self.errors.mapped(operation, key):
+            try:
+                step = next(plan)
+                while True:
+                    step = plan.send(self._execute(step))
+            except StopIteration as done:
+                result: _T = done.value
+                return result
+
+    def _execute(self, step: Step) -> Any:
+        if isinstance(step, Call):
+            return self.client.execute_command(*step.args, **self._options(step))
+        if isinstance(step, Script):
+            return self._scripts[step.name](keys=list(step.keys), args=list(step.args))
+        if len(step.calls) == 1:
+            return [self._execute(step.calls[0])]
+        pipe = self._pipeline()
+        try:
+            for call in step.calls:
+                pipe.execute_command(*call.args, **self._options(call))
+            return pipe.execute()
+        finally:
+            pipe.reset()
+
+    def close(self) -> None:
+        if self.owned and not self.closed:
+            self.client.close()
+        self.closed = True
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+
+class _IOLoop:
+    """One event loop in a daemon thread, shared by every asyncio client of the process.
+
+    Started on first use and again in a forked child (the parent's thread does not survive a fork).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            alive = self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
+            if self._loop is None or not alive:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=self._serve, args=(loop,), name="strands-valkey-storage-io", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread, self._pid = loop, thread, os.getpid()
+            return self._loop
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, _T]) -> Future[_T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.get())
+
+    def in_loop_thread(self) -> bool:
+        return self._thread is threading.current_thread()
+
+
+_io_loop = _IOLoop()
+
+
+class AsyncExecutor(Executor):
+    """An asyncio client: every command runs on the process's private I/O loop.
+
+    The client must be dedicated to storage use: its connections belong to that loop, so using the
+    same client object from another event loop at the same time breaks both.
+    """
+
+    async def run(self, plan: Plan[_T], operation: str, key: str) -> _T:
+        self.check_open(operation, key)
+        return await asyncio.wrap_future(_io_loop.submit(self._drive(plan, operation, key)))
+
+    async def _drive(self, plan: Plan[_T], operation: str, key: str) -> _T:
+        with self.errors.mapped(operation, key):
+            try:
+                step = next(plan)
+                while True:
+                    step = plan.send(await self._execute(step))
+            except StopIteration as done:
+                result: _T = done.value
+                return result
+
+    async def _execute(self, step: Step) -> Any:
+        if isinstance(step, Call):
+            return await self.client.execute_command(*step.args, **self._options(step))
+        if isinstance(step, Script):
+            return await self._scripts[step.name](keys=list(step.keys), args=list(step.args))
+        if len(step.calls) == 1:
+            return [await self._execute(step.calls[0])]
+        pipe = self._pipeline()
+        try:
+            for call in step.calls:
+                # Queues the command and returns the pipeline, which is awaitable: do not await it.
+                pipe.execute_command(*call.args, **self._options(call))
+            return await pipe.execute()
+        finally:
+            await _maybe_await(pipe.reset)
+
+    async def _release(self) -> None:
+        if self.owned:
+            await _maybe_await(getattr(self.client, "aclose", None) or self.client.close)
+        elif self.cluster:
+            # Drop the node connections (they belong to the I/O loop) but leave the client open:
+            # it is the caller's, and reconnects on its next command.
+            await asyncio.gather(*(node.disconnect() for node in self.client.get_nodes()))
+        else:
+            await self.client.connection_pool.disconnect()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if _io_loop.in_loop_thread():
+            raise RuntimeError("close() called on the storage I/O loop")
+        _io_loop.submit(self._release()).result(timeout=_CLOSE_TIMEOUT)
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await asyncio.wrap_future(_io_loop.submit(self._release()))
+
+
+async def _maybe_await(method: Callable[[], Any]) -> None:
+    result = method()
+    if inspect.isawaitable(result):
+        await result
+
+
+def executor_for(client: Any, *, owned: bool) -> Executor:
+    """The executor matching ``client``.
+
+    Raises:
+        TypeError: If ``client`` is not a valkey-py or redis-py client.
+    """
+    _family(client)
+    return AsyncExecutor(client, owned=owned) if is_async_client(client) else SyncExecutor(client, owned=owned)

@@ -1,0 +1,385 @@
+"""``ValkeyStorage``: the SDK's unified ``strands.storage.Storage`` protocol on plain Valkey or Redis.
+
+Use it wherever the SDK takes a ``Storage``, for example::
+
+    from strands import Agent
+    from strands.session import SnapshotSessionManager
+    from strands_valkey_session_manager import ValkeyStorage
+
+    storage = ValkeyStorage.from_url("valkey://localhost:6379")
+    agent = Agent(session_manager=SnapshotSessionManager("s1", storage=storage))
+
+Contract (the protocol's, checked by the SDK's own storage tests in ``tests/``): ``write``
+overwrites, ``read`` returns ``None`` for a missing key, ``delete`` of a missing key is a no-op,
+``list(prefix)`` returns full keys sorted ascending and ``""`` lists every key; every failure is a
+``strands.types.exceptions.StorageError``. Keys are normalised exactly like the SDK's path-based
+backends: runs of ``/`` collapse, leading and trailing ``/`` go, and empty keys, backslashes and
+``..`` segments are refused.
+
+Data model (details and the cluster slot rule in ``ARCHITECTURE.md``, section "ValkeyStorage",
+and in ``_storage_keys.py``): each value is a string key holding the exact bytes; each group (the
+first two path segments of a key of three or more segments, else its first segment) has a sorted
+set of its keys, updated in the same Lua script as the value; a sorted set of groups lets
+``list`` find groups without SCAN or KEYS. A group is one hash tag, so all keys of one
+``SnapshotSessionManager`` session (``session/<session_id>/...``) live in one slot.
+
+Round trips (steady state): ``read`` 1 (``GET``); ``write`` and ``delete`` 1 script on a standalone
+server, and a write on a cluster adds one ``ZADD`` to the groups index first; ``list`` of a prefix
+with two or more ``/`` (such as ``session/<sid>/``) 1, otherwise 1 more to read the groups index,
+with every group's range sent in one pipeline.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import logging
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+from strands.storage.search.keyword import KeywordSearchStrategy
+from strands.types.exceptions import StorageError
+
+from . import _storage_keys
+from ._keys import validate_key_prefix
+from ._storage_io import (
+    Batch,
+    Call,
+    Executor,
+    InvalidStorageArgumentError,
+    Plan,
+    Script,
+    StorageUnavailableError,
+    StorageValueTooLargeError,
+    ValkeyStorageError,
+    executor_for,
+    text,
+)
+
+try:  # The SDK's marker for "already a namespaced view": SDK constructs then do not prefix again.
+    from strands.storage.storage import _NAMESPACED
+except ImportError:  # pragma: no cover - every SDK with strands.storage has it
+    _NAMESPACED = object()
+
+if TYPE_CHECKING:
+    from strands.storage.search.types import SearchStrategy
+    from strands.storage.storage import StorageSearchResult
+
+__all__ = [
+    "DEFAULT_MAX_VALUE_BYTES",
+    "DEFAULT_NAMESPACE",
+    "InvalidStorageArgumentError",
+    "StorageUnavailableError",
+    "StorageValueTooLargeError",
+    "ValkeyStorage",
+    "ValkeyStorageError",
+]
+
+logger = logging.getLogger(__name__)
+
+#: First component of every server key (``<namespace>:storage:...``).
+DEFAULT_NAMESPACE: Final = "strands"
+#: Default ceiling for one value. Far below the server's 512 MB limit; raise it with ``max_value_bytes``.
+DEFAULT_MAX_VALUE_BYTES: Final = 32 * 1024 * 1024
+# Group ranges sent per pipeline by list().
+_LIST_BATCH: Final = 500
+
+_BYTES_LIKE: Final = (bytes, bytearray, memoryview)
+
+
+class ValkeyStorage:
+    """Stores raw bytes under ``/``-separated keys on Valkey or Redis (standalone or cluster).
+
+    Args:
+        client: A configured client of valkey-py or redis-py: ``valkey.Valkey``, ``redis.Redis``,
+            ``valkey.cluster.ValkeyCluster``, ``redis.cluster.RedisCluster``, or the asyncio version of
+            any of them, with ``decode_responses`` either way (values always come back as the exact
+            bytes written). A synchronous client runs in a worker thread per call. An asyncio client
+            is driven from one private event loop thread, because the SDK calls storage from many
+            short-lived event loops: give the storage a client of its own, not one your code also
+            uses from another loop. The storage closes only clients it created (:meth:`from_url`).
+        namespace: First component of every server key (default ``"strands"``); no braces, glob
+            characters or whitespace. Not to be confused with :meth:`namespace`, the SDK's
+            key-prefix view.
+        max_value_bytes: Largest value accepted; a larger one raises
+            :class:`StorageValueTooLargeError` before any I/O.
+        search_strategy: Optional SDK search strategy: ``write`` indexes through it and ``search``
+            delegates to it. Without one, ``search`` is the SDK's keyword scan.
+
+    Raises:
+        TypeError: If ``client`` is not a supported client.
+        ValueError: If ``namespace`` or ``max_value_bytes`` is invalid.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        namespace: str = DEFAULT_NAMESPACE,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        *,
+        search_strategy: SearchStrategy[ValkeyStorage] | None = None,
+    ) -> None:
+        self._init(executor_for(client, owned=False), namespace, max_value_bytes, search_strategy)
+
+    def _init(
+        self,
+        executor: Executor,
+        namespace: str,
+        max_value_bytes: int,
+        search_strategy: SearchStrategy[ValkeyStorage] | None,
+    ) -> None:
+        if not isinstance(max_value_bytes, int) or isinstance(max_value_bytes, bool) or max_value_bytes <= 0:
+            raise ValueError(f"max_value_bytes=<{max_value_bytes!r}> | must be a positive int")
+        self._executor = executor
+        self._layout = _storage_keys.StorageLayout(validate_key_prefix(namespace))
+        self._max_value_bytes = max_value_bytes
+        self._search_strategy = search_strategy
+        # Key prefix of a view made by namespace(): "" or a normalised prefix ending in "/".
+        self._prefix = ""
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        cluster: bool = False,
+        namespace: str = DEFAULT_NAMESPACE,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        search_strategy: SearchStrategy[ValkeyStorage] | None = None,
+        **client_kwargs: Any,
+    ) -> ValkeyStorage:
+        """Build a storage on a new synchronous valkey-py client that :meth:`close` will close.
+
+        Args:
+            url: ``valkey://``, ``valkeys://`` (TLS), ``redis://``, ``rediss://`` or ``unix://`` URL.
+            cluster: Connect with ``valkey.cluster.ValkeyCluster`` instead of ``valkey.Valkey``.
+            namespace: See the class.
+            max_value_bytes: See the class.
+            search_strategy: See the class.
+            **client_kwargs: Passed to the client's ``from_url`` (timeouts, TLS, retries, ...).
+
+        Raises:
+            StorageUnavailableError: If a cluster client cannot reach any node (it connects at once).
+            ValueError: If an argument is invalid.
+        """
+        import valkey
+        import valkey.exceptions
+
+        try:
+            if cluster:
+                from valkey.cluster import ValkeyCluster
+
+                cluster_type: Any = ValkeyCluster  # unannotated in valkey-py
+                client: Any = cluster_type.from_url(url, **client_kwargs)
+            else:
+                client = valkey.Valkey.from_url(url, **client_kwargs)
+        except valkey.exceptions.ValkeyError as e:
+            raise StorageUnavailableError(f"Failed to connect to {url!r}: {e}") from e
+        storage = cls.__new__(cls)
+        try:
+            storage._init(executor_for(client, owned=True), namespace, max_value_bytes, search_strategy)
+        except BaseException:
+            client.close()
+            raise
+        return storage
+
+    # -- the Storage protocol -------------------------------------------------------------------
+
+    async def write(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, overwriting any existing value.
+
+        Atomic: the value and its index entry are written by one script (on a cluster, the key's
+        group is first added to the groups index, which only ever makes ``list`` look at a group
+        that may be empty). Nothing is written when an error is raised before the script ran.
+
+        Raises:
+            StorageError: If the key is invalid.
+            InvalidStorageArgumentError: If ``key`` is not a ``str`` or ``data`` not bytes-like.
+            StorageValueTooLargeError: If ``data`` is longer than ``max_value_bytes``.
+            StorageUnavailableError: If the server cannot be reached.
+            ValkeyStorageError: If the server refuses the write.
+        """
+        normalized = self._normalize_key(key)
+        value = _as_bytes(data, key)
+        if len(value) > self._max_value_bytes:
+            raise StorageValueTooLargeError(
+                f"Failed to write '{key}': value of {len(value)} bytes exceeds "
+                f"max_value_bytes={self._max_value_bytes}; nothing was written"
+            )
+        await self._executor.run(self._write_plan(self._locate(normalized), value), "write", key)
+        logger.debug("key=<%s>, bytes=<%d> | wrote value", key, len(value))
+        if self._search_strategy is not None:
+            try:
+                await self._search_strategy.index(self, normalized, value)
+            except Exception as error:
+                raise StorageError(f"Wrote '{key}' but indexing failed") from error
+
+    async def read(self, key: str) -> bytes | None:
+        """The bytes stored under ``key``, or ``None`` if there are none. One round trip (``GET``).
+
+        Raises:
+            StorageError: If the key is invalid or the read fails.
+        """
+        location = self._locate(self._normalize_key(key))
+        raw = await self._executor.run(self._read_plan(location), "read", key)
+        if raw is None or isinstance(raw, bytes):
+            return raw
+        raise ValkeyStorageError(f"Failed to read '{key}': unexpected reply of type {type(raw).__name__}")
+
+    async def delete(self, key: str) -> None:
+        """Delete the value under ``key`` and its index entry, atomically; a no-op if there is none.
+
+        Raises:
+            StorageError: If the key is invalid or the delete fails.
+        """
+        location = self._locate(self._normalize_key(key))
+        await self._executor.run(self._delete_plan(location), "delete", key)
+
+    async def list(self, query: str = "") -> builtins.list[str]:
+        """Keys starting with the prefix ``query``, sorted ascending; ``""`` lists every key.
+
+        Reads indexes only, never SCAN or KEYS: one sorted-set range when the prefix has two or more
+        ``/`` (for example one session's ``session/<sid>/``), else the groups index and then, in one
+        pipeline, a range of each group that can match.
+
+        Raises:
+            StorageError: If the prefix is invalid or the listing fails.
+        """
+        if not isinstance(query, str):
+            raise InvalidStorageArgumentError(f"prefix must be a str, not {type(query).__name__}")
+        prefix = self._prefix + _storage_keys.normalize_prefix(query)
+        keys = await self._executor.run(self._list_plan(prefix), "list keys with prefix", query)
+        cut = len(self._prefix)
+        return [k[cut:] for k in keys]
+
+    async def search(self, query: str) -> builtins.list[StorageSearchResult]:
+        """Search stored content: the configured strategy, else the SDK's keyword scan (``list`` + ``read``)."""
+        if self._search_strategy is not None:
+            return await self._search_strategy.search(self, query)
+        return await KeywordSearchStrategy().search(self, query)
+
+    # -- views and lifetime ---------------------------------------------------------------------
+
+    def namespace(self, prefix: str) -> ValkeyStorage:
+        """A view whose keys are relative to ``prefix``; it shares this storage's client and strategy.
+
+        Marked as namespaced for the SDK, so ``SnapshotSessionManager`` and other SDK constructs use
+        it as given instead of prefixing again. Server keys are the same as for the full key (the
+        slot rule applies to the full key).
+
+        Raises:
+            StorageError: If the prefix is invalid.
+        """
+        normalized = _storage_keys.normalize_prefix(prefix).rstrip("/")
+        scoped = copy.copy(self)
+        scoped._prefix = f"{self._prefix}{normalized}/" if normalized else self._prefix
+        scoped._namespaced = _NAMESPACED  # type: ignore[attr-defined]
+        return scoped
+
+    @property
+    def client(self) -> Any:
+        """The client this storage sends commands on."""
+        return self._executor.client
+
+    @property
+    def cluster(self) -> bool:
+        """True when the client is a cluster client."""
+        return self._executor.cluster
+
+    @property
+    def max_value_bytes(self) -> int:
+        """Largest value :meth:`write` accepts."""
+        return self._max_value_bytes
+
+    def close(self) -> None:
+        """Release the client: close it if :meth:`from_url` created it.
+
+        For an asyncio client passed in, only its connections (which belong to the storage's I/O
+        loop) are closed; the client stays usable. Views made by :meth:`namespace` share the client,
+        so closing any of them closes it for all. Idempotent.
+        """
+        self._executor.close()
+
+    async def aclose(self) -> None:
+        """Async form of :meth:`close`."""
+        await self._executor.aclose()
+
+    def __enter__(self) -> ValkeyStorage:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ValkeyStorage:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        view = f", prefix={self._prefix!r}" if self._prefix else ""
+        return f"ValkeyStorage(namespace={self._layout.namespace!r}{view}, client={type(self.client).__name__})"
+
+    # -- plans ----------------------------------------------------------------------------------
+
+    def _normalize_key(self, key: str) -> str:
+        if not isinstance(key, str):
+            raise InvalidStorageArgumentError(f"key must be a str, not {type(key).__name__}")
+        return self._prefix + _storage_keys.normalize_key(key)
+
+    def _locate(self, full_key: str) -> _storage_keys.Location:
+        return self._layout.locate(full_key)
+
+    def _write_plan(self, loc: _storage_keys.Location, value: bytes) -> Plan[None]:
+        if self.cluster:
+            # The groups index lives in another slot: list the group first, so a failure between
+            # the two steps leaves at most a group with no keys, never a key nobody can list.
+            yield Call(("ZADD", self._layout.groups, 0, loc.group))
+            yield Script("storage_write", (loc.value, loc.index), (loc.rest, value))
+        else:
+            yield Script("storage_write", (loc.value, loc.index, self._layout.groups), (loc.rest, value, loc.group))
+
+    @staticmethod
+    def _read_plan(loc: _storage_keys.Location) -> Plan[Any]:
+        raw = yield Call(("GET", loc.value), raw=True)
+        return raw
+
+    def _delete_plan(self, loc: _storage_keys.Location) -> Plan[None]:
+        if self.cluster:
+            yield Script("storage_delete", (loc.value, loc.index), (loc.rest,))
+        else:
+            yield Script("storage_delete", (loc.value, loc.index, self._layout.groups), (loc.rest, loc.group))
+
+    def _list_plan(self, prefix: str) -> Plan[builtins.list[str]]:
+        layout = self._layout
+        ranges = builtins.list(layout.containing_groups(prefix))
+        bounds = layout.groups_range(prefix)
+        if bounds is not None:
+            groups = yield Call(("ZRANGEBYLEX", layout.groups, *bounds))
+            ranges.extend(layout.whole_group(text(group)) for group in groups)
+        keys: builtins.list[str] = []
+        for start in range(0, len(ranges), _LIST_BATCH):
+            chunk = ranges[start : start + _LIST_BATCH]
+            replies = yield Batch(tuple(Call(("ZRANGEBYLEX", r.index, r.low, r.high)) for r in chunk))
+            for group_range, members in zip(chunk, replies, strict=True):
+                for member in members:
+                    rest = text(member)
+                    if rest or not group_range.skip_group_key:
+                        keys.append(_storage_keys.join(group_range.group, rest))
+        keys.sort()
+        return keys
+
+
+def _as_bytes(data: object, key: str) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, _BYTES_LIKE):
+        return bytes(data)  # a copy: later changes to the caller's buffer do not reach the store
+    hint = "; encode it first, e.g. data.encode('utf-8')" if isinstance(data, str) else ""
+    raise InvalidStorageArgumentError(
+        f"Failed to write '{key}': data must be bytes, bytearray or memoryview, not {type(data).__name__}{hint}"
+    )
