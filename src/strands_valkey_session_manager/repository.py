@@ -160,9 +160,9 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             *_, created_now = self._db.batch([*calls, ScriptCall("create_session", keys.all(), args)])
             if isinstance(created_now, Exception):
                 raise created_now
-            if not created_now:
+            if created_now == -1:
                 self._db.batch([CommandCall("zrem", (index, member)) for index in indexes])
-        return bool(created_now)
+        return created_now == 1
 
     def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
         """The session record, or ``None``. One round trip (``HGET``)."""

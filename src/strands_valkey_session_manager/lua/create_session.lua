@@ -5,9 +5,14 @@
 -- ARGV[7] catalog member
 -- ARGV[8..11] DUMP payloads of the source's agents, messages, order and multi keys ('' when absent or not a fork)
 -- ARGV[12..] field/value pairs of per-agent message counts ('n:<agent id>', count), for a fork
--- Returns 1 when created, 0 when the target session already exists (nothing is written then).
+-- Returns 1 when created. When the session already exists nothing is written and it returns 0 if
+-- the session is listed under the same catalog member (same id, same millisecond), else -1: the
+-- caller then removes the entry it added for this attempt.
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
+  if redis.call('HGET', KEYS[1], 'catalog') == ARGV[7] then
+    return 0
+  end
+  return -1
 end
 for i = 2, 5 do
   redis.call('DEL', KEYS[i])

@@ -1,0 +1,131 @@
+"""Fork, export and import: whole sessions copied exactly, bad input refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from strands.types.exceptions import SessionException
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
+
+from strands_valkey_session_manager import ValkeySessionRepository
+from tests.roundtrips import count_round_trips
+
+IMAGE = bytes(range(256))
+
+
+def _fill(repo: ValkeySessionRepository, session_id: str = "src", messages: int = 5) -> None:
+    repo.create_session(Session(session_id=session_id, session_type=SessionType.AGENT), user_id="u", tags=["t"])
+    for agent_id in ["a", "b:{1}"]:
+        repo.create_agent(
+            session_id, SessionAgent(agent_id=agent_id, state={"k": agent_id}, conversation_manager_state={})
+        )
+        for i in range(messages):
+            content: list[Any] = [{"text": f"{agent_id}-{i}"}]
+            if i == 1:
+                content.append({"image": {"format": "png", "source": {"bytes": IMAGE}}})
+            repo.create_message(
+                session_id, agent_id, SessionMessage(message={"role": "user", "content": content}, message_id=i)
+            )
+    repo.create_multi_agent(session_id, _Orchestrator())  # type: ignore[arg-type]
+
+
+class _Orchestrator:
+    id = "swarm"
+
+    def serialize_state(self) -> dict[str, Any]:
+        return {"status": "completed", "big": 2**70}
+
+
+def _snapshot(repo: ValkeySessionRepository, session_id: str) -> tuple[Any, ...]:
+    agents = {a: repo.read_agent(session_id, a) for a in ["a", "b:{1}"]}
+    messages = {a: repo.list_messages(session_id, a) for a in ["a", "b:{1}"]}
+    return agents, messages, repo.read_multi_agent(session_id, "swarm")
+
+
+def test_fork_copies_everything_in_two_round_trips(client: Any) -> None:
+    repo = ValkeySessionRepository(client)
+    _fill(repo)
+    with count_round_trips() as trips:
+        repo.fork_session("src", "dst")
+    # Two pipelines: DUMP on the source's slot, then catalog + RESTORE script. On a cluster each
+    # pipeline fans out to at most one request per primary (three here).
+    if hasattr(client, "get_nodes"):
+        assert trips.value <= 6
+    else:
+        assert trips.value == 2
+    assert _snapshot(repo, "dst") == _snapshot(repo, "src")
+    info = repo.session_info("dst")
+    assert info is not None
+    assert info.message_counts == {"a": 5, "b:{1}": 5}
+    assert (info.user_id, info.tags) == ("u", ("t",))
+    assert "dst" in [s.session_id for s in repo.list_sessions(user_id="u").sessions]
+    # The copies are independent.
+    repo.delete_session("src")
+    assert len(repo.list_messages("dst", "a")) == 5
+
+
+def test_fork_refuses_missing_source_and_existing_target(client: Any) -> None:
+    repo = ValkeySessionRepository(client)
+    _fill(repo)
+    _fill(repo, "other")
+    with pytest.raises(SessionException, match="does not exist"):
+        repo.fork_session("missing", "x")
+    with pytest.raises(SessionException, match="already exists"):
+        repo.fork_session("src", "other")
+    with pytest.raises(ValueError, match="onto itself"):
+        repo.fork_session("src", "src")
+    assert repo.list_messages("other", "a")[0].message["content"][0]["text"] == "a-0"
+
+
+def test_export_import_round_trip(client: Any) -> None:
+    repo = ValkeySessionRepository(client)
+    _fill(repo)
+    exported = repo.export_session("src")
+    lines = [json.loads(line) for line in exported.splitlines()]
+    assert [line["kind"] for line in lines][:2] == ["session", "agent"]
+    assert lines[0]["user_id"] == "u"
+    before = _snapshot(repo, "src")
+    with pytest.raises(SessionException, match="overwrite"):
+        repo.import_session(exported)
+    repo.delete_session("src")
+    assert repo.import_session(exported) == "src"
+    assert _snapshot(repo, "src") == before
+    assert repo.import_session(exported.encode(), overwrite=True) == "src"
+    assert _snapshot(repo, "src") == before
+    assert repo.list_messages("src", "a")[1].message["content"][1]["image"]["source"]["bytes"] == IMAGE
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "empty export"),
+        ("not json\n", "line 1"),
+        ('{"kind": "agent", "agent": {}}\n', "first line must be the session"),
+        ('{"kind": "session", "format": 99, "session": {}}\n', "unsupported format"),
+    ],
+)
+def test_import_rejects_bad_input_and_writes_nothing(client: Any, text: str, match: str) -> None:
+    repo = ValkeySessionRepository(client)
+    with pytest.raises(ValueError, match=match):
+        repo.import_session(text)
+    assert repo.list_sessions().sessions == []
+
+
+def test_import_rejects_bad_record_naming_the_line(client: Any) -> None:
+    repo = ValkeySessionRepository(client)
+    _fill(repo)
+    lines = repo.export_session("src").splitlines()
+    repo.delete_session("src")
+    broken = json.loads(lines[2])
+    broken["message"]["message_id"] = "three"
+    lines[2] = json.dumps(broken)
+    with pytest.raises(ValueError, match="line 3"):
+        repo.import_session("\n".join(lines))
+    assert repo.read_session("src") is None
+
+
+def test_export_of_missing_session_raises(client: Any) -> None:
+    with pytest.raises(SessionException, match="does not exist"):
+        ValkeySessionRepository(client).export_session("missing")
