@@ -1,0 +1,85 @@
+"""A server that goes away: typed errors naming operation and session, never a hang, nothing lost."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import valkey
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
+
+from strands_valkey_session_manager import SessionStoreUnavailableError, ValkeySessionRepository
+from strands_valkey_session_manager.servers import ServerProcess, start_server
+
+
+@pytest.fixture
+def durable_server() -> Iterator[ServerProcess]:
+    server = start_server("valkey9", appendonly=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _message(i: int) -> SessionMessage:
+    return SessionMessage(message={"role": "user", "content": [{"text": str(i)}]}, message_id=i)
+
+
+def _repo(port: int, **client_kwargs: Any) -> ValkeySessionRepository:
+    client = valkey.Valkey(port=port, socket_timeout=1, socket_connect_timeout=1, **client_kwargs)
+    return ValkeySessionRepository(client)
+
+
+def test_server_down_raises_typed_error_naming_operation_and_session(durable_server: ServerProcess) -> None:
+    repo = _repo(durable_server.port)
+    repo.create_session(Session(session_id="s:1", session_type=SessionType.AGENT))
+    repo.create_agent("s:1", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
+    repo.create_message("s:1", "a", _message(0))
+    durable_server.kill9()
+    started = time.monotonic()
+    with pytest.raises(SessionStoreUnavailableError, match=r"operation=<create_message>, session_id=<s:1>"):
+        repo.create_message("s:1", "a", _message(1))
+    with pytest.raises(SessionStoreUnavailableError, match=r"operation=<list_messages>"):
+        repo.list_messages("s:1", "a")
+    with pytest.raises(SessionStoreUnavailableError, match=r"operation=<read_session>"):
+        repo.read_session("s:1")
+    assert time.monotonic() - started < 10
+    # After a restart (append-only file, fsync always) every acknowledged write is there, and the
+    # same repository object carries on.
+    durable_server.restart()
+    assert [m.message_id for m in repo.list_messages("s:1", "a")] == [0]
+    repo.create_message("s:1", "a", _message(1))
+    assert [m.message_id for m in repo.list_messages("s:1", "a")] == [0, 1]
+
+
+def test_unreachable_server_fails_fast() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    repo = _repo(port)
+    started = time.monotonic()
+    with pytest.raises(SessionStoreUnavailableError, match="create_session"):
+        repo.create_session(Session(session_id="s", session_type=SessionType.AGENT))
+    assert time.monotonic() - started < 5
+
+
+def test_a_stalled_server_times_out_instead_of_hanging() -> None:
+    # A listener that accepts and never answers: the client's socket timeout must surface as our error.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        accepted: list[socket.socket] = []
+        thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+        thread.start()
+        repo = _repo(port)
+        started = time.monotonic()
+        with pytest.raises(SessionStoreUnavailableError, match="read_agent"):
+            repo.read_agent("s", "a")
+        assert time.monotonic() - started < 5
+        for conn in accepted:
+            conn.close()
