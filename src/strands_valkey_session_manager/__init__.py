@@ -4,6 +4,7 @@ from .catalog import SessionInfo, SessionPage
 from .exceptions import (
     AccessDeniedError,
     CorruptRecordError,
+    SessionConflictError,
     SessionStoreUnavailableError,
     SessionTooLargeError,
     ValkeySessionError,
@@ -14,6 +15,7 @@ from .session_manager import ValkeySessionManager
 __all__ = [
     "AccessDeniedError",
     "CorruptRecordError",
+    "SessionConflictError",
     "SessionInfo",
     "SessionPage",
     "SessionStoreUnavailableError",

@@ -21,6 +21,14 @@ class SessionStoreUnavailableError(ValkeySessionError):
     """
 
 
+class SessionConflictError(ValkeySessionError):
+    """Another writer changed the agent since this process read it; nothing was written.
+
+    Raised instead of overwriting (``check_versions=True``, the session manager's default).
+    Restore the agent with a new session manager and retry.
+    """
+
+
 class AccessDeniedError(ValkeySessionError):
     """The server's ACL does not allow a command or key this package needs (NOPERM)."""
 

@@ -30,7 +30,7 @@ from ._keys import (
 from ._keys import message_member as _member
 from ._lifetime import Duration, created_ms, to_ms
 from .catalog import CatalogMixin
-from .exceptions import CorruptRecordError, SessionTooLargeError
+from .exceptions import CorruptRecordError, SessionConflictError, SessionTooLargeError
 from .transfer import TransferMixin
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             slides them alike.
         max_age: Absolute lifetime of sessions this repository creates, counted from creation.
         touch_on_read: Reads (session, agent, message, list) extend the lifetime too.
+        check_versions: Refuse a write to an agent that another writer has changed since this
+            repository last read or wrote it (:class:`SessionConflictError`), instead of
+            overwriting. Each agent carries a version in the session hash; the first read of an
+            agent (``read_agent`` or ``list_messages``) or this repository's own writes set the
+            version it expects.
         user_id: Owner recorded in the catalog for sessions this repository creates.
         tags: Tags recorded in the catalog for sessions this repository creates.
 
@@ -82,6 +87,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         touch_on_read: bool = False,
         user_id: str | None = None,
         tags: Sequence[str] = (),
+        check_versions: bool = False,
     ) -> None:
         if not isinstance(max_record_bytes, int) or max_record_bytes <= 0:
             raise ValueError(f"max_record_bytes=<{max_record_bytes!r}> | must be a positive int")
@@ -92,6 +98,8 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         self._max_age_ms = to_ms(max_age, "max_age")
         self._touch_on_read = bool(touch_on_read)
         self._user_id, self._tags = _check_owner(user_id, tags)
+        # (session id, agent id) -> the agent version this repository's view is based on.
+        self._versions: dict[tuple[str, str], int] | None = {} if check_versions else None
 
     @property
     def client(self) -> Any:
@@ -162,7 +170,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
                 raise created_now
             if created_now == -1:
                 self._db.batch([CommandCall("zrem", (index, member)) for index in indexes])
-        return created_now == 1
+        return bool(created_now == 1)
 
     def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
         """The session record, or ``None``. One round trip (``HGET``)."""
@@ -203,16 +211,26 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         keys = self.session_keys(session_id)
         record = self._sized(_codec.encode_agent(session_agent), keys.agents)
         with self._db.errors("create_agent", session_id, keys.agents):
-            written = self._db.script("put_in_session", keys.all(), (self._ttl_ms, 2, agent_id, record))
-        if not written:
+            version = self._db.script("put_in_session", keys.all(), (self._ttl_ms, 2, agent_id, record))
+        if not version:
             raise SessionException(f"Session {session_id} does not exist")
+        self._saw(session_id, agent_id, version, wrote=True)
 
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
-        """The agent record, or ``None``. One round trip (``HGET``)."""
+        """The agent record, or ``None``. One round trip (``HGET``; with ``check_versions``, a
+        pipeline that also reads the agent's version the first time)."""
         _check_id(agent_id, "agent_id")
         keys = self.session_keys(session_id)
         with self._db.errors("read_agent", session_id, keys.agents):
-            raw = self._read_field(keys, 2, agent_id)
+            if self._versions is None or (session_id, agent_id) in self._versions:
+                raw = self._read_field(keys, 2, agent_id)
+            else:
+                raw, version = self._db.batch([self._read_call(keys, 2, agent_id), _version_call(keys, agent_id)])
+                for item in (raw, version):
+                    if isinstance(item, Exception):
+                        raise item
+                if raw is not None:
+                    self._saw(session_id, agent_id, version or 0)
         return None if raw is None else self._decoded(_codec.decode_agent, raw, session_id, keys.agents)
 
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
@@ -226,9 +244,11 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         keys = self.session_keys(session_id)
         body = self._sized(_codec.encode_agent_update(session_agent), keys.agents)
         with self._db.errors("update_agent", session_id, keys.agents):
-            updated = self._db.script("update_record", keys.all(), (self._ttl_ms, 2, agent_id, body, "1"))
-        if not updated:
+            args = (self._ttl_ms, 2, agent_id, body, "1", agent_id, self._expected(session_id, agent_id))
+            version = self._db.script("update_record", keys.all(), args)
+        if not version:
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
+        self._saw(session_id, agent_id, version, wrote=True)
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -244,9 +264,11 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         keys = self.session_keys(session_id)
         record = self._sized(_codec.encode_message(session_message), keys.messages)
         with self._db.errors("create_message", session_id, keys.messages):
-            written = self._db.script("append_message", keys.all(), (self._ttl_ms, agent_id, member, record))
-        if not written:
+            args = (self._ttl_ms, agent_id, member, record, self._expected(session_id, agent_id))
+            version = self._db.script("append_message", keys.all(), args)
+        if not version:
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
+        self._saw(session_id, agent_id, version, wrote=True)
 
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """One message, or ``None``. One round trip (``HGET``).
@@ -272,9 +294,11 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         keys = self.session_keys(session_id)
         body = self._sized(_codec.encode_message_update(session_message), keys.messages)
         with self._db.errors("update_message", session_id, keys.messages):
-            updated = self._db.script("update_record", keys.all(), (self._ttl_ms, 3, member, body, "1"))
-        if not updated:
+            args = (self._ttl_ms, 3, member, body, "1", agent_id, self._expected(session_id, agent_id))
+            version = self._db.script("update_record", keys.all(), args)
+        if not version:
             raise SessionException(f"Message {session_message.message_id} does not exist")
+        self._saw(session_id, agent_id, version, wrote=True)
 
     def list_messages(
         self, session_id: str, agent_id: str, limit: int | None = None, offset: int = 0, **kwargs: Any
@@ -299,7 +323,9 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         count = -1 if limit is None else limit
         with self._db.errors("list_messages", session_id, keys.messages):
             touch = self._ttl_ms if self._touch_on_read else -1
-            chunks = self._db.script("list_messages", keys.all(), (touch, low, high, offset, count))
+            version, *chunks = self._db.script("list_messages", keys.all(), (touch, low, high, offset, count, agent_id))
+        if limit is None:
+            self._saw(session_id, agent_id, version)
         messages: list[SessionMessage] = []
         for chunk in chunks:
             try:
@@ -345,7 +371,8 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         keys = self.session_keys(session_id)
         record = self._sized(_codec.encode_state(multi_agent.serialize_state()), keys.multi)
         with self._db.errors("update_multi_agent", session_id, keys.multi):
-            updated = self._db.script("update_record", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, "0"))
+            args = (self._ttl_ms, 5, multi_agent_id, record, "0", "", "")
+            updated = self._db.script("update_record", keys.all(), args)
         if not updated:
             raise SessionException(f"MultiAgent state {multi_agent_id} in session {session_id} does not exist")
 
@@ -357,6 +384,39 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         if self._touch_on_read:
             return self._db.script("read_field", keys.all(), (self._ttl_ms, index, field))
         return self._db.hget(keys.all()[index - 1], field)
+
+    def _read_call(self, keys: SessionKeys, index: int, field: str) -> ScriptCall | CommandCall:
+        """:meth:`_read_field` as a pipeline call."""
+        if self._touch_on_read:
+            return ScriptCall("read_field", keys.all(), (self._ttl_ms, index, field))
+        return CommandCall("hget", (keys.all()[index - 1], field))
+
+    def _expected(self, session_id: str, agent_id: str) -> str:
+        """The version a write must find ('' when versions are not checked or not known yet)."""
+        if self._versions is None:
+            return ""
+        version = self._versions.get((session_id, agent_id))
+        return "" if version is None else str(version)
+
+    def _saw(self, session_id: str, agent_id: str, version: Any, *, wrote: bool = False) -> None:
+        """Record the version this repository's view of an agent is based on.
+
+        A write's reply is the version after our own change. A read only sets the version the
+        first time: a later read may include other writers' changes this repository's in-memory
+        agent has not seen, and adopting its version would let our next write overwrite them.
+
+        Raises:
+            SessionConflictError: If a write found the agent changed by another writer.
+        """
+        version = int(version)
+        if version == -1:
+            raise SessionConflictError(
+                f"session_id=<{session_id}>, agent_id=<{agent_id}> | another writer changed the agent after "
+                f"this process read it (expected version {self._expected(session_id, agent_id)}); nothing was "
+                "written. Restore the agent (new session manager) and retry."
+            )
+        if self._versions is not None and (wrote or (session_id, agent_id) not in self._versions):
+            self._versions[(session_id, agent_id)] = version
 
     def _uncatalog(self, session_id: str, entry: Sequence[Any]) -> None:
         """Remove a deleted session's catalog entries, given the ``delete_session`` script's reply."""
@@ -405,3 +465,7 @@ def _check_owner(user_id: str | None, tags: Sequence[str]) -> tuple[str | None, 
     for tag in tags:
         encode_id(tag, "tag")
     return user_id, tuple(dict.fromkeys(tags))
+
+
+def _version_call(keys: SessionKeys, agent_id: str) -> CommandCall:
+    return CommandCall("hget", (keys.session, f"v:{agent_id}"))

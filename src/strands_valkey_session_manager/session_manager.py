@@ -30,6 +30,8 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         touch_on_read: Reads extend the lifetime too.
         user_id: Owner recorded in the catalog (``list_sessions(user_id=...)``) for a new session.
         tags: Tags recorded in the catalog for a new session.
+        check_versions: Refuse (``SessionConflictError``) instead of overwriting when another
+            process changed this agent since this manager restored or wrote it. On by default.
         **kwargs: Passed on to ``RepositorySessionManager``.
     """
 
@@ -45,6 +47,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         touch_on_read: bool = False,
         user_id: str | None = None,
         tags: Sequence[str] = (),
+        check_versions: bool = True,
         **kwargs: Any,
     ) -> None:
         ValkeySessionRepository.__init__(
@@ -57,6 +60,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             touch_on_read=touch_on_read,
             user_id=user_id,
             tags=tags,
+            check_versions=check_versions,
         )
         self._owns_client = False
         RepositorySessionManager.__init__(self, session_id=session_id, session_repository=self, **kwargs)

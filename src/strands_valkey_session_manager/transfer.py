@@ -184,7 +184,7 @@ class TransferMixin:
             for message in messages:
                 member = message_member(encoded_agent, check_message_id(message.message_id))
                 record = self._sized(_codec.encode_message(message), keys.messages)
-                calls.append(ScriptCall("append_message", keys.all(), (self._ttl_ms, agent_id, member, record)))
+                calls.append(ScriptCall("append_message", keys.all(), (self._ttl_ms, agent_id, member, record, "")))
         for multi_id, state in export.multi_agents.items():
             record = self._sized(_codec.encode_state(state), keys.multi)
             calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_id, record)))
@@ -193,7 +193,7 @@ class TransferMixin:
                 for result in self._db.batch(calls[start : start + _IMPORT_BATCH]):
                     if isinstance(result, Exception):
                         raise result
-                    if not result:
+                    if not isinstance(result, int) or result <= 0:
                         raise SessionException(f"session_id=<{session_id}> | import interrupted: session vanished")
 
 

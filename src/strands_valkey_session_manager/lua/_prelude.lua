@@ -36,3 +36,17 @@ local function touch(ttl_ms, stamp)
     end
   end
 end
+
+-- Per-agent version, in the session hash field 'v:<agent id>'; every write to an agent bumps it.
+-- A writer that passes the version it last saw (expected ~= '') is refused when another writer
+-- has moved it on: check before writing, bump after.
+local function version_conflict(agent_id, expected)
+  if expected == '' then
+    return false
+  end
+  return tonumber(redis.call('HGET', KEYS[1], 'v:' .. agent_id) or '0') ~= tonumber(expected)
+end
+
+local function bump_version(agent_id)
+  return redis.call('HINCRBY', KEYS[1], 'v:' .. agent_id, 1)
+end

@@ -3,11 +3,11 @@
 -- strings instead of one reply element per message, and no reply element grows without bound.
 -- ARGV[1] touch: ttl ms to extend the session with (0: the session's), or -1 not to touch
 -- ARGV[2] lex min of the agent's members ('[<agent>:')   ARGV[3] lex max ('(<agent>;')
--- ARGV[4] offset   ARGV[5] count (-1 for all)
--- Returns a list of strings, each '[<record>,<record>,...]'.
+-- ARGV[4] offset   ARGV[5] count (-1 for all)   ARGV[6] agent id (raw)
+-- Returns {agent version, '[<record>,<record>,...]', ...}: the version the listed records belong to.
 -- Error reply 'SVSM-MISSING <member>' when the index names a record that is not stored.
 local members = redis.call('ZRANGEBYLEX', KEYS[4], ARGV[2], ARGV[3], 'LIMIT', ARGV[4], ARGV[5])
-local chunks = {}
+local chunks = {tonumber(redis.call('HGET', KEYS[1], 'v:' .. ARGV[6]) or '0')}
 local n = #members
 for first = 1, n, 1000 do
   local last = math.min(first + 999, n)

@@ -4,12 +4,18 @@
 -- ARGV[1] ttl ms (0: the session's)   ARGV[2] index of the hash in KEYS (2, 3 or 5)   ARGV[3] field
 -- ARGV[4] new value; when ARGV[5] is '1', the new record without created_at and its closing brace
 -- ARGV[5] '1' to keep created_at, '0' to store ARGV[4] as it is
--- Returns 1 when updated, 0 when the field does not exist (nothing is written then).
+-- ARGV[6] agent id whose version the write bumps ('' for none)
+-- ARGV[7] the agent version the writer last saw ('' not to check)
+-- Returns the agent's new version (1 when no agent is named); 0 when the field does not exist;
+-- -1 when the version moved on (nothing is written in either case).
 -- Error reply 'SVSM-CORRUPT' when the stored record has no trailing created_at.
 local key = KEYS[tonumber(ARGV[2])]
 local old = redis.call('HGET', key, ARGV[3])
 if not old then
   return 0
+end
+if ARGV[6] ~= '' and version_conflict(ARGV[6], ARGV[7]) then
+  return -1
 end
 local value = ARGV[4]
 if ARGV[5] == '1' then
@@ -21,4 +27,7 @@ if ARGV[5] == '1' then
 end
 redis.call('HSET', key, ARGV[3], value)
 touch(tonumber(ARGV[1]), true)
+if ARGV[6] ~= '' then
+  return bump_version(ARGV[6])
+end
 return 1
