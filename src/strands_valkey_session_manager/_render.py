@@ -1,0 +1,268 @@
+"""Terminal rendering for the ``svsm`` command line tool: tables, conversations, sizes and times.
+
+Everything stored is data, never markup: user text goes into ``rich.text.Text`` objects, so a message
+holding ``[bold]`` or ANSI escapes prints as written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from strands.types.session import SessionAgent, SessionMessage
+
+from .catalog import SessionInfo
+from .migrate import MigrationReport
+
+_ROLE_STYLE = {"user": "bold cyan", "assistant": "bold green", "system": "bold magenta"}
+_MEDIA = ("image", "document", "video", "audio")
+
+
+def size(n: int) -> str:
+    """A byte count for people: ``512 B``, ``12.3 KiB``, ``4.0 MiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def duration(seconds: float | None) -> str:
+    """Time left for people: ``-`` (no expiry), ``45s``, ``12m``, ``3h 5m``, ``2d 4h``."""
+    if seconds is None:
+        return "-"
+    total = max(0, math.ceil(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m"
+    return f"{secs}s"
+
+
+def timestamp(value: datetime | str | None) -> str:
+    """A UTC time to the second, ``2026-01-31 17:04:05``; SDK ISO strings are parsed first."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        value = parsed
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """JSON text of state or tool input; bytes show as their size instead of their content."""
+    return json.dumps(_printable(value), ensure_ascii=False, indent=indent, default=str)
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{size(len(value))}>"
+    if isinstance(value, Mapping):
+        return {str(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(v) for v in value]
+    return value
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+
+def session_row(info: SessionInfo) -> dict[str, Any]:
+    """One session as plain JSON values (``svsm sessions --json``)."""
+    return {
+        "session_id": info.session_id,
+        "user_id": info.user_id,
+        "tags": list(info.tags),
+        "agents": info.agent_ids,
+        "messages": info.message_count,
+        "message_counts": dict(sorted(info.message_counts.items())),
+        "created_at": info.created_at.isoformat(),
+        "updated_at": info.updated_at.isoformat(),
+        "expires_in": info.expires_in,
+    }
+
+
+def sessions_table(infos: Sequence[SessionInfo]) -> Table:
+    """The ``svsm sessions`` table, newest first as listed."""
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("session", overflow="fold")
+    table.add_column("user", overflow="fold")
+    table.add_column("tags", overflow="fold")
+    table.add_column("agents", justify="right", no_wrap=True)
+    table.add_column("messages", justify="right", no_wrap=True)
+    table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("updated (UTC)", no_wrap=True)
+    table.add_column("TTL left", justify="right", no_wrap=True)
+    for info in infos:
+        table.add_row(
+            Text(info.session_id),
+            Text(info.user_id or "-"),
+            Text(", ".join(info.tags) or "-"),
+            str(len(info.message_counts)),
+            str(info.message_count),
+            timestamp(info.created_at),
+            timestamp(info.updated_at),
+            duration(info.expires_in),
+        )
+    return table
+
+
+# -- conversations ----------------------------------------------------------------------------------
+
+
+def media(kind: str, content: Mapping[str, Any]) -> str:
+    """Placeholder for an image, document, video or audio block: ``[image png, 12.3 KiB]``."""
+    parts = [kind]
+    if content.get("format"):
+        parts.append(str(content["format"]))
+    label = " ".join(parts)
+    if content.get("name"):
+        label += f" {json.dumps(str(content['name']), ensure_ascii=False)}"
+    source = content.get("source")
+    where = ""
+    if isinstance(source, Mapping):
+        data = source.get("bytes")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            where = size(len(data))
+        elif source:
+            where = ", ".join(str(k) for k in source)
+    return f"[{label}, {where}]" if where else f"[{label}]"
+
+
+def content_lines(block: Mapping[str, Any]) -> list[Text]:
+    """One content block of a message as lines of text."""
+    if "text" in block:
+        return [Text(str(block["text"]))]
+    if "toolUse" in block:
+        use = block["toolUse"]
+        line = Text("→ tool call ", style="yellow")
+        line.append(str(use.get("name", "?")), style="bold yellow")
+        line.append(f" ({use.get('toolUseId', '?')}) ", style="dim")
+        line.append(to_json(use.get("input")))
+        return [line]
+    if "toolResult" in block:
+        result = block["toolResult"]
+        status = str(result.get("status", "?"))
+        head = Text("← tool result ", style="yellow")
+        head.append(f"({result.get('toolUseId', '?')}) ", style="dim")
+        head.append(status, style="red" if status == "error" else "green")
+        lines = [head]
+        for item in result.get("content") or []:
+            lines.extend(Text("  ").append_text(line) for line in _result_item(item))
+        return lines
+    for kind in _MEDIA:
+        if kind in block:
+            return [Text(media(kind, block[kind]), style="magenta")]
+    if "reasoningContent" in block:
+        reasoning = block["reasoningContent"].get("reasoningText") or {}
+        text = reasoning.get("text") if isinstance(reasoning, Mapping) else None
+        return [Text(f"[reasoning] {text}" if text else "[reasoning, redacted]", style="dim italic")]
+    if "guardContent" in block:
+        guarded = block["guardContent"].get("text") or {}
+        return [Text(f"[guarded] {guarded.get('text', '') if isinstance(guarded, Mapping) else guarded}")]
+    if "citationsContent" in block:
+        texts = [c.get("text", "") for c in block["citationsContent"].get("content") or [] if isinstance(c, Mapping)]
+        return [Text(" ".join(texts) + " [with citations]")]
+    if "cachePoint" in block:
+        return [Text("[cache point]", style="dim")]
+    return [Text(f"[{', '.join(block) or 'empty block'}]", style="dim")]
+
+
+def _result_item(item: Mapping[str, Any]) -> list[Text]:
+    if "text" in item:
+        return [Text(str(item["text"]))]
+    if "json" in item:
+        return [Text(to_json(item["json"]))]
+    for kind in _MEDIA:
+        if kind in item:
+            return [Text(media(kind, item[kind]), style="magenta")]
+    return [Text(f"[{', '.join(item) or 'empty'}]", style="dim")]
+
+
+def message(record: SessionMessage) -> RenderableType:
+    """One stored message: a header (role, id, time), then its blocks."""
+    body = record.message
+    role = str(body.get("role", "?"))
+    head = Text(f"{role} ", style=_ROLE_STYLE.get(role, "bold"))
+    head.append(f"#{record.message_id} · {timestamp(record.created_at)}", style="dim")
+    lines: list[RenderableType] = [head]
+    for block in body.get("content") or []:
+        lines.extend(Text("  ").append_text(line) for line in content_lines(block))
+    if record.redact_message is not None:
+        lines.append(Text("  [redacted: the model is sent a replacement]", style="red"))
+    return Group(*lines)
+
+
+def agent_header(agent: SessionAgent | None, agent_id: str, shown: int, stored: int) -> RenderableType:
+    """An agent's title, state and conversation-manager state."""
+    title = Text("agent ", style="bold")
+    title.append(agent_id, style="bold underline")
+    note = f" · {stored} messages stored" + (f", last {shown} shown" if shown < stored else "")
+    title.append(note, style="dim")
+    lines: list[RenderableType] = [title]
+    if agent is None:
+        lines.append(Text("  (agent record missing)", style="red"))
+        return Group(*lines)
+    lines.append(Text("  state: ", style="bold").append(to_json(agent.state)))
+    lines.append(Text("  conversation manager: ", style="bold").append(to_json(agent.conversation_manager_state)))
+    return Group(*lines)
+
+
+def session_header(info: SessionInfo, session_type: str) -> RenderableType:
+    """The session's title and catalog metadata."""
+    title = Text("session ", style="bold")
+    title.append(info.session_id, style="bold underline")
+    details = [
+        f"type {session_type}",
+        f"created {timestamp(info.created_at)} UTC",
+        f"updated {timestamp(info.updated_at)} UTC",
+        f"TTL left {duration(info.expires_in)}",
+    ]
+    if info.user_id:
+        details.append(f"user {info.user_id}")
+    if info.tags:
+        details.append(f"tags {', '.join(info.tags)}")
+    return Group(title, Text("  " + " · ".join(details), style="dim"))
+
+
+# -- migrations -------------------------------------------------------------------------------------
+
+
+def migration_summary(report: MigrationReport) -> Iterable[Text]:
+    """Lines summing up a migration report."""
+    verb = "would migrate" if report.dry_run else "migrated"
+    replaced = f" ({report.sessions_replaced} partial copies replaced)" if report.sessions_replaced else ""
+    yield Text(
+        f"{verb} {report.sessions_migrated} of {report.sessions_found} sessions{replaced}: "
+        f"{report.agents_migrated} agents, {report.messages_migrated} messages, "
+        f"{report.multi_agents_migrated} orchestrator states"
+    )
+    if report.sessions_skipped:
+        yield Text(
+            f"skipped {report.sessions_skipped} sessions already in the target: "
+            f"{report.agents_skipped} agents, {report.messages_skipped} messages"
+        )
+    if report.unrecognised:
+        examples = ", ".join(report.unrecognised_examples[:5])
+        yield Text(f"left alone {report.unrecognised} keys or paths outside the layout (e.g. {examples})", style="dim")
+    for session_id, reason in report.failures.items():
+        yield Text(f"failed {session_id}: {reason}", style="red")

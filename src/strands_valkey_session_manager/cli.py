@@ -1,0 +1,659 @@
+"""``svsm``: list, show, copy, prune and migrate sessions from the command line.
+
+A thin layer over :class:`~strands_valkey_session_manager.ValkeySessionRepository` and
+:mod:`~strands_valkey_session_manager.migrate`: rendering lives in ``_render.py`` and the server
+checks of ``svsm doctor`` in ``_doctor.py``. Needs the ``cli`` extra (typer, rich).
+
+Errors print one line to stderr (no traceback) and exit with a code a script can rely on; see
+``EXIT_CODES``.
+"""
+
+import functools
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+import valkey
+import valkey.cluster
+import valkey.exceptions
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+from strands.types.exceptions import SessionException
+
+from . import _doctor, _render
+from ._keys import DEFAULT_KEY_PREFIX
+from .catalog import SessionInfo
+from .exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnavailableError, SessionTooLargeError
+from .migrate import (
+    MigrationProgress,
+    MigrationReport,
+    SeedSourceError,
+    SourceRecordError,
+    migrate_from_file_store,
+    migrate_from_seed,
+)
+from .repository import ValkeySessionRepository
+from .servers import ServerError
+from .transfer import parse_export
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_DATA = 4
+EXIT_CONFLICT = 5
+
+EXIT_CODES = f"""Exit codes:
+
+{EXIT_OK}  ok.
+
+{EXIT_NOT_FOUND}  not found (no such session or agent), nothing to do (prune or migrate found nothing), or a
+question answered no. doctor: warnings.
+
+{EXIT_USAGE}  usage error: bad option or argument, bad id or key prefix. doctor: errors.
+
+{EXIT_UNAVAILABLE}  server unavailable: unreachable, timed out, refused by its ACL, or missing something the
+command needs (the JSON module for migrate seed).
+
+{EXIT_DATA}  data error: a corrupt record, an invalid import file, an unreadable migration source.
+
+{EXIT_CONFLICT}  conflict: the target session already exists (import without --overwrite, fork).
+"""
+
+DEFAULT_URL = "redis://127.0.0.1:6379"
+URL_ENVVARS = ["VALKEY_URL", "REDIS_URL"]
+
+app = typer.Typer(
+    name="svsm",
+    help="Strands sessions in Valkey or Redis: list, show, export, import, fork, delete, prune, migrate, doctor.\n\n"
+    + EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+migrate_app = typer.Typer(
+    help="Copy sessions from the original package's layout or a FileSessionManager directory (idempotent).",
+    no_args_is_help=True,
+)
+app.add_typer(migrate_app, name="migrate")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+# -- errors and exit codes --------------------------------------------------------------------------
+
+
+class CliError(Exception):
+    """An error with its exit code, printed as one line."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    typer.echo(f"svsm: error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _exit_codes() -> Iterator[None]:
+    """Turn the package's and the client's exceptions into one line on stderr and an exit code."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, typer.BadParameter):
+        raise
+    except CliError as e:
+        _fail(e.code, str(e))
+    except (SessionStoreUnavailableError, AccessDeniedError, SeedSourceError, ServerError) as e:
+        _fail(EXIT_UNAVAILABLE, _one_line(e))
+    except (CorruptRecordError, SessionTooLargeError, SourceRecordError) as e:
+        _fail(EXIT_DATA, _one_line(e))
+    except (valkey.exceptions.ValkeyError, valkey.exceptions.ValkeyClusterException) as e:
+        _fail(EXIT_UNAVAILABLE, f"server: {_one_line(e)}")
+    except SessionException as e:
+        _fail(EXIT_DATA, _one_line(e))
+    except ValueError as e:
+        _fail(EXIT_USAGE, _one_line(e))
+    except OSError as e:
+        _fail(EXIT_USAGE, _one_line(e))
+
+
+def _guarded(command: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _exit_codes():
+            return command(*args, **kwargs)
+
+    return run
+
+
+def _not_found(what: str) -> CliError:
+    return CliError(EXIT_NOT_FOUND, f"{what} not found")
+
+
+# -- connection settings ----------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    """The global options; the client is made on first use and closed when the command ends."""
+
+    url: str = DEFAULT_URL
+    url_given: bool = False
+    cluster: bool = False
+    prefix: str = DEFAULT_KEY_PREFIX
+    timeout: float = 5.0
+    _client: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = make_client(self.url, cluster=self.cluster, timeout=self.timeout)
+        return self._client
+
+    def repository(self) -> ValkeySessionRepository:
+        return ValkeySessionRepository(self.client(), key_prefix=self.prefix)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def make_client(url: str, *, cluster: bool, timeout: float) -> Any:
+    """A valkey-py client (``decode_responses=True``) with ``timeout`` for connecting and for replies."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    if cluster:
+        return valkey.cluster.ValkeyCluster.from_url(url, **options)  # type: ignore[no-untyped-call]
+    return valkey.Valkey.from_url(url, **options)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings = ctx.find_object(Settings)
+    if settings is None:  # a command invoked without the app's callback (tests calling it directly)
+        settings = ctx.ensure_object(Settings)
+    return settings
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: Annotated[
+        str,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            envvar=URL_ENVVARS,
+            help="Server URL (redis://, rediss://, valkey://, valkeys://, unix://); "
+            f"default $VALKEY_URL, then $REDIS_URL, then {DEFAULT_URL}.",
+            show_default=False,
+        ),
+    ] = DEFAULT_URL,
+    cluster: Annotated[bool, typer.Option("--cluster", help="Connect as a cluster client.")] = False,
+    prefix: Annotated[
+        str, typer.Option("--prefix", metavar="PREFIX", help="Key prefix of the sessions.")
+    ] = DEFAULT_KEY_PREFIX,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=0.001, metavar="SECONDS", help="Seconds to wait for a connection or a reply."),
+    ] = 5.0,
+) -> None:
+    """Strands sessions in Valkey or Redis."""
+    # typer re-exports click's ParameterSource under different modules across versions: compare names.
+    source = ctx.get_parameter_source("url")
+    settings = Settings(
+        url=url,
+        url_given=source is not None and source.name != "DEFAULT",
+        cluster=cluster,
+        prefix=prefix,
+        timeout=timeout,
+    )
+    ctx.obj = settings
+    ctx.call_on_close(settings.close)
+
+
+def _console(*, stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        # Piped or captured: print tables at their natural width instead of folding them to 80 columns.
+        console.width = 1000
+    return console
+
+
+def _out() -> Console:
+    return _console()
+
+
+def _err() -> Console:
+    return _console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_err(),
+        transient=True,
+    )
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+
+@app.command("sessions")
+@_guarded
+def sessions_command(  # noqa: PLR0917 (typer passes every option as a keyword)
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option("--user", metavar="USER", help="Only this user's sessions.")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", metavar="TAG", help="Only sessions with this tag.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, metavar="N", help="Sessions per page.")] = 50,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", metavar="CURSOR", help="Next-page cursor printed by the last call.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: sessions and cursor.")] = False,
+) -> None:
+    """List sessions, newest first, with their agents, messages, times and TTL."""
+    repo = _settings(ctx).repository()
+    page = repo.list_sessions(user_id=user, tag=tag, cursor=cursor, limit=limit)
+    if as_json:
+        typer.echo(json.dumps({"sessions": [_render.session_row(i) for i in page.sessions], "cursor": page.cursor}))
+        return
+    out = _out()
+    if page.sessions:
+        out.print(_render.sessions_table(page.sessions))
+    else:
+        out.print("no sessions")
+    if page.cursor is not None:
+        out.print(Text(f"next cursor: {page.cursor}"))
+
+
+@app.command("show")
+@_guarded
+def show_command(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(help="Session id.")],
+    agent: Annotated[str | None, typer.Option("--agent", metavar="AGENT", help="Only this agent.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, metavar="N", help="Only the last N messages of each agent.")
+    ] = None,
+) -> None:
+    """Show a session's conversation: messages, tool calls and results, agent and conversation-manager state."""
+    repo = _settings(ctx).repository()
+    info = repo.session_info(session_id)
+    session = repo.read_session(session_id)
+    if info is None or session is None:
+        raise _not_found(f"session {session_id!r}")
+    if agent is not None and agent not in info.message_counts:
+        raise _not_found(f"agent {agent!r} in session {session_id!r}")
+    out = _out()
+    out.print(_render.session_header(info, session.session_type.value))
+    agent_ids = [agent] if agent is not None else info.agent_ids
+    if not agent_ids:
+        out.print(Text("(no agents)", style="dim"))
+    for agent_id in agent_ids:
+        stored = info.message_counts[agent_id]
+        offset = max(0, stored - limit) if limit is not None else 0
+        messages = repo.list_messages(session_id, agent_id, offset=offset)
+        out.print()
+        out.print(_render.agent_header(repo.read_agent(session_id, agent_id), agent_id, len(messages), stored))
+        for record in messages:
+            out.print(_render.message(record))
+
+
+# -- copies -----------------------------------------------------------------------------------------
+
+
+@app.command("export")
+@_guarded
+def export_command(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(help="Session id.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", metavar="FILE", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Write a whole session as JSON Lines (the format svsm import reads)."""
+    repo = _settings(ctx).repository()
+    if repo.read_session(session_id) is None:
+        raise _not_found(f"session {session_id!r}")
+    text = repo.export_session(session_id)
+    if output is None or str(output) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    output.write_text(text, encoding="utf-8")
+    _err().print(Text(f"exported session {session_id} to {output} ({text.count(chr(10))} records)"))
+
+
+@app.command("import")
+@_guarded
+def import_command(
+    ctx: typer.Context,
+    file: Annotated[typer.FileText, typer.Argument(help="JSON Lines from svsm export; - for stdin.", encoding="utf-8")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a session with the same id.")] = False,
+) -> None:
+    """Write a session from svsm export output."""
+    try:
+        export = parse_export(file.read())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CliError(EXIT_DATA, f"invalid import file {file.name}: {_one_line(e)}") from e
+    repo = _settings(ctx).repository()
+    session_id = export.session.session_id
+    if repo.read_session(session_id) is not None:
+        if not overwrite:
+            raise CliError(EXIT_CONFLICT, f"session {session_id!r} already exists; pass --overwrite to replace it")
+        repo.delete_session(session_id)
+    repo.write_export(export)
+    _out().print(Text(f"imported session {session_id}: {len(export.agents)} agents, {export.message_count} messages"))
+
+
+@app.command("fork")
+@_guarded
+def fork_command(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="Session to copy.")],
+    target: Annotated[str, typer.Argument(help="Id of the copy (must not exist).")],
+) -> None:
+    """Copy a session, with all its agents, messages and orchestrator state, to a new id."""
+    repo = _settings(ctx).repository()
+    if repo.read_session(source) is None:
+        raise _not_found(f"session {source!r}")
+    if repo.read_session(target) is not None:
+        raise CliError(EXIT_CONFLICT, f"session {target!r} already exists")
+    repo.fork_session(source, target)
+    _out().print(Text(f"forked {source} -> {target}"))
+
+
+# -- deletion ---------------------------------------------------------------------------------------
+
+
+@app.command("delete")
+@_guarded
+def delete_command(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(help="Session id.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a session with everything in it (asks first unless --yes)."""
+    repo = _settings(ctx).repository()
+    info = repo.session_info(session_id)
+    if info is None:
+        raise _not_found(f"session {session_id!r}")
+    if not yes:
+        typer.confirm(
+            f"Delete session {session_id!r} ({len(info.message_counts)} agents, {info.message_count} messages)?",
+            abort=True,
+            err=True,
+        )
+    repo.delete_session(session_id)
+    _out().print(Text(f"deleted session {session_id}"))
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``15m``, ``12h``, ``30d``, ``2w`` or a combination such as ``1d12h``.
+
+    Raises:
+        ValueError: If the text is not such a duration, or is zero.
+    """
+    cleaned = text.strip().lower()
+    parts = _DURATION.findall(cleaned)
+    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 12h, 30d or 1d12h")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    return seconds
+
+
+@app.command("prune")
+@_guarded
+def prune_command(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", metavar="DURATION", help="Idle time: 90s, 15m, 12h, 30d, 2w (or 1d12h).", show_default=False
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete every session whose last write is older than --older-than."""
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="'--older-than'") from e
+    repo = _settings(ctx).repository()
+    stale: list[SessionInfo] = []
+    with _progress() as progress:
+        task = progress.add_task("scanning the catalog", total=None)
+
+        def seen(info: SessionInfo, doomed: bool) -> None:
+            progress.advance(task)
+            if doomed:
+                stale.append(info)
+
+        repo.prune(seconds, dry_run=True, on_session=seen)
+    if not stale:
+        _out().print(f"nothing to prune: no session idle for more than {older_than}")
+        raise typer.Exit(EXIT_NOT_FOUND)
+    if dry_run:
+        out = _out()
+        out.print(_render.sessions_table(stale))
+        out.print(f"would delete {len(stale)} sessions idle for more than {older_than}")
+        return
+    if not yes:
+        typer.confirm(f"Delete {len(stale)} sessions idle for more than {older_than}?", abort=True, err=True)
+    with _progress() as progress:
+        task = progress.add_task("deleting", total=len(stale))
+
+        def deleted(info: SessionInfo, doomed: bool) -> None:
+            if doomed:
+                progress.advance(task)
+
+        count = repo.prune(seconds, on_session=deleted)
+    _out().print(f"deleted {count} sessions idle for more than {older_than}")
+
+
+# -- migrations -------------------------------------------------------------------------------------
+
+
+def _run_migration(what: str, migrate: Callable[[Callable[[MigrationProgress], None]], MigrationReport]) -> None:
+    with _progress() as progress:
+        task = progress.add_task(what, total=None)
+
+        def step(event: MigrationProgress) -> None:
+            progress.update(task, total=event.total, completed=event.done)
+
+        report = migrate(step)
+    out = _out()
+    for line in _render.migration_summary(report):
+        out.print(line)
+    if report.failures:
+        raise typer.Exit(EXIT_DATA)
+    if report.sessions_migrated == 0:
+        raise typer.Exit(EXIT_NOT_FOUND)
+
+
+@migrate_app.command("seed")
+@_guarded
+def migrate_seed_command(
+    ctx: typer.Context,
+    source_url: Annotated[
+        str,
+        typer.Option(
+            "--source-url", metavar="URL", help="Server holding the old session:<id> keys.", show_default=False
+        ),
+    ],
+    source_cluster: Annotated[bool, typer.Option("--source-cluster", help="The source is a cluster.")] = False,
+    session: Annotated[
+        list[str] | None, typer.Option("--session", metavar="ID", help="Only this session (repeatable).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and compare only; write nothing.")] = False,
+) -> None:
+    """Copy sessions from the original package's layout (session:<id> JSON documents; needs the JSON module).
+
+    Walks the source's keyspace once with SCAN MATCH session:*. Sessions already complete in the target
+    are skipped, partial copies from an interrupted run are rewritten.
+    """
+    settings = _settings(ctx)
+    target = settings.repository()
+    source = make_client(source_url, cluster=source_cluster, timeout=settings.timeout)
+    try:
+        _run_migration(
+            "migrating",
+            lambda step: migrate_from_seed(source, target, session_ids=session, dry_run=dry_run, on_session=step),
+        )
+    finally:
+        source.close()
+
+
+@migrate_app.command("files")
+@_guarded
+def migrate_files_command(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path,
+        typer.Argument(help="The FileSessionManager storage_dir.", exists=True, file_okay=False, dir_okay=True),
+    ],
+    session: Annotated[
+        list[str] | None, typer.Option("--session", metavar="ID", help="Only this session (repeatable).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and compare only; write nothing.")] = False,
+) -> None:
+    """Copy sessions from a FileSessionManager directory (session_<id>/...).
+
+    Sessions already complete in the target are skipped, partial copies from an interrupted run are
+    rewritten.
+    """
+    target = _settings(ctx).repository()
+    _run_migration(
+        "migrating",
+        lambda step: migrate_from_file_store(directory, target, session_ids=session, dry_run=dry_run, on_session=step),
+    )
+
+
+# -- the server -------------------------------------------------------------------------------------
+
+_STATUS_STYLE = {"ok": "green", "warn": "yellow", "error": "bold red", "skip": "dim"}
+
+
+@app.command("doctor")
+@_guarded
+def doctor_command(ctx: typer.Context) -> None:
+    """Check the server for this package: version, cluster, persistence, eviction policy, ACL, latency.
+
+    Exit code 0 when all is well, 1 with warnings, 2 with errors (3 when the server cannot be reached).
+    """
+    settings = _settings(ctx)
+    client = settings.client()
+    repo = settings.repository()
+
+    def sample_ttls(n: int) -> list[float | None]:
+        return [info.expires_in for info in repo.list_sessions(limit=n).sessions]
+
+    checks = _doctor.run_checks(client, key_prefix=settings.prefix, cluster=settings.cluster, sample_ttls=sample_ttls)
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("detail", overflow="fold")
+    for check in checks:
+        table.add_row(check.name, Text(check.status, style=_STATUS_STYLE[check.status]), Text(check.detail))
+    out = _out()
+    out.print(Text(f"server {_redacted(settings.url)}", style="bold"))
+    out.print(table)
+    raise typer.Exit(_doctor.exit_code(checks))
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+class Flavour(str, Enum):
+    """Embedded server flavours (see ``servers.py``)."""
+
+    valkey9 = "valkey9"
+    valkey8 = "valkey8"
+    redis7 = "redis7"
+
+
+@app.command("server")
+@_guarded
+def server_command(
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, metavar="PORT", help="Port (default: a free one).")
+    ] = None,
+    flavour: Annotated[Flavour, typer.Option("--flavour", help="Which server binary.")] = Flavour.valkey9,
+) -> None:
+    """Start an embedded server on 127.0.0.1 for local use; prints its URL, stops on Ctrl-C."""
+    from .servers import start_server
+
+    server = start_server(flavour.value, port=port)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    # SIGINT explicitly too: a shell starts background jobs with SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        typer.echo(server.url)
+        _err().print(f"{flavour.value} (pid {server.pid}) listening; Ctrl-C to stop")
+        while server.is_running():
+            time.sleep(0.2)
+        raise CliError(EXIT_UNAVAILABLE, f"the server exited: {server.log_tail(5)}")
+    except KeyboardInterrupt:
+        _err().print("stopping")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.stop()
+
+
+@app.command("demo")
+@_guarded
+def demo_command(ctx: typer.Context) -> None:
+    """Run the README demo: a conversation that survives a process restart (scripted model, offline).
+
+    Uses --url when given (or $VALKEY_URL/$REDIS_URL), else starts an embedded Valkey.
+    """
+    from . import demo
+
+    settings = _settings(ctx)
+    argv = ["--url", settings.url] if settings.url_given else []
+    try:
+        code = demo.main(argv)
+    except subprocess.CalledProcessError as e:
+        raise CliError(EXIT_UNAVAILABLE, f"the demo failed (exit code {e.returncode})") from e
+    raise typer.Exit(code)
