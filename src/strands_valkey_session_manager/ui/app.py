@@ -1,0 +1,678 @@
+"""The ``svsm ui`` web app: Starlette, server-rendered Jinja2 templates, htmx for "load more".
+
+Read-only unless ``allow_delete=True``. Every page is built from the repository's public reads:
+``list_sessions``/``session_info`` (catalog), ``read_session``, ``read_agent``, ``list_messages``
+(one page at a time), ``read_message`` (media bytes), ``read_multi_agent`` (ids from ``HKEYS`` of
+the session's ``multi`` hash) and ``export_records`` (download). Snapshot history comes from an
+optional :class:`~strands_valkey_session_manager.storage.ValkeyStorage`.
+
+Safety: templates autoescape; Markdown is rendered with raw HTML off; a Content-Security-Policy
+allows only this origin's scripts and styles (no inline script, no remote images); only loopback
+``Host`` headers are accepted by default (DNS rebinding); the delete form carries a per-process
+HMAC token and is checked against ``Origin``. Ids travel as percent-encoded path segments, routed
+on the raw request path, so ``/``, ``?``, ``#``, ``%`` and Unicode in ids are plain data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strands.types.exceptions import SessionException, StorageError
+from strands.types.session import SessionAgent, SessionMessage
+
+from ..catalog import SessionInfo
+from ..exceptions import SessionStoreUnavailableError
+from ..repository import ValkeySessionRepository
+from ..storage import ValkeyStorage
+from ..transfer import export_lines
+from . import render
+from .render import MessageView, id_from_segment, id_segment, query
+from .snapshots import SnapshotOwner, list_snapshots, read_snapshot
+
+__all__ = ["DEFAULT_ALLOWED_HOSTS", "MAX_PAGE_SIZE", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest page a request may ask for (sessions or messages).
+MAX_PAGE_SIZE: Final = 500
+#: Host headers accepted unless ``allowed_hosts`` says otherwise: loopback only.
+DEFAULT_ALLOWED_HOSTS: Final = ("127.0.0.1", "localhost", "::1", "[::1]")
+#: Agents whose timelines the session page shows inline; the others are linked.
+MAX_INLINE_AGENTS: Final = 8
+_MESSAGE_ID = re.compile(r"-?[0-9]{1,20}\Z")
+_BLOCK_INDEX = re.compile(r"[0-9]{1,6}\Z")
+_MAX_FORM_BYTES = 4096
+_T = TypeVar("_T")
+
+# The CSP of every HTML page: this origin's scripts and styles only, images from here or inline
+# data (snapshots), no plugins, no framing, forms post only here.
+_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+# Stored bytes served as they are: never a document that could run anything.
+_MEDIA_CSP = "default-src 'none'; img-src 'self'; media-src 'self'; sandbox"
+
+
+def create_app(
+    repository: ValkeySessionRepository,
+    *,
+    allow_delete: bool = False,
+    page_size: int = 50,
+    storage: ValkeyStorage | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+) -> Starlette:
+    """The viewer as an ASGI app.
+
+    Args:
+        repository: Where the sessions are (any ``ValkeySessionRepository`` or manager); the app
+            only reads through it, and deletes only with ``allow_delete``.
+        allow_delete: Add the delete pages (a confirmation form that POSTs). Off by default: then
+            the app has no endpoint that writes.
+        page_size: Sessions per list page and messages per timeline page (1 to ``MAX_PAGE_SIZE``);
+            a request may ask for another size within the same bounds with ``?limit=``.
+        storage: A ``ValkeyStorage`` to show ``SnapshotSessionManager`` snapshot history from.
+        allowed_hosts: ``Host`` header values accepted (``"*"`` for any); default loopback only,
+            which protects a local viewer from DNS rebinding.
+
+    Raises:
+        ValueError: If ``page_size`` is out of bounds.
+    """
+    if not isinstance(page_size, int) or isinstance(page_size, bool) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size=<{page_size!r}> | must be an int from 1 to {MAX_PAGE_SIZE}")
+    viewer = _Viewer(repository, storage=storage, allow_delete=allow_delete, page_size=page_size)
+    routes: list[Route | Mount] = [
+        Route("/", viewer.list_page),
+        Route("/sessions/{sid}", viewer.session_page),
+        Route("/sessions/{sid}/export", viewer.export),
+        Route("/sessions/{sid}/agents/{aid}", viewer.agent_page),
+        Route("/sessions/{sid}/agents/{aid}/messages/{mid}/blocks/{n}", viewer.block),
+        Route("/sessions/{sid}/agents/{aid}/messages/{mid}/blocks/{n}/{m}", viewer.block),
+        Route("/sessions/{sid}/snapshot", viewer.snapshot_page),
+        Mount("/static", app=StaticFiles(packages=[("strands_valkey_session_manager.ui", "static")]), name="static"),
+    ]
+    if allow_delete:
+        routes.insert(3, Route("/sessions/{sid}/delete", viewer.delete, methods=["GET", "POST"]))
+    hosts = list(DEFAULT_ALLOWED_HOSTS if allowed_hosts is None else allowed_hosts)
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(_SecurityHeaders),
+            Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False),
+            Middleware(_RouteOnRawPath),
+        ],
+        exception_handlers={
+            HTTPException: viewer.error,
+            SessionException: viewer.error,
+            StorageError: viewer.error,
+        },
+    )
+    app.state.viewer = viewer
+    return app
+
+
+# -- URLs ----------------------------------------------------------------------------------------
+
+
+def session_url(session_id: str, suffix: str = "") -> str:
+    """Path of a session's page (or of one of its sub-pages with ``suffix``)."""
+    return f"/sessions/{id_segment(session_id)}{suffix}"
+
+
+def agent_url(session_id: str, agent_id: str, **params: Any) -> str:
+    """Path of an agent's timeline page."""
+    return session_url(session_id, f"/agents/{id_segment(agent_id)}") + query(**params)
+
+
+def block_url(session_id: str, agent_id: str, message_id: int, path: tuple[int, ...], *, redacted: bool) -> str:
+    """Path of a medium's bytes inside a stored message."""
+    tail = "/".join(str(i) for i in path)
+    base = session_url(session_id, f"/agents/{id_segment(agent_id)}/messages/{message_id}/blocks/{tail}")
+    return base + query(redacted=1 if redacted else None)
+
+
+def _dom_id(*parts: str) -> str:
+    """A CSS-safe element id for any ids (htmx targets)."""
+    return "x" + hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+# -- view models ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Timeline:
+    """One page of an agent's messages."""
+
+    session_id: str
+    agent_id: str
+    total: int
+    offset: int
+    limit: int
+    messages: list[MessageView]
+
+    @property
+    def dom_id(self) -> str:
+        return _dom_id(self.session_id, self.agent_id)
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.messages)
+
+    @property
+    def next_offset(self) -> int | None:
+        return self.end if self.end < self.total else None
+
+    @property
+    def prev_offset(self) -> int | None:
+        return max(0, self.offset - self.limit) if self.offset > 0 else None
+
+    @property
+    def last_offset(self) -> int:
+        return max(0, self.total - self.limit)
+
+    def url(self, offset: int) -> str:
+        return agent_url(self.session_id, self.agent_id, offset=offset, limit=self.limit)
+
+
+@dataclass
+class AgentView:
+    """An agent on the session page."""
+
+    agent_id: str
+    message_count: int
+    record: SessionAgent | None
+    timeline: Timeline | None
+    state_json: str
+    manager_json: str
+    internal_json: str
+
+
+@dataclass
+class OrchestratorView:
+    """A Graph/Swarm state on the session page."""
+
+    orchestrator_id: str
+    kind: str
+    status: str
+    state_json: str
+
+
+# -- the app -------------------------------------------------------------------------------------
+
+
+class _Viewer:
+    """Route handlers; one per app."""
+
+    def __init__(
+        self,
+        repository: ValkeySessionRepository,
+        *,
+        storage: ValkeyStorage | None,
+        allow_delete: bool,
+        page_size: int,
+    ) -> None:
+        self.repository = repository
+        self.storage = storage
+        self.allow_delete = allow_delete
+        self.page_size = page_size
+        self._secret = secrets.token_bytes(32)
+        env = Environment(
+            loader=PackageLoader("strands_valkey_session_manager.ui", "templates"),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        env.globals.update(
+            session_url=session_url,
+            agent_url=agent_url,
+            query=query,
+            allow_delete=allow_delete,
+            storage_enabled=storage is not None,
+            id_segment=id_segment,
+        )
+        env.filters.update(
+            ago=render.ago,
+            timestamp=render.timestamp,
+            timestamp_ms=render.timestamp_ms,
+            duration=render.duration,
+            size=render.size,
+        )
+        self.templates = Jinja2Templates(env=env)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _run(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run a blocking repository call off the event loop."""
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+    def _page(self, request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+        headers = {"Vary": "HX-Request"}
+        return self.templates.TemplateResponse(request, name, context, status_code=status_code, headers=headers)
+
+    @staticmethod
+    def _id(request: Request, name: str) -> str:
+        """A path parameter holding an id, decoded; 404 if it is not valid percent-encoded UTF-8."""
+        try:
+            value = id_from_segment(request.path_params[name])
+        except (UnicodeDecodeError, ValueError) as e:
+            raise HTTPException(404, "No such page: the id in the address is not valid UTF-8") from e
+        if not value:
+            raise HTTPException(404, "No such page: empty id")
+        return value
+
+    def _limit(self, request: Request) -> int:
+        return _bounded_int(request.query_params.get("limit"), self.page_size, 1, MAX_PAGE_SIZE)
+
+    @staticmethod
+    def _offset(request: Request) -> int:
+        return _bounded_int(request.query_params.get("offset"), 0, 0, 2**62)
+
+    @staticmethod
+    def _htmx(request: Request) -> bool:
+        return request.headers.get("HX-Request") == "true"
+
+    def _media_urls(self, session_id: str, agent_id: str, message_id: int) -> Callable[[bool], render.MediaUrl]:
+        def for_version(redacted: bool) -> render.MediaUrl:
+            def url(path: tuple[int, ...], kind: str, fmt: str, data: bytes) -> str:
+                return block_url(session_id, agent_id, message_id, path, redacted=redacted)
+
+            return url
+
+        return for_version
+
+    def _message_views(self, session_id: str, agent_id: str, messages: Sequence[SessionMessage]) -> list[MessageView]:
+        return [
+            render.message_view(
+                m.message,
+                self._media_urls(session_id, agent_id, m.message_id),
+                message_id=m.message_id,
+                created_at=m.created_at,
+                redact_message=m.redact_message,
+            )
+            for m in messages
+        ]
+
+    def _timeline(self, session_id: str, agent_id: str, total: int, offset: int, limit: int) -> Timeline:
+        messages = self.repository.list_messages(session_id, agent_id, limit=limit, offset=offset)
+        views = self._message_views(session_id, agent_id, messages)
+        return Timeline(session_id, agent_id, max(total, offset + len(views)), offset, limit, views)
+
+    async def _snapshots(self, session_id: str) -> list[SnapshotOwner]:
+        if self.storage is None:
+            return []
+        return await list_snapshots(self.storage, session_id)
+
+    def delete_token(self, session_id: str) -> str:
+        """The token the delete form must send back for this session."""
+        return hmac.new(self._secret, b"delete\0" + session_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    # -- pages ------------------------------------------------------------------------------------
+
+    async def list_page(self, request: Request) -> Response:
+        """``/``: sessions newest first, by user or tag, a page at a time; ``?id=`` opens one."""
+        params = request.query_params
+        wanted = params.get("id", "")
+        if wanted:
+            info = await self._session_exists(wanted)
+            if info:
+                return RedirectResponse(session_url(wanted), status_code=303)
+        user = params.get("user") or None
+        tag = params.get("tag") or None
+        cursor = params.get("cursor") or None
+        limit = self._limit(request)
+        try:
+            page = await self._run(self.repository.list_sessions, user_id=user, tag=tag, cursor=cursor, limit=limit)
+        except ValueError as e:
+            raise HTTPException(400, f"Bad filter: {e}") from e
+        next_url = None
+        if page.cursor is not None:
+            next_url = "/" + query(
+                user=user, tag=tag, cursor=page.cursor, limit=None if limit == self.page_size else limit
+            )
+        context = {
+            "sessions": page.sessions,
+            "next_url": next_url,
+            "user": user or "",
+            "tag": tag or "",
+            "wanted": wanted,
+            "not_found": bool(wanted),
+            "first_page": cursor is None,
+            "deleted": params.get("deleted"),
+        }
+        if self._htmx(request):
+            return self._page(request, "_session_rows.html", context)
+        return self._page(request, "list.html", context, status_code=404 if wanted else 200)
+
+    async def _session_exists(self, session_id: str) -> bool:
+        try:
+            if await self._run(self.repository.read_session, session_id) is not None:
+                return True
+        except ValueError:
+            return False
+        return bool(await self._snapshots(session_id))
+
+    async def session_page(self, request: Request) -> Response:
+        """``/sessions/{id}``: agents with their first page of messages, orchestrators, snapshots."""
+        session_id = self._id(request, "sid")
+        limit = self._limit(request)
+        try:
+            loaded = await self._run(self._load_session, session_id, limit)
+        except ValueError as e:
+            raise HTTPException(404, f"No session with this id: {e}") from e
+        snapshots = await self._snapshots(session_id)
+        info, session, agents, orchestrators = loaded
+        if session is None and info is None and not snapshots:
+            raise HTTPException(404, f"No session with id {session_id!r}")
+        context = {
+            "session_id": session_id,
+            "info": info,
+            "session": session,
+            "agents": agents,
+            "more_agents": info.agent_ids[MAX_INLINE_AGENTS:] if info else [],
+            "orchestrators": orchestrators,
+            "snapshots": snapshots,
+            "limit": limit,
+        }
+        return self._page(request, "session.html", context)
+
+    def _load_session(
+        self, session_id: str, limit: int
+    ) -> tuple[SessionInfo | None, Any, list[AgentView], list[OrchestratorView]]:
+        repo = self.repository
+        info = repo.session_info(session_id)
+        session = repo.read_session(session_id)
+        agents = []
+        if info is not None:
+            for agent_id in info.agent_ids[:MAX_INLINE_AGENTS]:
+                agents.append(self._agent_view(session_id, agent_id, info.message_counts[agent_id], 0, limit))
+        orchestrators = []
+        if session is not None:
+            raw_ids = repo.client.hkeys(repo.session_keys(session_id).multi)
+            for raw in sorted(_text(r) for r in raw_ids):
+                state = repo.read_multi_agent(session_id, raw)
+                if state is not None:
+                    orchestrators.append(
+                        OrchestratorView(
+                            orchestrator_id=raw,
+                            kind=str(state.get("type", "")),
+                            status=str(state.get("status", "")),
+                            state_json=render.pretty_json(state),
+                        )
+                    )
+        return info, session, agents, orchestrators
+
+    def _agent_view(self, session_id: str, agent_id: str, count: int, offset: int, limit: int) -> AgentView:
+        record = self.repository.read_agent(session_id, agent_id)
+        return AgentView(
+            agent_id=agent_id,
+            message_count=count,
+            record=record,
+            timeline=self._timeline(session_id, agent_id, count, offset, limit),
+            state_json=render.pretty_json(record.state if record else None),
+            manager_json=render.pretty_json(record.conversation_manager_state if record else None),
+            internal_json=render.pretty_json(record._internal_state if record else None),
+        )
+
+    async def agent_page(self, request: Request) -> Response:
+        """``/sessions/{id}/agents/{agent}?offset=&limit=``: one page of an agent's timeline.
+
+        For htmx ("load more") only the messages and the next "load more" link are sent.
+        """
+        session_id = self._id(request, "sid")
+        agent_id = self._id(request, "aid")
+        offset, limit = self._offset(request), self._limit(request)
+        try:
+            info = await self._run(self.repository.session_info, session_id)
+        except ValueError as e:
+            raise HTTPException(404, f"No session with this id: {e}") from e
+        if info is None or agent_id not in info.message_counts:
+            raise HTTPException(404, f"No agent {agent_id!r} in session {session_id!r}")
+        count = info.message_counts[agent_id]
+        if self._htmx(request):
+            timeline = await self._run(self._timeline, session_id, agent_id, count, offset, limit)
+            return self._page(request, "_timeline_more.html", {"tl": timeline})
+        agent = await self._run(self._agent_view, session_id, agent_id, count, offset, limit)
+        return self._page(request, "agent.html", {"session_id": session_id, "agent": agent, "info": info})
+
+    async def block(self, request: Request) -> Response:
+        """The bytes of an image, document or video inside a stored message."""
+        session_id = self._id(request, "sid")
+        agent_id = self._id(request, "aid")
+        raw_mid = request.path_params["mid"]
+        indexes = [request.path_params[k] for k in ("n", "m") if k in request.path_params]
+        if not _MESSAGE_ID.match(raw_mid) or not all(_BLOCK_INDEX.match(i) for i in indexes):
+            raise HTTPException(404, "No such block")
+        path = tuple(int(i) for i in indexes)
+        try:
+            message = await self._run(self.repository.read_message, session_id, agent_id, int(raw_mid))
+        except ValueError as e:
+            raise HTTPException(404, f"No such message: {e}") from e
+        if message is None:
+            raise HTTPException(404, "No such message")
+        source: Mapping[str, Any] | None = (
+            message.redact_message if request.query_params.get("redacted") else message.message
+        )
+        found = render.find_media(source.get("content") if source else None, path)
+        data = render.media_bytes(found[1]) if found else None
+        if found is None or data is None:
+            raise HTTPException(404, "No image, document or video at this position")
+        kind, body = found
+        fmt = str(body.get("format", ""))
+        mime = render.media_type(kind, fmt)
+        headers = {"Content-Security-Policy": _MEDIA_CSP, "Cache-Control": "private, max-age=60"}
+        if not (kind == "image" and fmt.lower() in render.IMAGE_TYPES):
+            name = str(body.get("name") or f"{kind}-{raw_mid}-{'-'.join(map(str, path))}")
+            headers["Content-Disposition"] = render.content_disposition(render.safe_filename(name, fmt))
+        return Response(data, media_type=mime, headers=headers)
+
+    async def export(self, request: Request) -> Response:
+        """``/sessions/{id}/export``: the session as JSON Lines (``export_session``'s format), streamed."""
+        session_id = self._id(request, "sid")
+        try:
+            records = await self._run(self.repository.export_records, session_id)
+        except ValueError as e:
+            raise HTTPException(404, f"No session with this id: {e}") from e
+
+        def lines() -> Iterator[str]:
+            for line in export_lines(records):
+                yield line + "\n"
+
+        filename = render.safe_filename(f"session-{session_id}", "jsonl")
+        return StreamingResponse(
+            lines(),
+            media_type="application/x-ndjson; charset=utf-8",
+            headers={"Content-Disposition": render.content_disposition(filename)},
+        )
+
+    async def snapshot_page(self, request: Request) -> Response:
+        """``/sessions/{id}/snapshot?key=scopes/...``: one stored snapshot."""
+        session_id = self._id(request, "sid")
+        key = request.query_params.get("key", "")
+        if self.storage is None:
+            raise HTTPException(404, "This viewer was started without snapshot storage")
+        try:
+            snapshot = await read_snapshot(self.storage, session_id, key)
+        except ValueError as e:
+            raise HTTPException(500, f"The snapshot is not valid JSON: {e}") from e
+        if snapshot is None:
+            raise HTTPException(404, "No such snapshot")
+        data = snapshot.get("data")
+        if not isinstance(data, dict):
+            data = {}
+        raw_messages = data.get("messages")
+        messages = [
+            render.message_view(m, _inline_media_for, message_id=None)
+            for m in (raw_messages if isinstance(raw_messages, list) else [])
+            if isinstance(m, dict)
+        ]
+        others = {k: render.pretty_json(v) for k, v in data.items() if k != "messages"}
+        context = {
+            "session_id": session_id,
+            "key": key,
+            "snapshot": snapshot,
+            "messages": messages,
+            "fields": others,
+            "app_data": render.pretty_json(snapshot.get("app_data")),
+        }
+        return self._page(request, "snapshot.html", context)
+
+    async def delete(self, request: Request) -> Response:
+        """``/sessions/{id}/delete``: GET shows the confirmation form, POST (with its token) deletes."""
+        session_id = self._id(request, "sid")
+        if request.method == "GET":
+            info = await self._run(self.repository.session_info, session_id)
+            if info is None:
+                raise HTTPException(404, f"No session with id {session_id!r}")
+            context = {"session_id": session_id, "info": info, "token": self.delete_token(session_id)}
+            return self._page(request, "confirm_delete.html", context)
+        _check_same_origin(request)
+        form = await _read_form(request)
+        token = form.get("token", "")
+        if not hmac.compare_digest(token.encode(), self.delete_token(session_id).encode()):
+            raise HTTPException(403, "The confirmation form is missing or out of date; open the delete page again")
+        if form.get("confirm") != "yes":
+            raise HTTPException(400, "Tick the confirmation box to delete the session")
+        await self._run(self.repository.delete_session, session_id)
+        logger.info("session_id=<%s> | deleted from the web viewer", session_id)
+        return RedirectResponse("/" + query(deleted=session_id), status_code=303)
+
+    async def error(self, request: Request, exc: Exception) -> Response:
+        """An error page (HTML) with the right status."""
+        if isinstance(exc, HTTPException):
+            status, detail = exc.status_code, str(exc.detail)
+        elif isinstance(exc, SessionStoreUnavailableError):
+            status, detail = 503, f"The server is unavailable: {exc}"
+        elif isinstance(exc, SessionException) and "does not exist" in str(exc):
+            status, detail = 404, str(exc)
+        else:
+            logger.warning("error while rendering %s", request.url.path, exc_info=exc)
+            status, detail = 500, f"{type(exc).__name__}: {exc}"
+        headers = getattr(exc, "headers", None) or {}
+        return self.templates.TemplateResponse(
+            request, "error.html", {"status": status, "detail": detail}, status_code=status, headers=headers
+        )
+
+
+def _inline_media(path: tuple[int, ...], kind: str, fmt: str, data: bytes) -> str | None:
+    return render.data_uri(kind, fmt, data)
+
+
+def _inline_media_for(redacted: bool) -> render.MediaUrl:
+    """Snapshot messages have no block endpoint: small images go inline as ``data:`` URIs."""
+    return _inline_media
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _bounded_int(raw: str | None, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return default
+    return min(max(value, low), high)
+
+
+def _check_same_origin(request: Request) -> None:
+    """Refuse a POST sent by another site's page (the token already does; this is a second lock)."""
+    origin = request.headers.get("origin")
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.headers.get("host")):
+        raise HTTPException(403, "Cross-origin request refused")
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise HTTPException(403, "Cross-site request refused")
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    """A small urlencoded form body (no multipart dependency)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise HTTPException(415, "Expected a form")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            raise HTTPException(413, "Form too large")
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=10)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise HTTPException(400, "Unreadable form") from e
+    return {k: v[0] for k, v in fields.items()}
+
+
+# -- middleware ----------------------------------------------------------------------------------
+
+
+class _RouteOnRawPath:
+    """Route on the path as sent, still percent-encoded, so an id holding ``/`` stays one segment.
+
+    Servers hand ASGI apps ``path`` already decoded (``a%2Fb`` becomes ``a/b``); the undecoded
+    ``raw_path`` is what the routes match, and handlers decode ids with :func:`id_from_segment`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw:
+            scope = dict(scope)
+            scope["path"] = raw.decode("latin-1").split("?", 1)[0]
+        await self.app(scope, receive, send)
+
+
+class _SecurityHeaders:
+    """CSP and friends on every response (a handler's own CSP wins)."""
+
+    _DEFAULTS: Final = (
+        (b"content-security-policy", _PAGE_CSP.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"cross-origin-resource-policy", b"same-origin"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend((name, value) for name, value in self._DEFAULTS if name not in present)
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

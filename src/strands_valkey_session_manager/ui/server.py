@@ -1,0 +1,80 @@
+"""``serve``: run the viewer with uvicorn on a server given by URL (what ``svsm ui`` calls)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from .app import DEFAULT_ALLOWED_HOSTS, create_app
+
+logger = logging.getLogger(__name__)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts_for(host: str) -> list[str]:
+    """``Host`` headers to accept when bound to ``host``: loopback names, plus ``host`` itself;
+    any for a wildcard bind (``0.0.0.0``, ``::``)."""
+    if host in ("0.0.0.0", "::", ""):
+        return ["*"]
+    hosts = list(DEFAULT_ALLOWED_HOSTS)
+    if host not in hosts:
+        hosts.append(host)
+    return hosts
+
+
+def serve(
+    url: str,
+    *,
+    cluster: bool,
+    prefix: str,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    allow_delete: bool = False,
+) -> None:
+    """Serve the viewer until interrupted.
+
+    Args:
+        url: ``valkey://``, ``valkeys://``, ``redis://``, ``rediss://`` or ``unix://`` URL.
+        cluster: Connect with ``valkey.cluster.ValkeyCluster``.
+        prefix: The key prefix the sessions were written with (``key_prefix``, default ``strands``);
+            also the namespace of snapshot storage (``ValkeyStorage``) shown with each session.
+        host: Interface to bind; loopback by default. Anything else exposes every session to the
+            network, without authentication: a warning is logged.
+        port: TCP port.
+        allow_delete: Enable the delete pages.
+    """
+    import uvicorn
+    import valkey
+    import valkey.cluster
+
+    from ..repository import ValkeySessionRepository
+    from ..storage import ValkeyStorage
+
+    client: Any
+    if cluster:
+        cluster_type: Any = valkey.cluster.ValkeyCluster  # unannotated in valkey-py
+        client = cluster_type.from_url(url)
+    else:
+        client = valkey.Valkey.from_url(url)
+    try:
+        repository = ValkeySessionRepository(client, key_prefix=prefix)
+        storage = ValkeyStorage(client, namespace=prefix)
+        app = create_app(repository, allow_delete=allow_delete, storage=storage, allowed_hosts=allowed_hosts_for(host))
+        if not _is_loopback(host):
+            logger.warning(
+                "host=<%s> | the viewer has no authentication: every session is readable%s from the network",
+                host,
+                " and deletable" if allow_delete else "",
+            )
+        uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    finally:
+        client.close()
