@@ -337,7 +337,10 @@ class AsyncExecutor(Executor):
         elif self.cluster:
             # Drop the node connections (they belong to the I/O loop) but leave the client open:
             # it is the caller's, and reconnects on its next command.
-            await asyncio.gather(*(node.disconnect() for node in self.client.get_nodes()))
+            # The startup nodes are separate objects with connections of their own.
+            manager = self.client.nodes_manager
+            nodes = {id(n): n for attr in ("nodes_cache", "startup_nodes") for n in getattr(manager, attr, {}).values()}
+            await asyncio.gather(*(node.disconnect() for node in nodes.values()))
         else:
             await self.client.connection_pool.disconnect()
 

@@ -199,18 +199,19 @@ class ValkeyStorage:
             StorageUnavailableError: If the server cannot be reached.
             ValkeyStorageError: If the server refuses the write.
         """
-        normalized = self._normalize_key(key)
+        full_key = self._normalize_key(key)
         value = _as_bytes(data, key)
         if len(value) > self._max_value_bytes:
             raise StorageValueTooLargeError(
                 f"Failed to write '{key}': value of {len(value)} bytes exceeds "
                 f"max_value_bytes={self._max_value_bytes}; nothing was written"
             )
-        await self._executor.run(self._write_plan(self._locate(normalized), value), "write", key)
+        await self._executor.run(self._write_plan(self._locate(full_key), value), "write", key)
         logger.debug("key=<%s>, bytes=<%d> | wrote value", key, len(value))
         if self._search_strategy is not None:
             try:
-                await self._search_strategy.index(self, normalized, value)
+                # Keys reach the strategy relative to this view, as in the SDK's own backends.
+                await self._search_strategy.index(self, full_key[len(self._prefix) :], value)
             except Exception as error:
                 raise StorageError(f"Wrote '{key}' but indexing failed") from error
 
@@ -327,6 +328,7 @@ class ValkeyStorage:
     # -- plans ----------------------------------------------------------------------------------
 
     def _normalize_key(self, key: str) -> str:
+        """The full key (view prefix included) of a caller's key."""
         if not isinstance(key, str):
             raise InvalidStorageArgumentError(f"key must be a str, not {type(key).__name__}")
         return self._prefix + _storage_keys.normalize_key(key)

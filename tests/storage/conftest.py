@@ -1,0 +1,205 @@
+"""Fixtures for the ``ValkeyStorage`` tests: real servers, every client library, sync and asyncio.
+
+A *case* is (backend, client kind, flavour): the backend and client kind of the root conftest, and
+``sync`` (``ValkeyStorage`` on that client) or ``async`` (on the asyncio client of the same library,
+topology and ``decode_responses``). Ids look like ``[cluster-redis-cluster-str-async]``.
+
+- ``storage``: one ``ValkeyStorage`` per case of ``CORE_CASES``: every backend, and on each both
+  libraries, both decodings and both flavours across the cases (10 cases). The conformance suite
+  runs on these, to keep the whole run short.
+- ``any_storage``: the same, over ``ALL_CASES`` (16 client kinds x 2 flavours = 32 cases).
+- ``make_storage(cls=ValkeyStorage, **kwargs)`` / ``make_any_storage(...)``: more storages on the
+  same case (same client, or a new asyncio client), closed after the test.
+- ``make_snapshot_storage(...)``: the same over ``SNAPSHOT_CASES`` (2 cases), for the ported
+  ``SnapshotSessionManager`` suite, which builds real agents.
+- ``storage_backend``: the case's backend (flushed before the test); ``storage_case``: the case.
+- ``@pytest.mark.backends(...)`` narrows the cases as it narrows the root fixtures.
+- ``anyio_backend``: async tests run on asyncio (``pytestmark = pytest.mark.anyio``).
+
+These fixtures deliberately do not use the root ``backend``/``client`` fixtures: those are
+parametrised over every client kind, and the conformance suite on all 32 cases would take minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from strands_valkey_session_manager.storage import ValkeyStorage
+from tests.conftest import BACKENDS, CLUSTER_CLIENTS, STANDALONE_CLIENTS, Backend, ServerTargets, _marks
+
+
+@dataclass(frozen=True)
+class Case:
+    backend: str
+    kind: str
+    flavour: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}-{self.kind}-{self.flavour}"
+
+
+ALL_CASES = tuple(
+    Case(backend, kind, flavour)
+    for backend in BACKENDS
+    for kind in (CLUSTER_CLIENTS if backend == "cluster" else STANDALONE_CLIENTS)
+    for flavour in ("sync", "async")
+)
+CORE_CASES = (
+    Case("valkey9", "valkey-py-str", "sync"),
+    Case("valkey9", "redis-py-bytes", "async"),
+    Case("valkey8", "redis-py-str", "sync"),
+    Case("valkey8", "valkey-py-bytes", "async"),
+    Case("redis7", "redis-py-bytes", "sync"),
+    Case("redis7", "valkey-py-str", "async"),
+    Case("cluster", "valkey-cluster-str", "sync"),
+    Case("cluster", "redis-cluster-bytes", "sync"),
+    Case("cluster", "valkey-cluster-bytes", "async"),
+    Case("cluster", "redis-cluster-str", "async"),
+)
+# The ported SnapshotSessionManager suite builds real agents: two cases, opposite on every axis.
+SNAPSHOT_CASES = (
+    Case("valkey9", "valkey-py-str", "sync"),
+    Case("cluster", "redis-cluster-bytes", "async"),
+)
+
+
+def _params(metafunc: pytest.Metafunc, cases: tuple[Case, ...]) -> list[Any]:
+    marker = metafunc.definition.get_closest_marker("backends")
+    wanted = set(marker.args) if marker else set(BACKENDS)
+    return [pytest.param(case, id=case.id, marks=_marks(case.backend)) for case in cases if case.backend in wanted]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "any_storage_case" in metafunc.fixturenames:
+        metafunc.parametrize("any_storage_case", _params(metafunc, ALL_CASES))
+    elif "snapshot_storage_case" in metafunc.fixturenames:
+        metafunc.parametrize("snapshot_storage_case", _params(metafunc, SNAPSHOT_CASES))
+    elif "core_storage_case" in metafunc.fixturenames:
+        metafunc.parametrize("core_storage_case", _params(metafunc, CORE_CASES))
+
+
+def make_async_client(backend: Backend, kind: str) -> Any:
+    """The asyncio client matching a sync client kind of the root conftest (same library, topology, decoding)."""
+    decode = kind.endswith("-str")
+    if kind.startswith("valkey-py-"):
+        import valkey.asyncio
+
+        return valkey.asyncio.Valkey(host=backend.host, port=backend.port, decode_responses=decode)
+    if kind.startswith("redis-py-"):
+        import redis.asyncio
+
+        return redis.asyncio.Redis(host=backend.host, port=backend.port, decode_responses=decode)
+    if kind.startswith("valkey-cluster-"):
+        import valkey.asyncio.cluster as vac
+
+        node: Any = vac.ClusterNode
+        return vac.ValkeyCluster(startup_nodes=[node(h, p) for h, p in backend.startup_nodes], decode_responses=decode)
+    if kind.startswith("redis-cluster-"):
+        import redis.asyncio.cluster as rac
+
+        rnode: Any = rac.ClusterNode
+        return rac.RedisCluster(startup_nodes=[rnode(h, p) for h, p in backend.startup_nodes], decode_responses=decode)
+    raise ValueError(f"no asyncio twin for client kind {kind!r}")
+
+
+def close_async_client(client: Any) -> None:
+    """Close an asyncio client whose connections a closed storage already released."""
+
+    async def close() -> None:
+        await (getattr(client, "aclose", None) or client.close)()
+
+    asyncio.run(close())
+
+
+class StorageFactory:
+    """Makes storages for one case and closes them (and the clients it made) at teardown."""
+
+    def __init__(self, backend: Backend, case: Case) -> None:
+        self.backend = backend
+        self.case = case
+        self._sync_client: Any = None
+        self._made: list[tuple[ValkeyStorage, Any]] = []
+
+    def client(self) -> Any:
+        """A client of the case: the one shared sync client, or a new asyncio client."""
+        if self.case.flavour == "sync":
+            if self._sync_client is None:
+                self._sync_client = self.backend.make_client(self.case.kind)
+            return self._sync_client
+        return make_async_client(self.backend, self.case.kind)
+
+    def __call__(self, cls: type[ValkeyStorage] = ValkeyStorage, **kwargs: Any) -> ValkeyStorage:
+        client = self.client()
+        storage = cls(client, **kwargs)
+        self._made.append((storage, None if self.case.flavour == "sync" else client))
+        return storage
+
+    def close(self) -> None:
+        for storage, async_client in reversed(self._made):
+            storage.close()
+            if async_client is not None:
+                close_async_client(async_client)
+        if self._sync_client is not None:
+            self._sync_client.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _factory(server_targets: ServerTargets, case: Case) -> Iterator[StorageFactory]:
+    backend = server_targets.get(case.backend)
+    backend.flushall()
+    factory = StorageFactory(backend, case)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def make_storage(server_targets: ServerTargets, core_storage_case: Case) -> Iterator[StorageFactory]:
+    yield from _factory(server_targets, core_storage_case)
+
+
+@pytest.fixture
+def make_any_storage(server_targets: ServerTargets, any_storage_case: Case) -> Iterator[StorageFactory]:
+    yield from _factory(server_targets, any_storage_case)
+
+
+@pytest.fixture
+def make_snapshot_storage(server_targets: ServerTargets, snapshot_storage_case: Case) -> Iterator[StorageFactory]:
+    yield from _factory(server_targets, snapshot_storage_case)
+
+
+@pytest.fixture
+def storage(make_storage: StorageFactory) -> ValkeyStorage:
+    """A ``ValkeyStorage`` for one of ``CORE_CASES``."""
+    return make_storage()
+
+
+@pytest.fixture
+def any_storage(make_any_storage: StorageFactory) -> ValkeyStorage:
+    """A ``ValkeyStorage`` for one of ``ALL_CASES``."""
+    return make_any_storage()
+
+
+@pytest.fixture
+def storage_backend(make_storage: StorageFactory) -> Backend:
+    """The backend of the ``storage`` case."""
+    return make_storage.backend
+
+
+@pytest.fixture
+def storage_case(make_storage: StorageFactory) -> Case:
+    return make_storage.case
+
+
+StorageMaker = Callable[..., ValkeyStorage]
