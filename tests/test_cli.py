@@ -190,6 +190,9 @@ def test_show_corrupt_record_is_a_data_error(cli: Any, standalone_client: Any) -
     result = cli("show", SESSION_ID)
     assert result.exit_code == 4
     assert "not a valid record" in _error_line(result)
+    exported = cli("export", SESSION_ID)
+    assert exported.exit_code == 4
+    assert "not valid JSON" in _error_line(exported)
 
 
 # -- export, import, fork ---------------------------------------------------------------------------

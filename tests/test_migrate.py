@@ -27,7 +27,7 @@ from strands.agent.conversation_manager import SlidingWindowConversationManager
 from strands.session.file_session_manager import FileSessionManager
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
-from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
+from strands_valkey_session_manager import SessionTooLargeError, ValkeySessionManager, ValkeySessionRepository
 from strands_valkey_session_manager.migrate import (
     FileStoreReader,
     MigrationProgress,
@@ -35,6 +35,7 @@ from strands_valkey_session_manager.migrate import (
     SeedKey,
     SeedLayoutReader,
     SeedSourceError,
+    check_export_fits,
     json_fetch,
     migrate_from_file_store,
     migrate_from_seed,
@@ -227,6 +228,38 @@ def test_symlinks_are_refused_and_strays_counted(standalone_client: Any, tmp_pat
     assert "symlink" in report.failures[SESSION_ID]
     assert report.unrecognised == 3  # README, elsewhere.json, notes.txt
     assert _keys(standalone_client) == []
+
+
+def test_record_over_the_size_limit_fails_its_session_before_any_write(standalone_client: Any, tmp_path: Path) -> None:
+    _file_store(tmp_path)
+    small = ValkeySessionRepository(standalone_client, max_record_bytes=400)
+    dry = migrate_from_file_store(tmp_path, small, dry_run=True)
+    assert "max_record_bytes=400" in dry.failures[SESSION_ID]
+    report = migrate_from_file_store(tmp_path, small)
+    assert "message 0 of agent 'support-bot'" in report.failures[SESSION_ID]
+    assert report.sessions_migrated == 0
+    assert _keys(standalone_client) == []
+
+
+def test_partial_copy_stays_when_the_rewrite_would_not_fit(standalone_client: Any, tmp_path: Path) -> None:
+    _file_store(tmp_path)
+    full = FileStoreReader(tmp_path).read(SESSION_ID, MigrationReport())
+    ValkeySessionRepository(standalone_client).write_export(
+        SessionExport(session=full.session, agents=full.agents, messages={AGENT_ID: full.messages[AGENT_ID][4:5]})
+    )
+    report = migrate_from_file_store(tmp_path, ValkeySessionRepository(standalone_client, max_record_bytes=400))
+    assert SESSION_ID in report.failures
+    info = ValkeySessionRepository(standalone_client).session_info(SESSION_ID)
+    assert info is not None and info.message_counts == {AGENT_ID: 1}
+
+
+def test_check_export_fits_names_the_record(standalone_client: Any) -> None:
+    session = Session(session_id="s", session_type=SessionType.AGENT)
+    agent = SessionAgent(agent_id="a", state={"blob": "x" * 500}, conversation_manager_state={})
+    export = SessionExport(session=session, agents=[agent], messages={"a": []})
+    check_export_fits(ValkeySessionRepository(standalone_client), export)
+    with pytest.raises(SessionTooLargeError, match="agent 'a' is"):
+        check_export_fits(ValkeySessionRepository(standalone_client, max_record_bytes=500), export)
 
 
 def test_missing_directory_is_an_error(standalone_client: Any, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from rich.text import Text
 from strands.types.exceptions import SessionException
 
 from . import _doctor, _render
+from ._codec import CodecError
 from ._keys import DEFAULT_KEY_PREFIX
 from .catalog import SessionInfo
 from .exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnavailableError, SessionTooLargeError
@@ -42,6 +43,7 @@ from .migrate import (
     MigrationReport,
     SeedSourceError,
     SourceRecordError,
+    check_export_fits,
     migrate_from_file_store,
     migrate_from_seed,
 )
@@ -126,7 +128,8 @@ def _exit_codes() -> Iterator[None]:
         _fail(e.code, str(e))
     except (SessionStoreUnavailableError, AccessDeniedError, SeedSourceError, ServerError) as e:
         _fail(EXIT_UNAVAILABLE, _one_line(e))
-    except (CorruptRecordError, SessionTooLargeError, SourceRecordError) as e:
+    except (CorruptRecordError, SessionTooLargeError, SourceRecordError, CodecError) as e:
+        # CodecError: a stored record that a bulk read (export) decoded without wrapping the error.
         _fail(EXIT_DATA, _one_line(e))
     except (valkey.exceptions.ValkeyError, valkey.exceptions.ValkeyClusterException) as e:
         _fail(EXIT_UNAVAILABLE, f"server: {_one_line(e)}")
@@ -365,6 +368,8 @@ def import_command(
         raise CliError(EXIT_DATA, f"invalid import file {file.name}: {_one_line(e)}") from e
     repo = _settings(ctx).repository()
     session_id = export.session.session_id
+    # Before any delete: a record over the size limit must not cost the existing session.
+    check_export_fits(repo, export)
     if repo.read_session(session_id) is not None:
         if not overwrite:
             raise CliError(EXIT_CONFLICT, f"session {session_id!r} already exists; pass --overwrite to replace it")

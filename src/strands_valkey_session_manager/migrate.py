@@ -69,6 +69,7 @@ __all__ = [
     "SeedSourceError",
     "SessionSource",
     "SourceRecordError",
+    "check_export_fits",
     "check_json_module",
     "json_fetch",
     "migrate_from_file_store",
@@ -216,6 +217,30 @@ def migrate_from_source(
     return report
 
 
+def check_export_fits(target: ValkeySessionRepository, export: SessionExport) -> None:
+    """Make sure every record of ``export`` fits the target's ``max_record_bytes``, before any write.
+
+    ``write_export`` sizes records only after it has created the session, so a too-large record
+    would leave an empty session behind (and, after an overwrite's delete, lose the old one).
+
+    Raises:
+        SessionTooLargeError: Naming the first record that is too large.
+    """
+    limit = target.max_record_bytes
+    session_id = export.session.session_id
+    records: list[tuple[str, bytes]] = [("session", _codec.encode_session(export.session))]
+    records += [(f"agent {a.agent_id!r}", _codec.encode_agent(a)) for a in export.agents]
+    for agent_id, messages in export.messages.items():
+        records += [(f"message {m.message_id} of agent {agent_id!r}", _codec.encode_message(m)) for m in messages]
+    records += [(f"orchestrator {k!r}", _codec.encode_state(v)) for k, v in export.multi_agents.items()]
+    for what, record in records:
+        if len(record) > limit:
+            raise SessionTooLargeError(
+                f"session_id=<{session_id}> | {what} is {len(record)} bytes, over max_record_bytes={limit}; "
+                "nothing was written"
+            )
+
+
 def _migrate_one(
     source: SessionSource, target: ValkeySessionRepository, session_id: str, report: MigrationReport, dry_run: bool
 ) -> Outcome:
@@ -230,13 +255,15 @@ def _migrate_one(
         report.messages_skipped += messages
         report.multi_agents_skipped += multi
         return "skipped"
+    check_export_fits(target, export)
     if not dry_run:
         if state == "partial":
             target.delete_session(session_id)
         try:
             target.write_export(export)
         except SessionTooLargeError:
-            # write_export creates the session before it sizes the records: leave no empty shell behind.
+            # Backstop for check_export_fits: write_export creates the session before it sizes the
+            # records, so leave no empty shell behind.
             with contextlib.suppress(SessionException):
                 target.delete_session(session_id)
             raise
