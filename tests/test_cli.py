@@ -447,8 +447,16 @@ def test_doctor_reports_acl_denials(durable_server: ServerProcess) -> None:
 
 
 @pytest.mark.backends("cluster")
-def test_doctor_on_a_cluster(backend: Any) -> None:
+def test_doctor_and_sessions_on_a_cluster(backend: Any) -> None:
+    client = backend.make_client("valkey-cluster-str")
+    try:
+        _session(client, "on-a-cluster", user_id="alice")
+    finally:
+        client.close()
     runner = _runner()
+    listed = runner.invoke(app, ["--url", backend.url, "--cluster", "sessions", "--user", "alice", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [s["session_id"] for s in json.loads(listed.stdout)["sessions"]] == ["on-a-cluster"]
     clustered = runner.invoke(app, ["--url", backend.url, "--cluster", "doctor"])
     assert _checks(clustered)["topology"] == ("ok", "cluster: 3 primaries, 0 replicas")
     assert clustered.exit_code == 1  # persistence off: a warning
