@@ -1,0 +1,521 @@
+"""The ``svsm ui`` web viewer over HTTP (Starlette's TestClient) against a real Valkey 9.
+
+Data is written by a real ``strands.Agent`` with ``ScriptedModel`` through ``ValkeySessionManager``
+(see ``tests/ui_seed.py``): a tool call, images, a document, hostile text and hostile ids.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+import valkey
+from starlette.testclient import TestClient
+from strands import Agent
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
+
+from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
+from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.servers import free_port
+from strands_valkey_session_manager.storage import ValkeyStorage
+from strands_valkey_session_manager.transfer import parse_export
+from strands_valkey_session_manager.ui import MAX_PAGE_SIZE, create_app
+from strands_valkey_session_manager.ui.render import id_from_segment, id_segment
+from tests import ui_seed
+from tests.ui_seed import (
+    AGENT_ID,
+    CHART_IMAGE,
+    DOCUMENT_BYTES,
+    GRAPH_ID,
+    HOSTILE_SESSION,
+    LONG_AGENT,
+    LONG_COUNT,
+    LONG_SESSION,
+    PLAIN_SESSIONS,
+    SNAPSHOT_SESSION,
+    USER_IMAGE,
+)
+
+BASE = "http://127.0.0.1"
+
+
+class _Page(HTMLParser):
+    """Links, image sources, scripts and visible text of a page."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.images: list[str] = []
+        self.scripts: list[dict[str, str | None]] = []
+        self.script_bodies: list[str] = []
+        self.event_handlers: list[str] = []
+        self.text_parts: list[str] = []
+        self._in_script = False
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        self.event_handlers.extend(name for name, _ in attrs if name.startswith("on"))
+        if tag == "a" and values.get("href") is not None:
+            self.links.append(values["href"] or "")
+        if tag == "img":
+            self.images.append(values.get("src") or "")
+        if tag == "script":
+            self.scripts.append(values)
+            self._in_script = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.script_bodies.append(data)
+        else:
+            self.text_parts.append(data)
+
+    @property
+    def text(self) -> str:
+        return " ".join(" ".join(self.text_parts).split())
+
+
+def session_path(session_id: str, suffix: str = "") -> str:
+    return f"/sessions/{id_segment(session_id)}{suffix}"
+
+
+@pytest.fixture
+def seeded(standalone_client: valkey.Valkey) -> ValkeyStorage:
+    storage = ValkeyStorage(standalone_client)
+    ui_seed.seed(standalone_client, storage)
+    return storage
+
+
+@pytest.fixture
+def repository(standalone_client: valkey.Valkey) -> ValkeySessionRepository:
+    return ValkeySessionRepository(standalone_client)
+
+
+@pytest.fixture
+def http(repository: ValkeySessionRepository, seeded: ValkeyStorage) -> Iterator[TestClient]:
+    with TestClient(create_app(repository, storage=seeded), base_url=BASE, follow_redirects=False) as client:
+        yield client
+
+
+def _rows(html: str) -> list[str]:
+    """Session ids of the list rows, in order."""
+    page = _Page(html)
+    return [id_from_segment(link.split("/")[2]) for link in page.links if re.fullmatch(r"/sessions/[^/]+", link)]
+
+
+# -- list ----------------------------------------------------------------------------------------
+
+
+def test_list_shows_sessions_newest_first_with_counts_age_and_ttl(http: TestClient) -> None:
+    response = http.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    # Newest first; the snapshot-only session is not in the catalog.
+    assert _rows(response.text) == [*reversed(PLAIN_SESSIONS), LONG_SESSION, HOSTILE_SESSION]
+    text = _Page(response.text).text
+    assert "130" in text and "never" in text and re.search(r"just now|\ds ago", text)
+    # Sessions with ttl=3600 show the time left; the others never expire.
+    row = re.search(r"plain-05.*?</tr>", response.text, re.S)
+    assert row is not None and re.search(r">(59m|1h)<", row.group(0))
+    assert session_path(HOSTILE_SESSION) in _Page(response.text).links
+
+
+def test_list_pages_with_the_catalog_cursor(http: TestClient) -> None:
+    seen: list[str] = []
+    response = http.get("/?limit=3")
+    seen += _rows(response.text)
+    assert len(seen) == 3
+    for _ in range(5):
+        more = re.search(r'hx-get="([^"]+)"', response.text)
+        if more is None:
+            break
+        url = more.group(1).replace("&amp;", "&")
+        assert "cursor=" in url and "limit=3" in url
+        # htmx asks for the rows only; the plain link gives a whole page.
+        response = http.get(url, headers={"HX-Request": "true"})
+        assert "<html" not in response.text and "<tr" in response.text
+        seen += _rows(response.text)
+        assert "<html" in http.get(url).text
+    assert seen == [*reversed(PLAIN_SESSIONS), LONG_SESSION, HOSTILE_SESSION]
+
+
+def test_list_filters_by_user_and_tag(http: TestClient) -> None:
+    assert _rows(http.get("/?user=carol").text) == ["plain-05", "plain-03", "plain-01"]
+    assert _rows(http.get("/?tag=support").text) == [HOSTILE_SESSION]
+    assert _rows(http.get("/?user=bob&tag=bulk").text) == [LONG_SESSION]
+    assert _rows(http.get("/?user=bob&tag=plain").text) == []
+    empty = http.get("/?user=nobody")
+    assert empty.status_code == 200 and "No sessions match this filter" in empty.text
+
+
+def test_search_by_exact_id_opens_the_session_or_says_it_is_missing(http: TestClient) -> None:
+    found = http.get("/", params={"id": HOSTILE_SESSION})
+    assert found.status_code == 303
+    assert found.headers["location"] == session_path(HOSTILE_SESSION)
+    assert http.get("/", params={"id": SNAPSHOT_SESSION}).status_code == 303  # snapshots only
+
+    missing = http.get("/", params={"id": "<script>alert(1)</script>"})
+    assert missing.status_code == 404
+    assert "No session with id" in missing.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in missing.text
+    assert "<script>alert" not in missing.text
+
+
+def test_page_sizes_are_bounded(repository: ValkeySessionRepository, http: TestClient) -> None:
+    for bad in (0, MAX_PAGE_SIZE + 1, -1):
+        with pytest.raises(ValueError, match="page_size"):
+            create_app(repository, page_size=bad)
+    # A request cannot ask for more than MAX_PAGE_SIZE messages or fewer than one.
+    page = http.get(session_path(LONG_SESSION, f"/agents/{LONG_AGENT}?limit=100000"))
+    assert page.text.count('class="message ') == LONG_COUNT
+    assert http.get(session_path(LONG_SESSION, f"/agents/{LONG_AGENT}?limit=0")).text.count('class="message ') == 1
+    assert http.get("/?limit=nonsense").status_code == 200
+
+
+# -- session page --------------------------------------------------------------------------------
+
+
+def test_hostile_text_is_shown_as_text(http: TestClient) -> None:
+    response = http.get(session_path(HOSTILE_SESSION))
+    assert response.status_code == 200
+    page = _Page(response.text)
+    # The only script is the vendored htmx, from this origin; no inline script, no event handlers.
+    assert page.scripts == [{"src": "/static/htmx.min.js", "defer": None}]
+    assert page.script_bodies == []
+    assert page.event_handlers == []
+    assert "<script>alert(1)</script>" in page.text
+    assert "<img src=x onerror=alert(1)>" in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
+    assert "<img src=x" not in response.text
+    assert not any(link.startswith("javascript:") for link in page.links)
+    assert "<strong>Done</strong>" in response.text  # Markdown still renders
+    assert "&lt;b&gt;teal&lt;/b&gt;" in response.text  # agent state, as JSON text
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "img-src 'self' data:" in csp and "default-src 'none'" in csp
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_session_page_shows_agents_tool_calls_media_state_and_orchestrators(http: TestClient) -> None:
+    response = http.get(session_path(HOSTILE_SESSION))
+    html = response.text
+    page = _Page(html)
+    assert HOSTILE_SESSION in page.text
+    assert AGENT_ID in page.text and "6 messages" in page.text
+    assert "alice" in page.text and "support" in page.text
+    # Tool call and result are collapsible, with the input as JSON.
+    tool_use = re.search(r'<details class="tool-use">.*?</details>', html, re.S)
+    assert tool_use is not None and "chart" in tool_use.group(0) and "&#34;title&#34;" in tool_use.group(0)
+    assert '<details class="tool-result">' in html and "success" in html
+    # The user's image and the tool's image, from the block endpoint.
+    agent = id_segment(AGENT_ID)
+    assert page.images == [
+        session_path(HOSTILE_SESSION, f"/agents/{agent}/messages/0/blocks/1"),
+        session_path(HOSTILE_SESSION, f"/agents/{agent}/messages/2/blocks/0/1"),
+    ]
+    document = session_path(HOSTILE_SESSION, f"/agents/{agent}/messages/4/blocks/1")
+    assert document in page.links
+    assert "report &lt;q3&gt;.pdf" in html
+    assert "Agent state" in page.text and "Conversation manager state" in page.text
+    assert "SlidingWindowConversationManager" in html
+    assert GRAPH_ID in page.text and "graph" in page.text and "completed" in page.text
+    assert session_path(HOSTILE_SESSION, "/export") in page.links
+    assert "Delete" not in page.text  # read-only app
+
+
+def test_media_endpoint_serves_the_stored_bytes(http: TestClient) -> None:
+    agent = id_segment(AGENT_ID)
+    for url, expected in (
+        (f"/agents/{agent}/messages/0/blocks/1", USER_IMAGE),
+        (f"/agents/{agent}/messages/2/blocks/0/1", CHART_IMAGE),
+    ):
+        response = http.get(session_path(HOSTILE_SESSION, url))
+        assert response.status_code == 200
+        assert response.content == expected
+        assert response.headers["content-type"] == "image/png"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "sandbox" in response.headers["content-security-policy"]
+        assert "content-disposition" not in response.headers
+
+    document = http.get(session_path(HOSTILE_SESSION, f"/agents/{agent}/messages/4/blocks/1"))
+    assert document.status_code == 200
+    assert document.content == DOCUMENT_BYTES
+    assert document.headers["content-type"] == "application/pdf"
+    disposition = document.headers["content-disposition"]
+    assert disposition.startswith("attachment;") and "report _q3_.pdf" in disposition
+
+    for bad in (
+        "/messages/0/blocks/0",  # a text block
+        "/messages/0/blocks/9",  # no such block
+        "/messages/1/blocks/0/0",  # toolUse has no nested content
+        "/messages/99/blocks/0",  # no such message
+        "/messages/x/blocks/0",
+        "/messages/0/blocks/-1",
+    ):
+        assert http.get(session_path(HOSTILE_SESSION, f"/agents/{agent}{bad}")).status_code == 404, bad
+
+
+def test_timeline_pages_through_a_long_conversation(http: TestClient) -> None:
+    def ids(html: str) -> list[int]:
+        return [int(m) for m in re.findall(r'id="m(\d+)"', html)]
+
+    first = http.get(session_path(LONG_SESSION))
+    assert ids(first.text) == list(range(50))
+    assert "Messages 1\u201350 of 130" in _Page(first.text).text
+    more = re.search(r'hx-get="([^"]+)"', first.text)
+    assert more is not None
+    url = more.group(1).replace("&amp;", "&")
+    assert parse_qs(urlsplit(url).query) == {"offset": ["50"], "limit": ["50"]}
+
+    second = http.get(url, headers={"HX-Request": "true"})
+    assert "<html" not in second.text
+    assert ids(second.text) == list(range(50, 100))
+    nxt = re.search(r'hx-get="([^"]+)"', second.text)
+    assert nxt is not None and "offset=100" in nxt.group(1)
+    third = http.get(nxt.group(1).replace("&amp;", "&"), headers={"HX-Request": "true"})
+    assert ids(third.text) == list(range(100, 130))
+    assert "hx-get" not in third.text  # the end
+
+    # Without htmx, the same link is a full page with first/previous links.
+    full = http.get(session_path(LONG_SESSION, f"/agents/{LONG_AGENT}?offset=120&limit=5"))
+    assert full.status_code == 200 and "<html" in full.text
+    assert ids(full.text) == list(range(120, 125))
+    assert "Messages 121\u2013125 of 130" in _Page(full.text).text
+    assert "previous" in full.text and "first" in full.text
+
+
+def test_redacted_message_shows_the_redaction_and_keeps_the_original_folded(
+    standalone_client: valkey.Valkey, repository: ValkeySessionRepository
+) -> None:
+    manager = ValkeySessionManager(session_id="guarded", client=standalone_client)
+    Agent(model=ScriptedModel(["ok"]), session_manager=manager, agent_id="a", callback_handler=None)("hello")
+    # What the SDK stores after a guardrail: the original message and its replacement.
+    # (The SDK's own agent edits the message in place, so its record often holds the redaction twice.)
+    redacted = SessionMessage(
+        message={"role": "user", "content": [{"text": "a forbidden <b>request</b>"}]},
+        message_id=0,
+        redact_message={"role": "user", "content": [{"text": "[user input redacted]"}]},
+    )
+    repository.update_message("guarded", "a", redacted)
+    with TestClient(create_app(repository), base_url=BASE) as client:
+        html = client.get("/sessions/guarded").text
+    assert "[user input redacted]" in html
+    assert '<span class="badge">redacted</span>' in html
+    original = re.search(r'<details class="original">.*?</details>', html, re.S)
+    assert original is not None and "a forbidden &lt;b&gt;request&lt;/b&gt;" in original.group(0)
+
+
+def test_export_is_the_session_as_jsonl(http: TestClient, repository: ValkeySessionRepository) -> None:
+    response = http.get(session_path(HOSTILE_SESSION, "/export"))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    assert response.headers["content-disposition"].startswith("attachment;")
+    assert response.text == repository.export_session(HOSTILE_SESSION)
+    export = parse_export(response.text)
+    assert export.session.session_id == HOSTILE_SESSION
+    assert export.message_count == 6
+    assert set(export.multi_agents) == {GRAPH_ID}
+    assert http.get(session_path("no such session", "/export")).status_code == 404
+
+
+# -- ids -----------------------------------------------------------------------------------------
+
+AWKWARD_IDS = ["a/b", "a//b/", "{x}", "?q=1&r=2", "#frag", "sp ace", "ü🚀", ".", "..", "~tilde", "%2F", "100%", "a+b"]
+
+
+@pytest.mark.parametrize("awkward", AWKWARD_IDS)
+def test_any_id_is_one_url_segment_that_round_trips(
+    awkward: str, standalone_client: valkey.Valkey, repository: ValkeySessionRepository
+) -> None:
+    repository.create_session(Session(session_id=awkward, session_type=SessionType.AGENT))
+    repository.create_agent(awkward, SessionAgent(agent_id=awkward, state={}, conversation_manager_state={}))
+    image = {"image": {"format": "png", "source": {"bytes": USER_IMAGE}}}
+    message = SessionMessage(message={"role": "user", "content": [{"text": awkward}, image]}, message_id=0)
+    repository.create_message(awkward, awkward, message)
+    with TestClient(create_app(repository), base_url=BASE, follow_redirects=False) as client:
+        listed = _Page(client.get("/").text).links
+        link = session_path(awkward)
+        assert link in listed
+        assert link.count("/") == 2 and "?" not in link and "#" not in link
+        assert urlsplit(BASE + link).path == link  # no dot segment for a browser to resolve
+        session = client.get(link)
+        assert session.status_code == 200
+        assert f"<code>{_escaped(awkward)}</code>" in session.text
+        page = _Page(session.text)
+        agent_link = session_path(awkward, f"/agents/{id_segment(awkward)}")
+        assert agent_link in page.links
+        assert client.get(agent_link).status_code == 200
+        assert len(page.images) == 1 and client.get(page.images[0]).content == USER_IMAGE
+        assert client.get(session_path(awkward, "/export")).status_code == 200
+        assert client.get("/", params={"id": awkward}).headers["location"] == link
+
+
+def _escaped(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;")
+
+
+def test_ids_decode_percent_escapes_once(repository: ValkeySessionRepository) -> None:
+    for session_id in ("a", "%61"):
+        repository.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
+    with TestClient(create_app(repository), base_url=BASE) as client:
+        assert "<code>%61</code>" in client.get("/sessions/%2561").text
+        assert "<code>a</code>" in client.get("/sessions/%61").text
+        assert client.get("/sessions/%FF").status_code == 404  # not UTF-8
+        assert client.get("/sessions/" + quote("no such")).status_code == 404
+
+
+# -- safety --------------------------------------------------------------------------------------
+
+
+def test_read_only_by_default(http: TestClient) -> None:
+    target = session_path(HOSTILE_SESSION)
+    assert http.get(target + "/delete").status_code == 404
+    assert http.post(target + "/delete", data={"confirm": "yes"}).status_code == 404
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        assert http.request(method, target).status_code == 405
+        assert http.request(method, "/").status_code == 405
+        assert http.request(method, target + "/export").status_code == 405
+    assert http.get(target).status_code == 200
+
+
+def test_delete_takes_a_confirmation_form(repository: ValkeySessionRepository, seeded: ValkeyStorage) -> None:
+    target = session_path(HOSTILE_SESSION)
+    with TestClient(create_app(repository, allow_delete=True), base_url=BASE, follow_redirects=False) as client:
+        assert f'href="{target}/delete"' in client.get(target).text
+        form = client.get(target + "/delete")
+        assert form.status_code == 200
+        token = re.search(r'name="token" value="([0-9a-f]+)"', form.text)
+        assert token is not None
+        assert f'action="{target}/delete"' in form.text
+
+        assert client.post(target + "/delete", data={"confirm": "yes"}).status_code == 403  # no token
+        wrong = session_path(LONG_SESSION, "/delete")  # another session's token does not fit
+        assert client.post(wrong, data={"token": token.group(1), "confirm": "yes"}).status_code == 403
+        assert client.post(target + "/delete", data={"token": token.group(1)}).status_code == 400  # not ticked
+        cross = client.post(
+            target + "/delete",
+            data={"token": token.group(1), "confirm": "yes"},
+            headers={"Origin": "http://evil.example"},
+        )
+        assert cross.status_code == 403
+        assert repository.read_session(HOSTILE_SESSION) is not None
+
+        done = client.post(
+            target + "/delete", data={"token": token.group(1), "confirm": "yes"}, headers={"Origin": BASE}
+        )
+        assert done.status_code == 303
+        assert repository.read_session(HOSTILE_SESSION) is None
+        assert repository.read_session(LONG_SESSION) is not None
+        listing = client.get(done.headers["location"])
+        assert "Deleted session" in listing.text and HOSTILE_SESSION not in _rows(listing.text)
+        assert client.get(target).status_code == 404
+        assert client.get(target + "/delete").status_code == 404
+
+
+def test_only_loopback_host_headers_are_served(repository: ValkeySessionRepository) -> None:
+    app = create_app(repository)
+    for base in ("http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"):
+        with TestClient(app, base_url=base) as client:
+            assert client.get("/").status_code == 200, base
+    with TestClient(app, base_url="http://attacker.example") as client:
+        assert client.get("/").status_code == 400  # DNS rebinding
+    with TestClient(create_app(repository, allowed_hosts=["viewer.internal"]), base_url="http://viewer.internal") as c:
+        assert c.get("/").status_code == 200
+
+
+def test_static_assets_are_served_locally(http: TestClient) -> None:
+    script = http.get("/static/htmx.min.js")
+    assert script.status_code == 200 and "htmx" in script.text[:200]
+    assert http.get("/static/ui.css").status_code == 200
+    assert http.get("/static/../app.py").status_code == 404
+    html = http.get("/").text
+    assert "http://" not in html and "https://" not in html  # nothing from the internet
+
+
+def test_unknown_things_are_404_pages(http: TestClient) -> None:
+    for url in (
+        "/sessions/nope",
+        session_path(HOSTILE_SESSION, "/agents/nope"),
+        session_path(HOSTILE_SESSION, "/snapshot?key=scopes/agent/x/snapshots/snapshot_latest.json"),
+        "/nope",
+    ):
+        response = http.get(url)
+        assert response.status_code == 404, url
+        assert "<html" in response.text
+
+
+def test_an_unreachable_server_is_a_503_page() -> None:
+    dead: Any = valkey.Valkey("127.0.0.1", free_port(), socket_connect_timeout=0.5)
+    with TestClient(create_app(ValkeySessionRepository(dead)), base_url=BASE) as client:
+        response = client.get("/")
+    assert response.status_code == 503
+    assert "unavailable" in response.text
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+
+
+def test_snapshot_history_is_listed_and_readable(http: TestClient) -> None:
+    page = http.get(session_path(SNAPSHOT_SESSION))
+    assert page.status_code == 200
+    assert "only snapshots" in page.text
+    links = [link for link in _Page(page.text).links if "/snapshot?" in link]
+    assert len(links) == 3  # latest + two immutable snapshots
+    keys = [parse_qs(urlsplit(link).query)["key"][0] for link in links]
+    assert keys[0] == f"scopes/agent/{ui_seed.SNAPSHOT_AGENT}/snapshots/snapshot_latest.json"
+    assert all(k.startswith(f"scopes/agent/{ui_seed.SNAPSHOT_AGENT}/snapshots/immutable_history/") for k in keys[1:])
+    assert keys[1] > keys[2]  # newest first
+
+    latest = http.get(links[0].replace("&amp;", "&"))
+    assert latest.status_code == 200
+    view = _Page(latest.text)
+    assert "second question" in view.text
+    assert "second answer <script>alert(1)</script>" in view.text
+    assert view.script_bodies == []
+    assert len(view.images) == 1 and view.images[0].startswith("data:image/png;base64,")
+    oldest = http.get(links[2].replace("&amp;", "&"))
+    assert "first answer" in oldest.text and "second question" not in oldest.text
+
+    for bad in ("../../../etc", "scopes/agent/x/../../snapshot_latest.json", "memory/notes.json", ""):
+        assert http.get(session_path(SNAPSHOT_SESSION, "/snapshot"), params={"key": bad}).status_code == 404
+
+
+def test_without_storage_there_is_no_snapshot_section(repository: ValkeySessionRepository, seeded: Any) -> None:
+    with TestClient(create_app(repository), base_url=BASE) as client:
+        assert client.get(session_path(SNAPSHOT_SESSION)).status_code == 404
+        assert "Snapshots" not in client.get(session_path(HOSTILE_SESSION)).text
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+def test_serve_binds_loopback_and_builds_the_app(
+    monkeypatch: pytest.MonkeyPatch, valkey9_server: Any, seeded: Any
+) -> None:
+    import uvicorn
+
+    from strands_valkey_session_manager.ui import serve
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(app: Any, **kwargs: Any) -> None:
+        with TestClient(app, base_url=f"http://127.0.0.1:{kwargs['port']}") as client:
+            kwargs["list"] = client.get("/").text
+            kwargs["snapshots"] = client.get(session_path(SNAPSHOT_SESSION)).status_code
+            kwargs["delete"] = client.get(session_path(LONG_SESSION, "/delete")).status_code
+        calls.append(kwargs)
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    serve(valkey9_server.url, cluster=False, prefix="strands", host="127.0.0.1", port=8765, allow_delete=False)
+    (call,) = calls
+    assert call["host"] == "127.0.0.1" and call["port"] == 8765
+    assert LONG_SESSION in call["list"]
+    assert call["snapshots"] == 200
+    assert call["delete"] == 404
