@@ -83,3 +83,56 @@ def test_a_stalled_server_times_out_instead_of_hanging() -> None:
         assert time.monotonic() - started < 5
         for conn in accepted:
             conn.close()
+
+
+def test_append_rides_out_a_restart_with_retries(durable_server: ServerProcess) -> None:
+    client = valkey.Valkey(port=durable_server.port, socket_timeout=1, socket_connect_timeout=1)
+    repo = ValkeySessionRepository(client, retries=40, retry_backoff=0.05, check_versions=True)
+    repo.create_session(Session(session_id="s", session_type=SessionType.AGENT))
+    repo.create_agent("s", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
+    for i in range(3):
+        repo.create_message("s", "a", _message(i))
+    durable_server.kill9()
+    restarter = threading.Timer(0.4, durable_server.restart)
+    restarter.start()
+    try:
+        for i in range(3, 6):
+            repo.create_message("s", "a", _message(i))  # waits out the restart, then lands once
+    finally:
+        restarter.join()
+    assert [m.message_id for m in repo.list_messages("s", "a")] == list(range(6))
+
+
+def test_repeating_a_write_whose_reply_was_lost_is_not_a_conflict(standalone_client: Any) -> None:
+    repo = ValkeySessionRepository(standalone_client, check_versions=True)
+    session = Session(session_id="s", session_type=SessionType.AGENT)
+    repo.create_session(session)
+    repo.create_session(session)  # the same call again (same record): recognised as our own create
+    with pytest.raises(Exception, match="already exists"):
+        repo.create_session(Session(session_id="s", session_type=SessionType.AGENT))
+    agent = SessionAgent(agent_id="a", state={}, conversation_manager_state={})
+    repo.create_agent("s", agent)
+    before = repo._versions[("s", "a")]  # type: ignore[index]
+    message = _message(0)
+    repo.create_message("s", "a", message)
+    # As if the reply had been lost: the repository still expects the old version and sends again.
+    repo._versions[("s", "a")] = before  # type: ignore[index]
+    repo.create_message("s", "a", message)
+    assert len(repo.list_messages("s", "a")) == 1
+    state = SessionAgent(agent_id="a", state={"n": 1}, conversation_manager_state={})
+    before = repo._versions[("s", "a")]  # type: ignore[index]
+    repo.update_agent("s", state)
+    repo._versions[("s", "a")] = before  # type: ignore[index]
+    repo.update_agent("s", state)
+    # A different record under a stale version is still a conflict.
+    repo._versions[("s", "a")] = before  # type: ignore[index]
+    from strands_valkey_session_manager import SessionConflictError
+
+    with pytest.raises(SessionConflictError):
+        repo.create_message("s", "a", _message(1))
+
+
+@pytest.mark.parametrize("bad", [{"retries": -1}, {"retries": 1.5}, {"retry_backoff": -0.1}])
+def test_bad_retry_settings_raise_value_error(standalone_client: Any, bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="retr"):
+        ValkeySessionRepository(standalone_client, **bad)

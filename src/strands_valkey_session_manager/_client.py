@@ -7,22 +7,74 @@ looked up from the client's own package. Every command the repository sends goes
 
 from __future__ import annotations
 
+import functools
 import importlib
-from collections.abc import Iterator, Sequence
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from . import _lua
 from .exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnavailableError
 
 _SUPPORTED = ("valkey", "redis")
+logger = logging.getLogger(__name__)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often an operation is repeated after the server was unreachable, and how long to wait.
+
+    Every operation of the repository is safe to repeat: writes carry what makes a repeat a no-op
+    (the same record, the same creation nonce), so a reply lost in a disconnect is not a duplicate.
+    """
+
+    retries: int = 2
+    backoff: float = 0.05
+    max_backoff: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
+            raise ValueError(f"retries=<{self.retries!r}> | must be a non-negative int")
+        if not isinstance(self.backoff, (int, float)) or self.backoff < 0:
+            raise ValueError(f"retry_backoff=<{self.backoff!r}> | must be a non-negative number of seconds")
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, in seconds."""
+        return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+
+
+def retrying(method: _F) -> _F:
+    """Repeat a repository method on :class:`SessionStoreUnavailableError`, per ``self._db.retry``."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        policy: RetryPolicy = self._db.retry
+        attempt = 0
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except SessionStoreUnavailableError as e:
+                if attempt >= policy.retries:
+                    raise
+                pause = policy.delay(attempt)
+                logger.debug(
+                    "operation=<%s>, attempt=<%d>, pause=<%.3f> | retrying: %s", method.__name__, attempt, pause, e
+                )
+                time.sleep(pause)
+                attempt += 1
+
+    return cast(_F, wrapper)
 
 
 class ClientAdapter:
     """Sends commands and scripts on a valkey-py or redis-py client and maps its errors."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, retry: RetryPolicy | None = None) -> None:
         module = type(client).__module__
         family = module.split(".", 1)[0]
         # asyncio clients have the same methods but return coroutines: refuse them here.
@@ -34,6 +86,7 @@ class ClientAdapter:
         exceptions = importlib.import_module(f"{family}.exceptions")
         self.client = client
         self.family = family
+        self.retry = retry or RetryPolicy()
         # Errors that mean "the server did not do it (or we cannot know)": worth a retry later.
         self._unavailable: tuple[type[BaseException], ...] = tuple(
             getattr(exceptions, name)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import _codec
-from ._client import ClientAdapter, CommandCall, ScriptCall
+from ._client import ClientAdapter, CommandCall, ScriptCall, retrying
 from ._keys import CATALOG_SHARDS, KeyLayout, SessionKeys, session_id_of_member
 from ._lifetime import Duration, now_ms, to_ms
 
@@ -72,6 +72,7 @@ class CatalogMixin:
         def delete_session(self, session_id: str, **kwargs: Any) -> None: ...
         def read_session(self, session_id: str, **kwargs: Any) -> Session | None: ...
 
+    @retrying
     def session_info(self, session_id: str) -> SessionInfo | None:
         """Catalog view of one session, or ``None`` if it does not exist. One round trip."""
         keys = self.session_keys(session_id)
@@ -79,6 +80,7 @@ class CatalogMixin:
             reply = self._db.script("session_info", keys.all(), ())
         return None if reply is None else _info(session_id, reply)[0]
 
+    @retrying
     def list_sessions(
         self,
         user_id: str | None = None,

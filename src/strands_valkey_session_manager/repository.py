@@ -8,6 +8,7 @@ and keep ``created_at``, ``list_messages`` sorts by id before slicing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,7 +18,7 @@ from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 
 from . import _codec
-from ._client import ClientAdapter, CommandCall, ScriptCall
+from ._client import ClientAdapter, CommandCall, RetryPolicy, ScriptCall, retrying
 from ._keys import (
     DEFAULT_KEY_PREFIX,
     KeyLayout,
@@ -44,7 +45,7 @@ DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
 
 _T = TypeVar("_T")
 # create_session.lua's DUMP payload arguments when the session is not a fork.
-_NO_FORK = ("", "", "", "")
+_NO_FORK = (b"", b"", b"", b"")
 
 
 class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
@@ -68,6 +69,9 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             overwriting. Each agent carries a version in the session hash; the first read of an
             agent (``read_agent`` or ``list_messages``) or this repository's own writes set the
             version it expects.
+        retries: How many times an operation is repeated when the server is unreachable or timed
+            out (every operation is safe to repeat), before ``SessionStoreUnavailableError``.
+        retry_backoff: First pause between attempts in seconds; doubles per attempt (max 1 s), jittered.
         user_id: Owner recorded in the catalog for sessions this repository creates.
         tags: Tags recorded in the catalog for sessions this repository creates.
 
@@ -88,10 +92,12 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         user_id: str | None = None,
         tags: Sequence[str] = (),
         check_versions: bool = False,
+        retries: int = 2,
+        retry_backoff: float = 0.05,
     ) -> None:
         if not isinstance(max_record_bytes, int) or max_record_bytes <= 0:
             raise ValueError(f"max_record_bytes=<{max_record_bytes!r}> | must be a positive int")
-        self._db = ClientAdapter(client)
+        self._db = ClientAdapter(client, RetryPolicy(retries=retries, backoff=retry_backoff))
         self._layout = KeyLayout(key_prefix)
         self.max_record_bytes = max_record_bytes
         self._ttl_ms = to_ms(ttl, "ttl")
@@ -117,6 +123,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
 
     # -- sessions -----------------------------------------------------------------------------
 
+    @retrying
     def create_session(
         self, session: Session, *, user_id: str | None = None, tags: Sequence[str] | None = None, **kwargs: Any
     ) -> Session:
@@ -137,11 +144,17 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         return session
 
     def _create(
-        self, session: Session, user_id: str | None, tags: Sequence[str] | None, fork_args: Sequence[Any] = ()
+        self,
+        session: Session,
+        user_id: str | None,
+        tags: Sequence[str] | None,
+        payloads: Sequence[bytes] = _NO_FORK,
+        counters: Sequence[Any] = (),
     ) -> bool:
         """Run ``create_session.lua`` after listing the session in the catalog; False if it exists.
 
-        ``fork_args`` are the script's DUMP payloads and message counts when the session is a fork.
+        For a fork, ``payloads`` are the source's DUMPed agents, messages, order and multi keys and
+        ``counters`` its ``n:``/``v:`` fields as a flat field/value list.
         """
         owner, labels = _check_owner(
             self._user_id if user_id is None else user_id, self._tags if tags is None else tags
@@ -160,7 +173,11 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             owner or "",
             _codec.dumps_list(labels),
             member,
-            *(fork_args or _NO_FORK),
+            *payloads,
+            # The same call repeated (same record) carries the same nonce, so a retry after a lost
+            # reply is recognised as our own create.
+            hashlib.blake2b(record, digest_size=12).hexdigest(),
+            *counters,
         )
         # The catalog entry goes first: if the script never runs, listing drops the entry as stale.
         calls = [CommandCall("zadd", (index, {member: 0})) for index in indexes]
@@ -172,6 +189,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
                 self._db.batch([CommandCall("zrem", (index, member)) for index in indexes])
         return bool(created_now == 1)
 
+    @retrying
     def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
         """The session record, or ``None``. One round trip (``HGET``)."""
         keys = self.session_keys(session_id)
@@ -179,6 +197,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             raw = self._read_field(keys, 1, "record")
         return None if raw is None else self._decoded(_codec.decode_session, raw, session_id, keys.session)
 
+    @retrying
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
         """Delete the session with all its agents, messages and orchestrator state, and its
         catalog entries.
@@ -200,6 +219,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
 
     # -- agents -------------------------------------------------------------------------------
 
+    @retrying
     def create_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
         """Store an agent record (overwriting one with the same id). One round trip.
 
@@ -216,6 +236,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             raise SessionException(f"Session {session_id} does not exist")
         self._saw(session_id, agent_id, version, wrote=True)
 
+    @retrying
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """The agent record, or ``None``. One round trip (``HGET``; with ``check_versions``, a
         pipeline that also reads the agent's version the first time)."""
@@ -233,6 +254,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
                     self._saw(session_id, agent_id, version or 0)
         return None if raw is None else self._decoded(_codec.decode_agent, raw, session_id, keys.agents)
 
+    @retrying
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
         """Replace an agent record, keeping its stored ``created_at``. One round trip.
 
@@ -252,6 +274,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
 
     # -- messages -----------------------------------------------------------------------------
 
+    @retrying
     def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
         """Store a message (overwriting one with the same id) and index it. One round trip.
 
@@ -270,6 +293,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
         self._saw(session_id, agent_id, version, wrote=True)
 
+    @retrying
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
         """One message, or ``None``. One round trip (``HGET``).
 
@@ -282,6 +306,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             raw = self._read_field(keys, 3, member)
         return None if raw is None else self._decoded(_codec.decode_message, raw, session_id, keys.messages)
 
+    @retrying
     def update_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
         """Replace a message, keeping its stored ``created_at``. One round trip.
 
@@ -300,6 +325,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             raise SessionException(f"Message {session_message.message_id} does not exist")
         self._saw(session_id, agent_id, version, wrote=True)
 
+    @retrying
     def list_messages(
         self, session_id: str, agent_id: str, limit: int | None = None, offset: int = 0, **kwargs: Any
     ) -> list[SessionMessage]:
@@ -339,6 +365,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
 
     # -- multi-agent orchestrators ------------------------------------------------------------
 
+    @retrying
     def create_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
         """Store an orchestrator's state (Graph, Swarm). One round trip.
 
@@ -353,6 +380,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         if not written:
             raise SessionException(f"Session {session_id} does not exist")
 
+    @retrying
     def read_multi_agent(self, session_id: str, multi_agent_id: str, **kwargs: Any) -> dict[str, Any] | None:
         """An orchestrator's state, or ``None``. One round trip (``HGET``)."""
         _check_id(multi_agent_id, "multi_agent_id")
@@ -361,6 +389,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             raw = self._read_field(keys, 5, multi_agent_id)
         return None if raw is None else self._decoded(_codec.decode_state, raw, session_id, keys.multi)
 
+    @retrying
     def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
         """Replace an orchestrator's state. One round trip.
 

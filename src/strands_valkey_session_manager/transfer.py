@@ -65,7 +65,12 @@ class TransferMixin:
         ) -> list[SessionMessage]: ...
         def session_info(self, session_id: str) -> SessionInfo | None: ...
         def _create(
-            self, session: Session, user_id: str | None, tags: Sequence[str] | None, fork_args: Sequence[Any] = ()
+            self,
+            session: Session,
+            user_id: str | None,
+            tags: Sequence[str] | None,
+            payloads: Sequence[bytes] = ...,
+            counters: Sequence[Any] = (),
         ) -> bool: ...
         def _sized(self, record: bytes, key: str) -> bytes: ...
 
@@ -101,13 +106,13 @@ class TransferMixin:
         origin = _codec.decode_session(fields["record"])
         now = datetime.now(timezone.utc).isoformat()
         session = Session(session_id=target_id, session_type=origin.session_type, created_at=now, updated_at=now)
-        counts = [item for k, v in fields.items() if k.startswith("n:") for item in (k, v)]
+        counters = [item for k, v in fields.items() if k.startswith(("n:", "v:")) for item in (k, v)]
         payloads = [b"" if p is None else p for p in reply[1:]]
         if user_id is None and "user" in fields:
             user_id = _codec.text(fields["user"])
         if tags is None and fields.get("tags"):
             tags = tuple(_codec.loads(fields["tags"]))
-        if not self._create(session, user_id, tags, [*payloads, *counts]):
+        if not self._create(session, user_id, tags, payloads, counters):
             raise SessionException(f"Session {target_id} already exists")
 
     def export_records(self, session_id: str) -> SessionExport:
@@ -172,7 +177,7 @@ class TransferMixin:
             SessionException: If the session already exists.
         """
         session_id = export.session.session_id
-        if not self._create(export.session, export.user_id, export.tags, ()):
+        if not self._create(export.session, export.user_id, export.tags):
             raise SessionException(f"Session {session_id} already exists")
         keys = self.session_keys(session_id)
         calls: list[ScriptCall] = []

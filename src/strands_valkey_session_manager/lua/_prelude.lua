@@ -47,6 +47,19 @@ local function version_conflict(agent_id, expected)
   return tonumber(redis.call('HGET', KEYS[1], 'v:' .. agent_id) or '0') ~= tonumber(expected)
 end
 
+-- A repeated write (its first reply was lost) finds its own record and the version it made:
+-- report that version again instead of a conflict.
+local function repeated_write(agent_id, expected, key, field, value)
+  if expected == '' or redis.call('HGET', key, field) ~= value then
+    return false
+  end
+  local current = tonumber(redis.call('HGET', KEYS[1], 'v:' .. agent_id) or '0')
+  if current == tonumber(expected) + 1 then
+    return current
+  end
+  return false
+end
+
 local function bump_version(agent_id)
   return redis.call('HINCRBY', KEYS[1], 'v:' .. agent_id, 1)
 end

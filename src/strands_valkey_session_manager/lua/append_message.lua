@@ -10,7 +10,7 @@ if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then
   return 0
 end
 if version_conflict(ARGV[2], ARGV[5]) then
-  return -1
+  return repeated_write(ARGV[2], ARGV[5], KEYS[3], ARGV[3], ARGV[4]) or -1
 end
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 if redis.call('ZADD', KEYS[4], 0, ARGV[3]) == 1 then

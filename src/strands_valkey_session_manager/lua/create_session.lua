@@ -4,12 +4,17 @@
 -- ARGV[4] deadline, unix ms (0: none)   ARGV[5] user id ('' none)   ARGV[6] tags (JSON list, '' none)
 -- ARGV[7] catalog member
 -- ARGV[8..11] DUMP payloads of the source's agents, messages, order and multi keys ('' when absent or not a fork)
--- ARGV[12..] field/value pairs of per-agent message counts ('n:<agent id>', count), for a fork
+-- ARGV[12] nonce of this create call: a repeat of the same call (lost reply) reports success
+-- ARGV[13..] field/value pairs of per-agent counts and versions ('n:..'/'v:..', value), for a fork
 -- Returns 1 when created. When the session already exists nothing is written and it returns 0 if
 -- the session is listed under the same catalog member (same id, same millisecond), else -1: the
 -- caller then removes the entry it added for this attempt.
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HGET', KEYS[1], 'catalog') == ARGV[7] then
+  local stored = redis.call('HMGET', KEYS[1], 'nonce', 'catalog')
+  if stored[1] == ARGV[12] then
+    return 1  -- our own create, repeated after its reply was lost
+  end
+  if stored[2] == ARGV[7] then
     return 0
   end
   return -1
@@ -20,7 +25,7 @@ for i = 2, 5 do
     redis.call('RESTORE', KEYS[i], 0, ARGV[6 + i])
   end
 end
-redis.call('HSET', KEYS[1], 'record', ARGV[2], 'created', ARGV[3], 'catalog', ARGV[7])
+redis.call('HSET', KEYS[1], 'record', ARGV[2], 'created', ARGV[3], 'catalog', ARGV[7], 'nonce', ARGV[12])
 if ARGV[4] ~= '0' then
   redis.call('HSET', KEYS[1], 'deadline', ARGV[4])
 end
@@ -33,7 +38,7 @@ end
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'tags', ARGV[6])
 end
-for i = 12, #ARGV, 2 do
+for i = 13, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 touch(tonumber(ARGV[1]), true)

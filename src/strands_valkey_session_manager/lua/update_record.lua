@@ -14,9 +14,6 @@ local old = redis.call('HGET', key, ARGV[3])
 if not old then
   return 0
 end
-if ARGV[6] ~= '' and version_conflict(ARGV[6], ARGV[7]) then
-  return -1
-end
 local value = ARGV[4]
 if ARGV[5] == '1' then
   local created = string.match(old, ',"created_at":("[^"]*")}$')
@@ -24,6 +21,9 @@ if ARGV[5] == '1' then
     return redis.error_reply('SVSM-CORRUPT stored record has no trailing created_at')
   end
   value = value .. ',"created_at":' .. created .. '}'
+end
+if ARGV[6] ~= '' and version_conflict(ARGV[6], ARGV[7]) then
+  return repeated_write(ARGV[6], ARGV[7], key, ARGV[3], value) or -1
 end
 redis.call('HSET', key, ARGV[3], value)
 touch(tonumber(ARGV[1]), true)
