@@ -651,7 +651,7 @@ class _SecurityHeaders:
     _DEFAULTS: Final = (
         (b"content-security-policy", _PAGE_CSP.encode()),
         (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
+        (b"referrer-policy", b"same-origin"),
         (b"x-frame-options", b"DENY"),
         (b"cross-origin-opener-policy", b"same-origin"),
         (b"cross-origin-resource-policy", b"same-origin"),

@@ -1,0 +1,221 @@
+"""The ``svsm ui`` viewer end to end in headless Chromium (Debian's ``chromium``, driven by Playwright).
+
+uvicorn serves the app from a thread on a free loopback port; the data is written by a real
+``strands.Agent`` (``tests/ui_seed.py``). No browser is downloaded: Playwright launches
+``/usr/bin/chromium``. Without it the tests fail, unless ``SVSM_ALLOW_MISSING_BROWSER=1``, which
+skips them. ``SVSM_UI_SCREENSHOTS=<dir>`` saves the list and session pages as PNG there (how the
+README's screenshots are made).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+import valkey
+
+from strands_valkey_session_manager import ValkeySessionRepository
+from strands_valkey_session_manager.servers import free_port
+from strands_valkey_session_manager.storage import ValkeyStorage
+from strands_valkey_session_manager.ui import create_app
+from strands_valkey_session_manager.ui.render import id_segment
+from tests import ui_seed
+from tests.ui_seed import AGENT_ID, HOSTILE_SESSION, LONG_COUNT, LONG_SESSION, PLAIN_SESSIONS
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+if not CHROMIUM.exists() and os.environ.get("SVSM_ALLOW_MISSING_BROWSER") == "1":
+    pytest.skip(
+        f"{CHROMIUM} is missing (apt-get install chromium) and SVSM_ALLOW_MISSING_BROWSER=1",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (or set SVSM_ALLOW_MISSING_BROWSER=1 to skip)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def viewer(standalone_client: valkey.Valkey) -> Iterator[str]:
+    """Base URL of a viewer on freshly seeded data, served by uvicorn from a thread."""
+    storage = ValkeyStorage(standalone_client)
+    ui_seed.seed(standalone_client, storage)
+    app = create_app(ValkeySessionRepository(standalone_client), storage=storage, allow_delete=True)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="svsm-ui-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@dataclass
+class Watched:
+    """A page plus everything it reported: dialogs (alert), console errors, script errors."""
+
+    page: Page
+    dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def tab(browser: Browser) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    watched = Watched(page)
+
+    def on_dialog(dialog: Dialog) -> None:
+        watched.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":  # includes Content-Security-Policy violations
+            watched.errors.append(message.text)
+
+    page.on("dialog", on_dialog)
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: watched.errors.append(str(error)))
+    try:
+        yield watched
+    finally:
+        context.close()
+    assert watched.dialogs == [], "a dialog opened: stored text ran as script"
+    assert watched.errors == [], "the page reported errors"
+
+
+def _screenshot(page: Page, name: str) -> None:
+    target = os.environ.get("SVSM_UI_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(target) / name), full_page=True)
+
+
+def test_list_to_session_tool_call_image_and_hostile_text(viewer: str, tab: Watched) -> None:
+    page = tab.page
+    page.goto(viewer + "/")
+    rows = page.locator("tr.session-row")
+    assert rows.count() == len(PLAIN_SESSIONS) + 2
+    assert rows.first.locator("td.sid").inner_text() == PLAIN_SESSIONS[-1]  # newest first
+    _screenshot(page, "ui-list.png")
+
+    page.get_by_role("link", name=HOSTILE_SESSION, exact=True).click()
+    page.wait_for_load_state()
+    assert page.url == viewer + "/sessions/" + id_segment(HOSTILE_SESSION)
+    assert page.locator("h1").inner_text() == HOSTILE_SESSION
+    assert AGENT_ID in page.locator("section.agent h2").inner_text()
+
+    # Hostile text is on screen as text, and nothing it holds became an element.
+    first = page.locator("li.message").first
+    assert first.locator(".text").inner_text() == "Please draw <script>alert(1)</script> now"
+    reply = page.locator("li.message", has_text="here is the chart")
+    assert "<img src=x onerror=alert(1)>" in reply.inner_text()
+    assert "[a link](javascript:alert(1))" in reply.inner_text()
+    assert page.locator("main script").count() == 0
+    assert page.locator("img[src='x']").count() == 0
+    assert reply.locator("strong").inner_text() == "Done"  # Markdown rendered
+
+    # Tool call: folded until clicked, then its input shows as JSON.
+    tool_use = page.locator("details.tool-use")
+    assert tool_use.get_attribute("open") is None
+    assert not tool_use.locator("pre.json").is_visible()
+    tool_use.locator("summary").click()
+    assert tool_use.get_attribute("open") is not None
+    arguments = tool_use.locator("pre.json")
+    assert arguments.is_visible()
+    assert '"title": "<img src=x onerror=alert(1)>"' in arguments.inner_text()
+
+    # The tool's result holds an image: expand it and check both images really decoded.
+    page.locator("details.tool-result summary").click()
+    images = page.locator("figure.image img")
+    assert images.count() == 2
+    for n, (width, height) in enumerate(((24, 16), (40, 20))):
+        image = images.nth(n)
+        image.scroll_into_view_if_needed()
+        image.evaluate("img => img.decode()")
+        assert image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]") == [True, width, height]
+
+    page.locator("details.states, details.json-block").first.click()
+    _screenshot(page, "ui-session.png")
+
+    # The document is a download link with its name.
+    document = page.get_by_role("link", name="report <q3>.pdf")
+    assert document.get_attribute("download") is not None
+
+
+def test_load_more_appends_pages_in_place(viewer: str, tab: Watched) -> None:
+    page = tab.page
+    page.goto(viewer + "/sessions/" + id_segment(LONG_SESSION))
+    messages = page.locator("li.message")
+    assert messages.count() == 50
+    url = page.url
+    more = page.locator("li.more a")
+    more.click()
+    page.wait_for_function("() => document.querySelectorAll('li.message').length === 100")
+    assert page.url == url  # htmx swapped the next page in; no navigation
+    assert messages.nth(99).locator(".text").inner_text() == "message number 99"
+    more.click()
+    page.wait_for_function(f"() => document.querySelectorAll('li.message').length === {LONG_COUNT}")
+    assert page.locator("li.more").count() == 0
+    ids = messages.evaluate_all("items => items.map(li => li.id)")
+    assert ids == [f"m{n}" for n in range(LONG_COUNT)]
+
+    # The session list pages the same way.
+    page.goto(viewer + "/?limit=3")
+    rows = page.locator("tr.session-row")
+    assert rows.count() == 3
+    page.get_by_role("link", name="Older sessions ↓").click()
+    page.wait_for_function("() => document.querySelectorAll('tr.session-row').length === 6")
+    page.get_by_role("link", name="Older sessions ↓").click()
+    page.wait_for_function("() => document.querySelectorAll('tr.session-row').length === 8")
+    assert page.locator("#more-sessions").count() == 0
+    names = rows.locator("td.sid").all_inner_texts()
+    assert names == [*reversed(PLAIN_SESSIONS), LONG_SESSION, HOSTILE_SESSION]
+
+
+def test_delete_through_the_confirmation_form(viewer: str, tab: Watched, standalone_client: Any) -> None:
+    page = tab.page
+    page.goto(viewer + "/sessions/" + id_segment(HOSTILE_SESSION))
+    page.get_by_role("link", name="Delete…").click()
+    page.wait_for_load_state()
+    page.get_by_role("checkbox").check()
+    page.get_by_role("button", name="Delete permanently").click()
+    page.wait_for_load_state()
+    assert page.locator(".notice").inner_text() == f"Deleted session {HOSTILE_SESSION}."
+    assert ValkeySessionRepository(standalone_client).read_session(HOSTILE_SESSION) is None
+    assert page.locator("tr.session-row").count() == len(PLAIN_SESSIONS) + 1
