@@ -519,3 +519,24 @@ def test_serve_binds_loopback_and_builds_the_app(
     assert LONG_SESSION in call["list"]
     assert call["snapshots"] == 200
     assert call["delete"] == 404
+
+
+def test_serve_refuses_an_unreachable_server_before_listening(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from strands_valkey_session_manager import SessionStoreUnavailableError
+    from strands_valkey_session_manager.ui import serve
+
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("started without a server"))
+    url = f"redis://user:secret@127.0.0.1:{free_port()}"
+    with pytest.raises(SessionStoreUnavailableError) as raised:
+        serve(url, cluster=False, prefix="strands", host="127.0.0.1", port=8765, allow_delete=False, timeout=0.5)
+    assert "secret" not in str(raised.value)
+
+
+def test_allowed_hosts_follow_the_bind_address() -> None:
+    from strands_valkey_session_manager.ui.server import allowed_hosts_for
+
+    assert allowed_hosts_for("127.0.0.1") == ["127.0.0.1", "localhost", "::1", "[::1]"]
+    assert allowed_hosts_for("192.0.2.7")[-1] == "192.0.2.7"
+    assert allowed_hosts_for("0.0.0.0") == ["*"]

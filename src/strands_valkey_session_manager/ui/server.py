@@ -39,6 +39,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
     allow_delete: bool = False,
+    timeout: float = 5.0,
 ) -> None:
     """Serve the viewer until interrupted.
 
@@ -51,21 +52,36 @@ def serve(
             network, without authentication: a warning is logged.
         port: TCP port.
         allow_delete: Enable the delete pages.
+        timeout: Seconds to wait for a connection or a reply from the server.
+
+    Raises:
+        SessionStoreUnavailableError: If the server does not answer a PING at start.
+        ValueError: If ``prefix`` is not a valid key prefix.
     """
     import uvicorn
     import valkey
     import valkey.cluster
+    import valkey.exceptions
 
+    from ..exceptions import SessionStoreUnavailableError
     from ..repository import ValkeySessionRepository
     from ..storage import ValkeyStorage
 
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     client: Any
-    if cluster:
-        cluster_type: Any = valkey.cluster.ValkeyCluster  # unannotated in valkey-py
-        client = cluster_type.from_url(url)
-    else:
-        client = valkey.Valkey.from_url(url)
     try:
+        if cluster:
+            cluster_type: Any = valkey.cluster.ValkeyCluster  # unannotated in valkey-py
+            client = cluster_type.from_url(url, **options)
+        else:
+            client = valkey.Valkey.from_url(url, **options)
+    except valkey.exceptions.ValkeyError as e:
+        raise SessionStoreUnavailableError(f"cannot reach the server: {e}") from e
+    try:
+        try:
+            client.ping()
+        except valkey.exceptions.ValkeyError as e:
+            raise SessionStoreUnavailableError(f"cannot reach the server: {e}") from e
         repository = ValkeySessionRepository(client, key_prefix=prefix)
         storage = ValkeyStorage(client, namespace=prefix)
         app = create_app(repository, allow_delete=allow_delete, storage=storage, allowed_hosts=allowed_hosts_for(host))
