@@ -62,6 +62,7 @@ MAX_INLINE_AGENTS: Final = 8
 _MESSAGE_ID = re.compile(r"-?[0-9]{1,20}\Z")
 _BLOCK_INDEX = re.compile(r"[0-9]{1,6}\Z")
 _MAX_FORM_BYTES = 4096
+_EXPORT_CHUNK_CHARS = 256 * 1024
 _T = TypeVar("_T")
 
 # The CSP of every HTML page: this origin's scripts and styles only, images from here or inline
@@ -495,13 +496,22 @@ class _Viewer:
         except ValueError as e:
             raise HTTPException(404, f"No session with this id: {e}") from e
 
-        def lines() -> Iterator[str]:
+        def chunks() -> Iterator[str]:
+            # Lines grouped into chunks: each chunk is one hop to a worker thread and one send.
+            buffer: list[str] = []
+            size = 0
             for line in export_lines(records):
-                yield line + "\n"
+                buffer.append(line + "\n")
+                size += len(line) + 1
+                if size >= _EXPORT_CHUNK_CHARS:
+                    yield "".join(buffer)
+                    buffer, size = [], 0
+            if buffer:
+                yield "".join(buffer)
 
         filename = render.safe_filename(f"session-{session_id}", "jsonl")
         return StreamingResponse(
-            lines(),
+            chunks(),
             media_type="application/x-ndjson; charset=utf-8",
             headers={"Content-Disposition": render.content_disposition(filename)},
         )
