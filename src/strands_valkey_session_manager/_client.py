@@ -7,12 +7,13 @@ looked up from the client's own package. Every command the repository sends goes
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -23,6 +24,7 @@ from .exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnava
 _SUPPORTED = ("valkey", "redis")
 logger = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -71,22 +73,44 @@ def retrying(method: _F) -> _F:
     return cast(_F, wrapper)
 
 
-class ClientAdapter:
-    """Sends commands and scripts on a valkey-py or redis-py client and maps its errors."""
+def aretrying(method: _F) -> _F:
+    """:func:`retrying` for coroutine methods."""
 
-    def __init__(self, client: Any, retry: RetryPolicy | None = None) -> None:
+    @functools.wraps(method)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        policy: RetryPolicy = self._db.retry
+        attempt = 0
+        while True:
+            try:
+                return await method(self, *args, **kwargs)
+            except SessionStoreUnavailableError:
+                if attempt >= policy.retries:
+                    raise
+                await asyncio.sleep(policy.delay(attempt))
+                attempt += 1
+
+    return cast(_F, wrapper)
+
+
+class _Family:
+    """What the sync and async adapters share: which library, its error classes, the mapping."""
+
+    def __init__(self, client: Any, *, is_async: bool) -> None:
         module = type(client).__module__
         family = module.split(".", 1)[0]
-        # asyncio clients have the same methods but return coroutines: refuse them here.
-        if family not in _SUPPORTED or ".asyncio" in module or not hasattr(client, "register_script"):
+        if family not in _SUPPORTED or (".asyncio" in module) != is_async or not hasattr(client, "register_script"):
+            kind = "an asyncio" if is_async else "a synchronous"
+            names = (
+                "valkey.asyncio.Valkey, redis.asyncio.Redis, valkey.asyncio.ValkeyCluster, redis.asyncio.RedisCluster"
+                if is_async
+                else "valkey.Valkey, redis.Redis, valkey.cluster.ValkeyCluster, redis.cluster.RedisCluster"
+            )
             raise TypeError(
-                f"client must be a synchronous valkey-py or redis-py client (valkey.Valkey, redis.Redis, "
-                f"valkey.cluster.ValkeyCluster, redis.cluster.RedisCluster), not {type(client).__qualname__}"
+                f"client must be {kind} valkey-py or redis-py client ({names}), not {type(client).__qualname__}"
             )
         exceptions = importlib.import_module(f"{family}.exceptions")
         self.client = client
         self.family = family
-        self.retry = retry or RetryPolicy()
         # Errors that mean "the server did not do it (or we cannot know)": worth a retry later.
         self._unavailable: tuple[type[BaseException], ...] = tuple(
             getattr(exceptions, name)
@@ -128,6 +152,41 @@ class ClientAdapter:
                 f"operation=<{operation}>, session_id=<{session_id}>, key=<{key}> | server refused: {e}"
             ) from e
 
+    def _pipeline(self) -> Any:
+        return self.client.pipeline(transaction=False) if self._standalone else self.client.pipeline()
+
+    def _queue(self, pipe: Any, calls: Sequence[Call]) -> None:
+        for call in calls:
+            if isinstance(call, ScriptCall):
+                script = self._scripts[call.name]
+                # execute_command: cluster pipelines refuse the evalsha() helper but route EVALSHA by key.
+                pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
+            else:
+                getattr(pipe, call.method)(*call.args)
+
+    def _unloaded(self, calls: Sequence[Call], results: Sequence[Any]) -> list[int]:
+        """Positions of script calls the server did not know yet (to run again, loading them)."""
+        return [
+            i
+            for i, (call, result) in enumerate(zip(calls, results, strict=True))
+            if isinstance(result, self._no_script) and isinstance(call, ScriptCall)
+        ]
+
+    @staticmethod
+    def _raise_first_error(results: Sequence[Any]) -> list[Any]:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return list(results)
+
+
+class ClientAdapter(_Family):
+    """Sends commands and scripts on a synchronous valkey-py or redis-py client."""
+
+    def __init__(self, client: Any, retry: RetryPolicy | None = None) -> None:
+        super().__init__(client, is_async=False)
+        self.retry = retry or RetryPolicy()
+
     def hget(self, key: str, field: str) -> Any:
         return self.client.hget(key, field)
 
@@ -144,19 +203,55 @@ class ClientAdapter:
         """
         if not calls:
             return []
-        pipe = self.client.pipeline(transaction=False) if self._standalone else self.client.pipeline()
-        for call in calls:
-            if isinstance(call, ScriptCall):
-                script = self._scripts[call.name]
-                # execute_command: cluster pipelines refuse the evalsha() helper but route EVALSHA by key.
-                pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
-            else:
-                getattr(pipe, call.method)(*call.args)
+        pipe = self._pipeline()
+        self._queue(pipe, calls)
         results: list[Any] = pipe.execute(raise_on_error=False)
-        for i, (call, result) in enumerate(zip(calls, results, strict=True)):
-            if isinstance(result, self._no_script) and isinstance(call, ScriptCall):
-                results[i] = self.script(call.name, call.keys, call.args)
+        for i in self._unloaded(calls, results):
+            call = calls[i]
+            assert isinstance(call, ScriptCall)
+            results[i] = self.script(call.name, call.keys, call.args)
         return results
+
+    def execute(self, call: Call | Sequence[Call]) -> Any:
+        """Run one call, or a batch of calls (raising the first error reply)."""
+        if isinstance(call, ScriptCall):
+            return self.script(call.name, call.keys, call.args)
+        if isinstance(call, CommandCall):
+            return getattr(self.client, call.method)(*call.args)
+        return self._raise_first_error(self.batch(call))
+
+
+class AsyncClientAdapter(_Family):
+    """The same, on an asyncio client of valkey-py or redis-py."""
+
+    def __init__(self, client: Any, retry: RetryPolicy | None = None) -> None:
+        super().__init__(client, is_async=True)
+        self.retry = retry or RetryPolicy()
+
+    async def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one of the package's Lua scripts (EVALSHA, loading it on NOSCRIPT)."""
+        return await self._scripts[name](keys=keys, args=args)
+
+    async def batch(self, calls: Sequence[Call]) -> list[Any]:
+        """As :meth:`ClientAdapter.batch`."""
+        if not calls:
+            return []
+        pipe = self._pipeline()
+        self._queue(pipe, calls)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        for i in self._unloaded(calls, results):
+            call = calls[i]
+            assert isinstance(call, ScriptCall)
+            results[i] = await self.script(call.name, call.keys, call.args)
+        return results
+
+    async def execute(self, call: Call | Sequence[Call]) -> Any:
+        """As :meth:`ClientAdapter.execute`."""
+        if isinstance(call, ScriptCall):
+            return await self.script(call.name, call.keys, call.args)
+        if isinstance(call, CommandCall):
+            return await getattr(self.client, call.method)(*call.args)
+        return self._raise_first_error(await self.batch(call))
 
 
 @dataclass(frozen=True)
@@ -177,3 +272,42 @@ class CommandCall:
 
 
 Call = ScriptCall | CommandCall
+
+
+@dataclass(frozen=True)
+class Step:
+    """One round trip of a plan: what to send, and what to name if it fails."""
+
+    operation: str
+    session_id: str
+    key: str
+    call: Call | Sequence[Call]
+
+
+#: An operation as a generator: it yields the round trips it needs and receives their replies, so
+#: the sync and the async face run the same code (``run_plan``/``arun_plan``).
+Plan = Generator[Step, Any, _T]
+
+
+def run_plan(db: ClientAdapter, plan: Plan[_T]) -> _T:
+    """Drive a plan on a synchronous client."""
+    reply: Any = None
+    try:
+        while True:
+            step = plan.send(reply)
+            with db.errors(step.operation, step.session_id, step.key):
+                reply = db.execute(step.call)
+    except StopIteration as done:
+        return cast(_T, done.value)
+
+
+async def arun_plan(db: AsyncClientAdapter, plan: Plan[_T]) -> _T:
+    """Drive a plan on an asyncio client."""
+    reply: Any = None
+    try:
+        while True:
+            step = plan.send(reply)
+            with db.errors(step.operation, step.session_id, step.key):
+                reply = await db.execute(step.call)
+    except StopIteration as done:
+        return cast(_T, done.value)

@@ -9,19 +9,19 @@ dropped when a listing meets it, and ``prune`` sweeps the whole catalog.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from strands.types.exceptions import SessionException
+
 from . import _codec
-from ._client import ClientAdapter, CommandCall, ScriptCall, retrying
+from ._client import CommandCall, Plan, ScriptCall, Step
 from ._keys import CATALOG_SHARDS, KeyLayout, SessionKeys, session_id_of_member
 from ._lifetime import Duration, now_ms, to_ms
-
-if TYPE_CHECKING:
-    from strands.types.session import Session
 
 MAX_PAGE = 1000
 
@@ -53,50 +53,31 @@ class SessionInfo:
 
 @dataclass(frozen=True)
 class SessionPage:
-    """One page of :meth:`CatalogMixin.list_sessions`."""
+    """One page of ``list_sessions``."""
 
     sessions: list[SessionInfo]
     #: Pass to ``list_sessions(cursor=...)`` for the next page; ``None`` when there is none.
     cursor: str | None
 
 
-class CatalogMixin:
-    """Catalog reads for :class:`~strands_valkey_session_manager.ValkeySessionRepository`."""
+class CatalogPlans:
+    """Catalog operations as plans (see ``_core.py``), shared by the sync and asyncio faces."""
 
-    _db: ClientAdapter
     _layout: KeyLayout
 
-    if TYPE_CHECKING:  # provided by the repository
+    if TYPE_CHECKING:  # provided by SessionCore
 
         def session_keys(self, session_id: str) -> SessionKeys: ...
-        def delete_session(self, session_id: str, **kwargs: Any) -> None: ...
-        def read_session(self, session_id: str, **kwargs: Any) -> Session | None: ...
+        def _p_delete_session(self, session_id: str) -> Plan[None]: ...
 
-    @retrying
-    def session_info(self, session_id: str) -> SessionInfo | None:
-        """Catalog view of one session, or ``None`` if it does not exist. One round trip."""
+    def _p_session_info(self, session_id: str) -> Plan[SessionInfo | None]:
         keys = self.session_keys(session_id)
-        with self._db.errors("session_info", session_id, keys.session):
-            reply = self._db.script("session_info", keys.all(), ())
+        reply = yield Step("session_info", session_id, keys.session, ScriptCall("session_info", keys.all()))
         return None if reply is None else _info(session_id, reply)[0]
 
-    @retrying
-    def list_sessions(
-        self,
-        user_id: str | None = None,
-        tag: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> SessionPage:
-        """A page of sessions, newest first, optionally only one user's and/or one tag's.
-
-        Two round trips per page in the usual case (one pipeline reads every catalog shard, one
-        reads the candidates' metadata); entries of expired or deleted sessions are skipped and
-        removed on the way. Cost grows with the page size, not with the keyspace.
-
-        Raises:
-            ValueError: If ``limit`` is not between 1 and 1000 or ``cursor`` is not a str.
-        """
+    def _p_list_sessions(
+        self, user_id: str | None, tag: str | None, cursor: str | None, limit: int
+    ) -> Plan[SessionPage]:
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit=<{limit!r}> | limit must be an int from 1 to {MAX_PAGE}")
         if cursor is not None and not isinstance(cursor, str):
@@ -105,79 +86,51 @@ class CatalogMixin:
         indexes = [self._layout.catalog_index(s, user_id=user_id, tag=index_tag) for s in range(CATALOG_SHARDS)]
         start = "+" if cursor is None else f"({cursor}"
         found: list[SessionInfo] = []
-        with self._db.errors("list_sessions", "*", indexes[0]):
-            while len(found) < limit:
-                want = limit - len(found)
-                replies = self._db.batch([CommandCall("zrevrangebylex", (i, start, "-", 0, want)) for i in indexes])
-                shards = [[_codec.text(m) for m in reply] for reply in replies]
-                candidates = list(heapq.merge(*shards, reverse=True))[:want]
-                if not candidates:
-                    return SessionPage(found, None)
-                found.extend(self._resolve(candidates, indexes, tag if user_id is not None else None))
-                start = f"({candidates[-1]}"
-                if all(len(shard) < want for shard in shards) and len(candidates) < want:
-                    return SessionPage(found, None)
+        candidates: list[str] = []
+        while len(found) < limit:
+            want = limit - len(found)
+            reads = [CommandCall("zrevrangebylex", (i, start, "-", 0, want)) for i in indexes]
+            replies = yield Step("list_sessions", "*", indexes[0], reads)
+            shards = [[_codec.text(m) for m in reply] for reply in replies]
+            candidates = list(heapq.merge(*shards, reverse=True))[:want]
+            if not candidates:
+                return SessionPage(found, None)
+            found.extend((yield from self._p_resolve(candidates, indexes, tag if user_id is not None else None)))
+            start = f"({candidates[-1]}"
+            if len(candidates) < want:  # every shard is exhausted
+                return SessionPage(found, None)
         return SessionPage(found, candidates[-1])
 
-    def iter_sessions(
-        self, user_id: str | None = None, tag: str | None = None, page_size: int = 200
-    ) -> Iterator[SessionInfo]:
-        """Every listed session, newest first, fetched page by page."""
-        cursor: str | None = None
-        while True:
-            page = self.list_sessions(user_id=user_id, tag=tag, cursor=cursor, limit=page_size)
-            yield from page.sessions
-            if page.cursor is None:
-                return
-            cursor = page.cursor
-
-    def prune(
-        self,
-        older_than: Duration,
-        *,
-        dry_run: bool = False,
-        on_session: Callable[[SessionInfo, bool], None] | None = None,
-    ) -> int:
-        """Delete every session whose last write is older than ``older_than``.
-
-        Args:
-            older_than: Idle time (seconds or ``timedelta``).
-            dry_run: Only count what would be deleted.
-            on_session: Called with each visited session and whether it is (or would be) deleted.
-
-        Returns:
-            The number of sessions deleted (or that would be).
-        """
+    def _p_prune(
+        self, older_than: Duration, dry_run: bool, on_session: Callable[[SessionInfo, bool], None] | None
+    ) -> Plan[int]:
         cutoff = now_ms() - to_ms(older_than, "older_than")
         doomed = 0
-        for info in self.iter_sessions():
-            stale = info.updated_at.timestamp() * 1000 < cutoff
-            if stale:
-                doomed += 1
-                if not dry_run:
-                    self._delete_if_present(info.session_id)
-            if on_session is not None:
-                on_session(info, stale)
-        return doomed
+        cursor: str | None = None
+        while True:
+            page = yield from self._p_list_sessions(None, None, cursor, 200)
+            for info in page.sessions:
+                stale = info.updated_at.timestamp() * 1000 < cutoff
+                if stale:
+                    doomed += 1
+                    if not dry_run:
+                        # Deleted (or expired) meanwhile is what prune wanted anyway.
+                        with contextlib.suppress(SessionException):
+                            yield from self._p_delete_session(info.session_id)
+                if on_session is not None:
+                    on_session(info, stale)
+            if page.cursor is None:
+                return doomed
+            cursor = page.cursor
 
-    def _delete_if_present(self, session_id: str) -> None:
-        from strands.types.exceptions import SessionException
-
-        try:
-            self.delete_session(session_id)
-        except SessionException:
-            if self.read_session(session_id) is not None:
-                raise
-
-    def _resolve(self, candidates: Sequence[str], indexes: Sequence[str], tag: str | None) -> list[SessionInfo]:
+    def _p_resolve(self, candidates: Sequence[str], indexes: Sequence[str], tag: str | None) -> Plan[list[SessionInfo]]:
         """Read the candidates' metadata; drop (and unlist) entries whose session is gone."""
         session_ids = [session_id_of_member(m) for m in candidates]
-        replies = self._db.batch([ScriptCall("session_info", self.session_keys(s).all()) for s in session_ids])
+        reads = [ScriptCall("session_info", self.session_keys(s).all()) for s in session_ids]
+        replies = yield Step("list_sessions", "*", indexes[0], reads)
         found: list[SessionInfo] = []
         stale: list[CommandCall] = []
         for member, session_id, reply in zip(candidates, session_ids, replies, strict=True):
-            if isinstance(reply, Exception):
-                raise reply
             if reply is None:
                 stale.append(CommandCall("zrem", (indexes[self._layout.catalog_shard(session_id)], member)))
                 continue
@@ -186,7 +139,8 @@ class CatalogMixin:
                 stale.append(CommandCall("zrem", (indexes[self._layout.catalog_shard(session_id)], member)))
             elif tag is None or tag in info.tags:
                 found.append(info)
-        self._db.batch(stale)
+        if stale:
+            yield Step("list_sessions", "*", indexes[0], stale)
         return found
 
 

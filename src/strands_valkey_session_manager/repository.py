@@ -1,60 +1,40 @@
 """``ValkeySessionRepository``: the SDK's ``SessionRepository`` on plain Valkey or Redis.
 
-Each public method is one round trip (a single command or one Lua script) on the session's hash
-slot; ``ARCHITECTURE.md`` lists which. Semantics follow the SDK's own ``FileSessionManager``:
-creating an existing session raises, ``create_message`` overwrites, updates of missing records raise
-and keep ``created_at``, ``list_messages`` sorts by id before slicing.
+The synchronous face: every method drives one plan of ``_core.py`` on the client, with retries.
+Each repository method is one round trip (a single command, one Lua script or one pipeline) on the
+session's hash slot; ``ARCHITECTURE.md`` lists which. Semantics follow the SDK's own
+``FileSessionManager``: creating an existing session raises, ``create_message`` overwrites,
+updates of missing records raise and keep ``created_at``, ``list_messages`` sorts by id before slicing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from strands.session.session_repository import SessionRepository
-from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from . import _codec
-from ._client import ClientAdapter, CommandCall, RetryPolicy, ScriptCall, retrying
-from ._keys import (
-    DEFAULT_KEY_PREFIX,
-    KeyLayout,
-    SessionKeys,
-    agent_member_range,
-    catalog_member,
-    check_message_id,
-    encode_id,
-)
-from ._keys import message_member as _member
-from ._lifetime import Duration, created_ms, to_ms
-from .catalog import CatalogMixin
-from .exceptions import CorruptRecordError, SessionConflictError, SessionTooLargeError
-from .transfer import TransferMixin
+from ._client import ClientAdapter, RetryPolicy, retrying, run_plan
+from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
+from ._keys import DEFAULT_KEY_PREFIX
+from ._lifetime import Duration
+from .catalog import SessionInfo, SessionPage
+from .transfer import SessionExport, export_lines
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
 
-logger = logging.getLogger(__name__)
-
-#: Default ceiling for one stored record. Far below the server's 512 MB value limit and small
-#: enough for managed services' request limits; raise it with ``max_record_bytes``.
-DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
-
-_T = TypeVar("_T")
-# create_session.lua's DUMP payload arguments when the session is not a fork.
-_NO_FORK = (b"", b"", b"", b"")
+__all__ = ["DEFAULT_MAX_RECORD_BYTES", "ValkeySessionRepository"]
 
 
-class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
+class ValkeySessionRepository(SessionCore, SessionRepository):
     """Stores sessions, agents, messages and orchestrator state in five keys per session.
 
     Args:
         client: A configured synchronous client: ``valkey.Valkey``, ``redis.Redis``,
             ``valkey.cluster.ValkeyCluster`` or ``redis.cluster.RedisCluster``, with
-            ``decode_responses`` either way.
+            ``decode_responses`` either way. (For asyncio clients see ``AsyncValkeySessionRepository``.)
         key_prefix: First component of every key (default ``"strands"``). No braces, glob
             characters or whitespace, so ACL patterns like ``~strands:*`` stay exact.
         max_record_bytes: Largest encoded record accepted; larger ones raise
@@ -64,6 +44,8 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
             slides them alike.
         max_age: Absolute lifetime of sessions this repository creates, counted from creation.
         touch_on_read: Reads (session, agent, message, list) extend the lifetime too.
+        user_id: Owner recorded in the catalog for sessions this repository creates.
+        tags: Tags recorded in the catalog for sessions this repository creates.
         check_versions: Refuse a write to an agent that another writer has changed since this
             repository last read or wrote it (:class:`SessionConflictError`), instead of
             overwriting. Each agent carries a version in the session hash; the first read of an
@@ -72,12 +54,10 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         retries: How many times an operation is repeated when the server is unreachable or timed
             out (every operation is safe to repeat), before ``SessionStoreUnavailableError``.
         retry_backoff: First pause between attempts in seconds; doubles per attempt (max 1 s), jittered.
-        user_id: Owner recorded in the catalog for sessions this repository creates.
-        tags: Tags recorded in the catalog for sessions this repository creates.
 
     Raises:
         TypeError: If ``client`` is not a supported client.
-        ValueError: If ``key_prefix`` or ``max_record_bytes`` is invalid.
+        ValueError: If an option is invalid.
     """
 
     def __init__(
@@ -95,31 +75,23 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         retries: int = 2,
         retry_backoff: float = 0.05,
     ) -> None:
-        if not isinstance(max_record_bytes, int) or max_record_bytes <= 0:
-            raise ValueError(f"max_record_bytes=<{max_record_bytes!r}> | must be a positive int")
+        SessionCore.__init__(
+            self,
+            key_prefix=key_prefix,
+            max_record_bytes=max_record_bytes,
+            ttl=ttl,
+            max_age=max_age,
+            touch_on_read=touch_on_read,
+            user_id=user_id,
+            tags=tags,
+            check_versions=check_versions,
+        )
         self._db = ClientAdapter(client, RetryPolicy(retries=retries, backoff=retry_backoff))
-        self._layout = KeyLayout(key_prefix)
-        self.max_record_bytes = max_record_bytes
-        self._ttl_ms = to_ms(ttl, "ttl")
-        self._max_age_ms = to_ms(max_age, "max_age")
-        self._touch_on_read = bool(touch_on_read)
-        self._user_id, self._tags = _check_owner(user_id, tags)
-        # (session id, agent id) -> the agent version this repository's view is based on.
-        self._versions: dict[tuple[str, str], int] | None = {} if check_versions else None
 
     @property
     def client(self) -> Any:
         """The client this repository sends commands on."""
         return self._db.client
-
-    @property
-    def key_prefix(self) -> str:
-        """First component of every key this repository writes."""
-        return self._layout.prefix
-
-    def session_keys(self, session_id: str) -> SessionKeys:
-        """The keys holding one session (for inspection, TTL or ACL tooling)."""
-        return self._layout.session(session_id)
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -138,64 +110,12 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         Raises:
             SessionException: If the session already exists.
         """
-        _expect(session, Session, "session")
-        if not self._create(session, user_id, tags):
-            raise SessionException(f"Session {session.session_id} already exists")
-        return session
-
-    def _create(
-        self,
-        session: Session,
-        user_id: str | None,
-        tags: Sequence[str] | None,
-        payloads: Sequence[bytes] = _NO_FORK,
-        counters: Sequence[Any] = (),
-    ) -> bool:
-        """Run ``create_session.lua`` after listing the session in the catalog; False if it exists.
-
-        For a fork, ``payloads`` are the source's DUMPed agents, messages, order and multi keys and
-        ``counters`` its ``n:``/``v:`` fields as a flat field/value list.
-        """
-        owner, labels = _check_owner(
-            self._user_id if user_id is None else user_id, self._tags if tags is None else tags
-        )
-        keys = self.session_keys(session.session_id)
-        record = self._sized(_codec.encode_session(session), keys.session)
-        created = created_ms(session.created_at)
-        member = catalog_member(created, session.session_id)
-        indexes = self._layout.catalog_indexes(session.session_id, owner, labels)
-        deadline = created + self._max_age_ms if self._max_age_ms else 0
-        args = (
-            self._ttl_ms,
-            record,
-            created,
-            deadline,
-            owner or "",
-            _codec.dumps_list(labels),
-            member,
-            *payloads,
-            # The same call repeated (same record) carries the same nonce, so a retry after a lost
-            # reply is recognised as our own create.
-            hashlib.blake2b(record, digest_size=12).hexdigest(),
-            *counters,
-        )
-        # The catalog entry goes first: if the script never runs, listing drops the entry as stale.
-        calls = [CommandCall("zadd", (index, {member: 0})) for index in indexes]
-        with self._db.errors("create_session", session.session_id, keys.session):
-            *_, created_now = self._db.batch([*calls, ScriptCall("create_session", keys.all(), args)])
-            if isinstance(created_now, Exception):
-                raise created_now
-            if created_now == -1:
-                self._db.batch([CommandCall("zrem", (index, member)) for index in indexes])
-        return bool(created_now == 1)
+        return run_plan(self._db, self._p_create_session(session, user_id, tags))
 
     @retrying
     def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
         """The session record, or ``None``. One round trip (``HGET``)."""
-        keys = self.session_keys(session_id)
-        with self._db.errors("read_session", session_id, keys.session):
-            raw = self._read_field(keys, 1, "record")
-        return None if raw is None else self._decoded(_codec.decode_session, raw, session_id, keys.session)
+        return run_plan(self._db, self._p_read_session(session_id))
 
     @retrying
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
@@ -208,14 +128,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         Raises:
             SessionException: If the session does not exist.
         """
-        keys = self.session_keys(session_id)
-        with self._db.errors("delete_session", session_id, keys.session):
-            entry = self._db.script("delete_session", keys.all(), ())
-            if entry is not None:
-                self._uncatalog(session_id, entry)
-        if entry is None:
-            raise SessionException(f"Session {session_id} does not exist")
-        logger.debug("session_id=<%s> | deleted session", session_id)
+        run_plan(self._db, self._p_delete_session(session_id))
 
     # -- agents -------------------------------------------------------------------------------
 
@@ -226,33 +139,13 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         Raises:
             SessionException: If the session does not exist.
         """
-        _expect(session_agent, SessionAgent, "session_agent")
-        agent_id = _check_id(session_agent.agent_id, "agent_id")
-        keys = self.session_keys(session_id)
-        record = self._sized(_codec.encode_agent(session_agent), keys.agents)
-        with self._db.errors("create_agent", session_id, keys.agents):
-            version = self._db.script("put_in_session", keys.all(), (self._ttl_ms, 2, agent_id, record))
-        if not version:
-            raise SessionException(f"Session {session_id} does not exist")
-        self._saw(session_id, agent_id, version, wrote=True)
+        run_plan(self._db, self._p_create_agent(session_id, session_agent))
 
     @retrying
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
         """The agent record, or ``None``. One round trip (``HGET``; with ``check_versions``, a
         pipeline that also reads the agent's version the first time)."""
-        _check_id(agent_id, "agent_id")
-        keys = self.session_keys(session_id)
-        with self._db.errors("read_agent", session_id, keys.agents):
-            if self._versions is None or (session_id, agent_id) in self._versions:
-                raw = self._read_field(keys, 2, agent_id)
-            else:
-                raw, version = self._db.batch([self._read_call(keys, 2, agent_id), _version_call(keys, agent_id)])
-                for item in (raw, version):
-                    if isinstance(item, Exception):
-                        raise item
-                if raw is not None:
-                    self._saw(session_id, agent_id, version or 0)
-        return None if raw is None else self._decoded(_codec.decode_agent, raw, session_id, keys.agents)
+        return run_plan(self._db, self._p_read_agent(session_id, agent_id))
 
     @retrying
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
@@ -260,17 +153,9 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
 
         Raises:
             SessionException: If the agent does not exist.
+            SessionConflictError: If another writer changed the agent (``check_versions``).
         """
-        _expect(session_agent, SessionAgent, "session_agent")
-        agent_id = _check_id(session_agent.agent_id, "agent_id")
-        keys = self.session_keys(session_id)
-        body = self._sized(_codec.encode_agent_update(session_agent), keys.agents)
-        with self._db.errors("update_agent", session_id, keys.agents):
-            args = (self._ttl_ms, 2, agent_id, body, "1", agent_id, self._expected(session_id, agent_id))
-            version = self._db.script("update_record", keys.all(), args)
-        if not version:
-            raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
-        self._saw(session_id, agent_id, version, wrote=True)
+        run_plan(self._db, self._p_update_agent(session_id, session_agent))
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -280,18 +165,10 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
 
         Raises:
             SessionException: If the agent does not exist in the session.
+            SessionConflictError: If another writer changed the agent (``check_versions``).
             ValueError: If the message id is not an integer.
         """
-        _expect(session_message, SessionMessage, "session_message")
-        member = self._member(agent_id, session_message.message_id)
-        keys = self.session_keys(session_id)
-        record = self._sized(_codec.encode_message(session_message), keys.messages)
-        with self._db.errors("create_message", session_id, keys.messages):
-            args = (self._ttl_ms, agent_id, member, record, self._expected(session_id, agent_id))
-            version = self._db.script("append_message", keys.all(), args)
-        if not version:
-            raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
-        self._saw(session_id, agent_id, version, wrote=True)
+        run_plan(self._db, self._p_create_message(session_id, agent_id, session_message))
 
     @retrying
     def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
@@ -300,11 +177,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         Raises:
             ValueError: If the message id is not an integer.
         """
-        member = self._member(agent_id, message_id)
-        keys = self.session_keys(session_id)
-        with self._db.errors("read_message", session_id, keys.messages):
-            raw = self._read_field(keys, 3, member)
-        return None if raw is None else self._decoded(_codec.decode_message, raw, session_id, keys.messages)
+        return run_plan(self._db, self._p_read_message(session_id, agent_id, message_id))
 
     @retrying
     def update_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
@@ -312,18 +185,10 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
 
         Raises:
             SessionException: If the message does not exist.
+            SessionConflictError: If another writer changed the agent (``check_versions``).
             ValueError: If the message id is not an integer.
         """
-        _expect(session_message, SessionMessage, "session_message")
-        member = self._member(agent_id, session_message.message_id)
-        keys = self.session_keys(session_id)
-        body = self._sized(_codec.encode_message_update(session_message), keys.messages)
-        with self._db.errors("update_message", session_id, keys.messages):
-            args = (self._ttl_ms, 3, member, body, "1", agent_id, self._expected(session_id, agent_id))
-            version = self._db.script("update_record", keys.all(), args)
-        if not version:
-            raise SessionException(f"Message {session_message.message_id} does not exist")
-        self._saw(session_id, agent_id, version, wrote=True)
+        run_plan(self._db, self._p_update_message(session_id, agent_id, session_message))
 
     @retrying
     def list_messages(
@@ -337,31 +202,7 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         Raises:
             ValueError: If ``limit`` or ``offset`` is not a non-negative integer.
         """
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-            raise ValueError(f"limit=<{limit!r}> | limit must be None or a non-negative integer")
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-            raise ValueError(f"offset=<{offset!r}> | offset must be a non-negative integer")
-        encoded_agent = encode_id(agent_id, "agent_id")
-        keys = self.session_keys(session_id)
-        if limit == 0:
-            return []
-        low, high = agent_member_range(encoded_agent)
-        count = -1 if limit is None else limit
-        with self._db.errors("list_messages", session_id, keys.messages):
-            touch = self._ttl_ms if self._touch_on_read else -1
-            version, *chunks = self._db.script("list_messages", keys.all(), (touch, low, high, offset, count, agent_id))
-        if limit is None:
-            self._saw(session_id, agent_id, version)
-        messages: list[SessionMessage] = []
-        for chunk in chunks:
-            try:
-                messages.extend(_codec.decode_message_array(chunk))
-            except _codec.CodecError as e:
-                raise CorruptRecordError(
-                    f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.messages}> | "
-                    f"a stored message is not a valid record: {e}"
-                ) from e
-        return messages
+        return run_plan(self._db, self._p_list_messages(session_id, agent_id, limit, offset))
 
     # -- multi-agent orchestrators ------------------------------------------------------------
 
@@ -372,22 +213,12 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         Raises:
             SessionException: If the session does not exist.
         """
-        multi_agent_id = _check_id(multi_agent.id, "multi_agent_id")
-        keys = self.session_keys(session_id)
-        record = self._sized(_codec.encode_state(multi_agent.serialize_state()), keys.multi)
-        with self._db.errors("create_multi_agent", session_id, keys.multi):
-            written = self._db.script("put_in_session", keys.all(), (self._ttl_ms, 5, multi_agent_id, record))
-        if not written:
-            raise SessionException(f"Session {session_id} does not exist")
+        run_plan(self._db, self._p_create_multi_agent(session_id, multi_agent))
 
     @retrying
     def read_multi_agent(self, session_id: str, multi_agent_id: str, **kwargs: Any) -> dict[str, Any] | None:
         """An orchestrator's state, or ``None``. One round trip (``HGET``)."""
-        _check_id(multi_agent_id, "multi_agent_id")
-        keys = self.session_keys(session_id)
-        with self._db.errors("read_multi_agent", session_id, keys.multi):
-            raw = self._read_field(keys, 5, multi_agent_id)
-        return None if raw is None else self._decoded(_codec.decode_state, raw, session_id, keys.multi)
+        return run_plan(self._db, self._p_read_multi_agent(session_id, multi_agent_id))
 
     @retrying
     def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
@@ -396,105 +227,116 @@ class ValkeySessionRepository(CatalogMixin, TransferMixin, SessionRepository):
         Raises:
             SessionException: If no state for this orchestrator exists.
         """
-        multi_agent_id = _check_id(multi_agent.id, "multi_agent_id")
-        keys = self.session_keys(session_id)
-        record = self._sized(_codec.encode_state(multi_agent.serialize_state()), keys.multi)
-        with self._db.errors("update_multi_agent", session_id, keys.multi):
-            args = (self._ttl_ms, 5, multi_agent_id, record, "0", "", "")
-            updated = self._db.script("update_record", keys.all(), args)
-        if not updated:
-            raise SessionException(f"MultiAgent state {multi_agent_id} in session {session_id} does not exist")
+        run_plan(self._db, self._p_update_multi_agent(session_id, multi_agent))
 
-    # -- helpers ------------------------------------------------------------------------------
+    # -- catalog ------------------------------------------------------------------------------
 
-    def _read_field(self, keys: SessionKeys, index: int, field: str) -> Any:
-        """HGET on the session key at ``index`` (1-based, as in the scripts' KEYS); with
-        ``touch_on_read`` a script that also extends the session's lifetime."""
-        if self._touch_on_read:
-            return self._db.script("read_field", keys.all(), (self._ttl_ms, index, field))
-        return self._db.hget(keys.all()[index - 1], field)
+    @retrying
+    def session_info(self, session_id: str) -> SessionInfo | None:
+        """Catalog view of one session, or ``None`` if it does not exist. One round trip."""
+        return run_plan(self._db, self._p_session_info(session_id))
 
-    def _read_call(self, keys: SessionKeys, index: int, field: str) -> ScriptCall | CommandCall:
-        """:meth:`_read_field` as a pipeline call."""
-        if self._touch_on_read:
-            return ScriptCall("read_field", keys.all(), (self._ttl_ms, index, field))
-        return CommandCall("hget", (keys.all()[index - 1], field))
+    @retrying
+    def list_sessions(
+        self, user_id: str | None = None, tag: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> SessionPage:
+        """A page of sessions, newest first, optionally only one user's and/or one tag's.
 
-    def _expected(self, session_id: str, agent_id: str) -> str:
-        """The version a write must find ('' when versions are not checked or not known yet)."""
-        if self._versions is None:
-            return ""
-        version = self._versions.get((session_id, agent_id))
-        return "" if version is None else str(version)
-
-    def _saw(self, session_id: str, agent_id: str, version: Any, *, wrote: bool = False) -> None:
-        """Record the version this repository's view of an agent is based on.
-
-        A write's reply is the version after our own change. A read only sets the version the
-        first time: a later read may include other writers' changes this repository's in-memory
-        agent has not seen, and adopting its version would let our next write overwrite them.
+        Two round trips per page in the usual case (one pipeline reads every catalog shard, one
+        reads the candidates' metadata); entries of expired or deleted sessions are skipped and
+        removed on the way. Cost grows with the page size, not with the keyspace.
 
         Raises:
-            SessionConflictError: If a write found the agent changed by another writer.
+            ValueError: If ``limit`` is not between 1 and 1000 or ``cursor`` is not a str.
         """
-        version = int(version)
-        if version == -1:
-            raise SessionConflictError(
-                f"session_id=<{session_id}>, agent_id=<{agent_id}> | another writer changed the agent after "
-                f"this process read it (expected version {self._expected(session_id, agent_id)}); nothing was "
-                "written. Restore the agent (new session manager) and retry."
-            )
-        if self._versions is not None and (wrote or (session_id, agent_id) not in self._versions):
-            self._versions[(session_id, agent_id)] = version
+        return run_plan(self._db, self._p_list_sessions(user_id, tag, cursor, limit))
 
-    def _uncatalog(self, session_id: str, entry: Sequence[Any]) -> None:
-        """Remove a deleted session's catalog entries, given the ``delete_session`` script's reply."""
-        member, owner, labels = (_codec.text(v) for v in entry)
-        if not member:
-            return
-        tags = tuple(_codec.loads(labels)) if labels else ()
-        indexes = self._layout.catalog_indexes(session_id, owner or None, tags)
-        self._db.batch([CommandCall("zrem", (index, member)) for index in indexes])
+    def iter_sessions(
+        self, user_id: str | None = None, tag: str | None = None, page_size: int = 200
+    ) -> Iterator[SessionInfo]:
+        """Every listed session, newest first, fetched page by page."""
+        cursor: str | None = None
+        while True:
+            page = self.list_sessions(user_id=user_id, tag=tag, cursor=cursor, limit=page_size)
+            yield from page.sessions
+            if page.cursor is None:
+                return
+            cursor = page.cursor
 
-    @staticmethod
-    def _member(agent_id: str, message_id: int) -> str:
-        return _member(encode_id(agent_id, "agent_id"), check_message_id(message_id))
+    def prune(
+        self,
+        older_than: Duration,
+        *,
+        dry_run: bool = False,
+        on_session: Callable[[SessionInfo, bool], None] | None = None,
+    ) -> int:
+        """Delete every session whose last write is older than ``older_than``.
 
-    def _sized(self, record: bytes, key: str) -> bytes:
-        if len(record) > self.max_record_bytes:
-            raise SessionTooLargeError(
-                f"key=<{key}> | record of {len(record)} bytes exceeds max_record_bytes={self.max_record_bytes}; "
-                "nothing was written"
-            )
-        return record
+        Args:
+            older_than: Idle time (seconds or ``timedelta``).
+            dry_run: Only count what would be deleted.
+            on_session: Called with each visited session and whether it is (or would be) deleted.
 
-    @staticmethod
-    def _decoded(decode: Callable[[Any], _T], raw: Any, session_id: str, key: str) -> _T:
-        try:
-            return decode(raw)
-        except _codec.CodecError as e:
-            raise CorruptRecordError(f"session_id=<{session_id}>, key=<{key}> | not a valid record: {e}") from e
+        Returns:
+            The number of sessions deleted (or that would be).
+        """
+        return run_plan(self._db, self._p_prune(older_than, dry_run, on_session))
 
+    # -- copies -------------------------------------------------------------------------------
 
-def _expect(value: object, cls: type, name: str) -> None:
-    if not isinstance(value, cls):
-        raise TypeError(f"{name} must be a {cls.__name__}, not {type(value).__name__}")
+    def fork_session(
+        self, source_id: str, target_id: str, *, user_id: str | None = None, tags: Sequence[str] | None = None
+    ) -> None:
+        """Copy a session with all its agents, messages and orchestrator state to a new id.
 
+        Two round trips whatever the size: ``DUMP`` of the source's keys (one slot), then one script
+        that ``RESTORE``s them under the target (the other slot) and lists it in the catalog. The
+        copy gets a new creation time and this repository's lifetime; owner and tags are the
+        source's unless given.
 
-def _check_id(value: str, kind: str) -> str:
-    encode_id(value, kind)
-    return value
+        Raises:
+            SessionException: If the source does not exist or the target already exists.
+            ValueError: If the ids are the same.
+        """
+        run_plan(self._db, self._p_fork_session(source_id, target_id, user_id, tags))
 
+    def export_records(self, session_id: str) -> SessionExport:
+        """Read a whole session. Four round trips plus one per agent.
 
-def _check_owner(user_id: str | None, tags: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
-    if user_id is not None:
-        encode_id(user_id, "user_id")
-    if isinstance(tags, str):
-        raise ValueError(f"tags=<{tags!r}> | tags must be a sequence of str, not one str")
-    for tag in tags:
-        encode_id(tag, "tag")
-    return user_id, tuple(dict.fromkeys(tags))
+        Raises:
+            SessionException: If the session does not exist.
+        """
+        return run_plan(self._db, self._p_export_records(session_id))
 
+    def export_session(self, session_id: str) -> str:
+        """A whole session as JSON Lines (see ``transfer.py``).
 
-def _version_call(keys: SessionKeys, agent_id: str) -> CommandCall:
-    return CommandCall("hget", (keys.session, f"v:{agent_id}"))
+        Raises:
+            SessionException: If the session does not exist.
+        """
+        return "".join(line + "\n" for line in export_lines(self.export_records(session_id)))
+
+    def import_session(self, jsonl: str | bytes | Iterable[str], *, overwrite: bool = False) -> str:
+        """Write a session from :meth:`export_session` output; returns its id.
+
+        Everything is parsed, validated and size-checked before anything is deleted or written.
+
+        Args:
+            jsonl: The export (text, bytes or an iterable of lines).
+            overwrite: Replace an existing session with the same id (deleted first).
+
+        Raises:
+            ValueError: If the input is not a valid export (the message names the line).
+            SessionTooLargeError: If a record exceeds ``max_record_bytes`` (nothing is written).
+            SessionException: If the session exists and ``overwrite`` is false.
+        """
+        return run_plan(self._db, self._p_import_session(jsonl, overwrite))
+
+    def write_export(self, export: SessionExport) -> None:
+        """Write a parsed export into a new session (which must not exist yet).
+
+        Raises:
+            SessionException: If the session already exists.
+            SessionTooLargeError: If a record exceeds ``max_record_bytes`` (nothing is written).
+        """
+        run_plan(self._db, self._p_write_export(export))

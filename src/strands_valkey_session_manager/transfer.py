@@ -11,21 +11,22 @@ base64 wrappers), so an export reads like the SDK's own files::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from . import _codec
-from ._client import ClientAdapter, CommandCall, ScriptCall
+from ._client import CommandCall, Plan, ScriptCall, Step
 from ._keys import KeyLayout, SessionKeys, check_message_id, encode_id, message_member
 
 if TYPE_CHECKING:
     from .catalog import SessionInfo
 
+_T = TypeVar("_T")
 EXPORT_FORMAT = 1
 # Writes per pipeline when importing: bounded so no request grows without limit.
 _IMPORT_BATCH = 500
@@ -48,62 +49,47 @@ class SessionExport:
         return sum(len(m) for m in self.messages.values())
 
 
-class TransferMixin:
-    """Fork, export and import for :class:`~strands_valkey_session_manager.ValkeySessionRepository`."""
+class TransferPlans:
+    """Fork, export and import as plans (see ``_core.py``), shared by the sync and asyncio faces."""
 
-    _db: ClientAdapter
     _layout: KeyLayout
     _ttl_ms: int
 
-    if TYPE_CHECKING:  # provided by the repository and the catalog
+    if TYPE_CHECKING:  # provided by SessionCore and CatalogPlans
 
         def session_keys(self, session_id: str) -> SessionKeys: ...
-        def read_session(self, session_id: str, **kwargs: Any) -> Session | None: ...
-        def delete_session(self, session_id: str, **kwargs: Any) -> None: ...
-        def list_messages(
-            self, session_id: str, agent_id: str, limit: int | None = None, offset: int = 0, **kwargs: Any
-        ) -> list[SessionMessage]: ...
-        def session_info(self, session_id: str) -> SessionInfo | None: ...
-        def _create(
+        def _p_read_session(self, session_id: str) -> Plan[Session | None]: ...
+        def _p_delete_session(self, session_id: str) -> Plan[None]: ...
+        def _p_list_messages(
+            self, session_id: str, agent_id: str, limit: int | None, offset: int
+        ) -> Plan[list[SessionMessage]]: ...
+        def _p_session_info(self, session_id: str) -> Plan[SessionInfo | None]: ...
+        def _p_create(
             self,
             session: Session,
             user_id: str | None,
             tags: Sequence[str] | None,
             payloads: Sequence[bytes] = ...,
             counters: Sequence[Any] = (),
-        ) -> bool: ...
+        ) -> Plan[bool]: ...
         def _sized(self, record: bytes, key: str) -> bytes: ...
+        def _decoded(self, decode: Callable[[Any], _T], raw: Any, session_id: str, key: str) -> _T: ...
 
-    def fork_session(
-        self, source_id: str, target_id: str, *, user_id: str | None = None, tags: Sequence[str] | None = None
-    ) -> None:
-        """Copy a session with all its agents, messages and orchestrator state to a new id.
-
-        Two round trips whatever the size: ``DUMP`` of the source's keys (one slot), then one script
-        that ``RESTORE``s them under the target (the other slot) and lists it in the catalog. The
-        copy gets a new creation time and this repository's lifetime; owner and tags are the
-        source's unless given.
-
-        Raises:
-            SessionException: If the source does not exist or the target already exists.
-            ValueError: If the ids are the same.
-        """
+    def _p_fork_session(
+        self, source_id: str, target_id: str, user_id: str | None, tags: Sequence[str] | None
+    ) -> Plan[None]:
         if source_id == target_id:
             raise ValueError(f"session_id=<{source_id}> | cannot fork a session onto itself")
         source = self.session_keys(source_id)
         encode_id(target_id, "session_id")
-        with self._db.errors("fork_session", source_id, source.session):
-            reply = self._db.batch(
-                [CommandCall("hgetall", (source.session,))]
-                + [CommandCall("dump", (k,)) for k in (source.agents, source.messages, source.order, source.multi)]
-            )
-        for item in reply:
-            if isinstance(item, Exception):
-                raise SessionException(f"session_id=<{source_id}> | cannot read the source: {item}") from item
+        reads = [CommandCall("hgetall", (source.session,))] + [
+            CommandCall("dump", (k,)) for k in (source.agents, source.messages, source.order, source.multi)
+        ]
+        reply = yield Step("fork_session", source_id, source.session, reads)
         fields = {_codec.text(k): v for k, v in reply[0].items()}
         if "record" not in fields:
             raise SessionException(f"Session {source_id} does not exist")
-        origin = _codec.decode_session(fields["record"])
+        origin = self._decoded(_codec.decode_session, fields["record"], source_id, source.session)
         now = datetime.now(timezone.utc).isoformat()
         session = Session(session_id=target_id, session_type=origin.session_type, created_at=now, updated_at=now)
         counters = [item for k, v in fields.items() if k.startswith(("n:", "v:")) for item in (k, v)]
@@ -112,74 +98,53 @@ class TransferMixin:
             user_id = _codec.text(fields["user"])
         if tags is None and fields.get("tags"):
             tags = tuple(_codec.loads(fields["tags"]))
-        if not self._create(session, user_id, tags, payloads, counters):
+        if not (yield from self._p_create(session, user_id, tags, payloads, counters)):
             raise SessionException(f"Session {target_id} already exists")
 
-    def export_records(self, session_id: str) -> SessionExport:
-        """Read a whole session. Three round trips plus one per agent.
-
-        Raises:
-            SessionException: If the session does not exist.
-        """
-        info = self.session_info(session_id)
-        session = self.read_session(session_id)
+    def _p_export_records(self, session_id: str) -> Plan[SessionExport]:
+        info = yield from self._p_session_info(session_id)
+        session = yield from self._p_read_session(session_id)
         if info is None or session is None:
             raise SessionException(f"Session {session_id} does not exist")
         keys = self.session_keys(session_id)
-        with self._db.errors("export_session", session_id, keys.agents):
-            agents_raw, multi_raw = self._db.batch(
-                [CommandCall("hgetall", (keys.agents,)), CommandCall("hgetall", (keys.multi,))]
-            )
-        agents = sorted((_codec.decode_agent(v) for v in agents_raw.values()), key=lambda a: a.agent_id)
+        reads = [CommandCall("hgetall", (keys.agents,)), CommandCall("hgetall", (keys.multi,))]
+        agents_raw, multi_raw = yield Step("export_session", session_id, keys.agents, reads)
+        agents = sorted(
+            (self._decoded(_codec.decode_agent, v, session_id, keys.agents) for v in agents_raw.values()),
+            key=lambda a: a.agent_id,
+        )
+        messages = {}
+        for agent in agents:
+            messages[agent.agent_id] = yield from self._p_list_messages(session_id, agent.agent_id, None, 0)
         return SessionExport(
             session=session,
             user_id=info.user_id,
             tags=info.tags,
             agents=agents,
-            messages={a.agent_id: self.list_messages(session_id, a.agent_id) for a in agents},
-            multi_agents={_codec.text(k): _codec.decode_state(v) for k, v in sorted(multi_raw.items())},
+            messages=messages,
+            multi_agents={
+                _codec.text(k): self._decoded(_codec.decode_state, v, session_id, keys.multi)
+                for k, v in sorted(multi_raw.items())
+            },
         )
 
-    def export_session(self, session_id: str) -> str:
-        """A whole session as JSON Lines (see the module docstring).
-
-        Raises:
-            SessionException: If the session does not exist.
-        """
-        return "".join(line + "\n" for line in export_lines(self.export_records(session_id)))
-
-    def import_session(self, jsonl: str | bytes | Iterable[str], *, overwrite: bool = False) -> str:
-        """Write a session from :meth:`export_session` output; returns its id.
-
-        Everything is parsed and validated before anything is written.
-
-        Args:
-            jsonl: The export (text, bytes or an iterable of lines).
-            overwrite: Replace an existing session with the same id (deleted first).
-
-        Raises:
-            ValueError: If the input is not a valid export (the message names the line).
-            SessionException: If the session exists and ``overwrite`` is false.
-        """
+    def _p_import_session(self, jsonl: str | bytes | Iterable[str], overwrite: bool) -> Plan[str]:
         export = parse_export(jsonl)
+        writes = self._import_calls(export)  # sizes checked before anything is deleted or written
         session_id = export.session.session_id
-        if self.read_session(session_id) is not None:
+        if (yield from self._p_read_session(session_id)) is not None:
             if not overwrite:
                 raise SessionException(f"Session {session_id} already exists; pass overwrite=True to replace it")
-            self.delete_session(session_id)
-        self.write_export(export)
+            yield from self._p_delete_session(session_id)
+        yield from self._p_write_calls(export, writes)
         return session_id
 
-    def write_export(self, export: SessionExport) -> None:
-        """Write a parsed export into a new session (which must not exist yet).
+    def _p_write_export(self, export: SessionExport) -> Plan[None]:
+        yield from self._p_write_calls(export, self._import_calls(export))
 
-        Raises:
-            SessionException: If the session already exists.
-        """
-        session_id = export.session.session_id
-        if not self._create(export.session, export.user_id, export.tags):
-            raise SessionException(f"Session {session_id} already exists")
-        keys = self.session_keys(session_id)
+    def _import_calls(self, export: SessionExport) -> list[ScriptCall]:
+        """The writes of an export, encoded and size-checked (raises before any I/O)."""
+        keys = self.session_keys(export.session.session_id)
         calls: list[ScriptCall] = []
         for agent in export.agents:
             record = self._sized(_codec.encode_agent(agent), keys.agents)
@@ -193,13 +158,18 @@ class TransferMixin:
         for multi_id, state in export.multi_agents.items():
             record = self._sized(_codec.encode_state(state), keys.multi)
             calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_id, record)))
-        with self._db.errors("import_session", session_id, keys.session):
-            for start in range(0, len(calls), _IMPORT_BATCH):
-                for result in self._db.batch(calls[start : start + _IMPORT_BATCH]):
-                    if isinstance(result, Exception):
-                        raise result
-                    if not isinstance(result, int) or result <= 0:
-                        raise SessionException(f"session_id=<{session_id}> | import interrupted: session vanished")
+        return calls
+
+    def _p_write_calls(self, export: SessionExport, calls: list[ScriptCall]) -> Plan[None]:
+        session_id = export.session.session_id
+        if not (yield from self._p_create(export.session, export.user_id, export.tags)):
+            raise SessionException(f"Session {session_id} already exists")
+        keys = self.session_keys(session_id)
+        for start in range(0, len(calls), _IMPORT_BATCH):
+            results = yield Step("import_session", session_id, keys.session, calls[start : start + _IMPORT_BATCH])
+            for result in results:
+                if not isinstance(result, int) or result <= 0:
+                    raise SessionException(f"session_id=<{session_id}> | import interrupted: session vanished")
 
 
 def export_lines(export: SessionExport) -> Iterable[str]:
