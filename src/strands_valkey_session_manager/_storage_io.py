@@ -143,6 +143,9 @@ class _ErrorMap:
                 "TimeoutError",
                 "ClusterDownError",
                 "ClusterError",
+                # Not under the library's base error; raised when no node can be reached.
+                "ValkeyClusterException",
+                "RedisClusterException",
                 "SlotNotCoveredError",
                 "ReadOnlyError",
                 "OutOfMemoryError",
@@ -301,12 +304,31 @@ class AsyncExecutor(Executor):
     same client object from another event loop at the same time breaks both.
     """
 
+    def __init__(self, client: Any, *, owned: bool) -> None:
+        super().__init__(client, owned=owned)
+        self._ready = not self.cluster
+        self._ready_lock: asyncio.Lock | None = None  # made on the I/O loop, where it is used
+
     async def run(self, plan: Plan[_T], operation: str, key: str) -> _T:
         self.check_open(operation, key)
         return await asyncio.wrap_future(_io_loop.submit(self._drive(plan, operation, key)))
 
+    async def _initialize(self) -> None:
+        # A cluster client learns the topology on its first command. redis-py 8.1 can fail
+        # ("'NoneType' object has no attribute 'writelines'") when many commands race through that
+        # first step, as the SDK's delete_session does with its concurrent deletes; so the first
+        # plan initialises the client alone.
+        if self._ready_lock is None:
+            self._ready_lock = asyncio.Lock()
+        async with self._ready_lock:
+            if not self._ready:
+                await self.client.initialize()
+                self._ready = True
+
     async def _drive(self, plan: Plan[_T], operation: str, key: str) -> _T:
         with self.errors.mapped(operation, key):
+            if not self._ready:
+                await self._initialize()
             try:
                 step = next(plan)
                 while True:

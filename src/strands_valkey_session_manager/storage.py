@@ -173,7 +173,7 @@ class ValkeyStorage:
                 client: Any = cluster_type.from_url(url, **client_kwargs)
             else:
                 client = valkey.Valkey.from_url(url, **client_kwargs)
-        except valkey.exceptions.ValkeyError as e:
+        except (valkey.exceptions.ValkeyError, valkey.exceptions.ValkeyClusterException) as e:
             raise StorageUnavailableError(f"Failed to connect to {url!r}: {e}") from e
         storage = cls.__new__(cls)
         try:

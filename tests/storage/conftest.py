@@ -13,7 +13,8 @@ topology and ``decode_responses``). Ids look like ``[cluster-redis-cluster-str-a
 - ``make_snapshot_storage(...)``: the same over ``SNAPSHOT_CASES`` (2 cases), for the ported
   ``SnapshotSessionManager`` suite, which builds real agents.
 - ``storage_backend``: the case's backend (flushed before the test); ``storage_case``: the case.
-- ``@pytest.mark.backends(...)`` narrows the cases as it narrows the root fixtures.
+- ``@pytest.mark.backends(...)`` narrows the cases as it narrows the root fixtures, and
+  ``@pytest.mark.storage_flavours("sync")`` keeps one flavour.
 - ``anyio_backend``: async tests run on asyncio (``pytestmark = pytest.mark.anyio``).
 
 These fixtures deliberately do not use the root ``backend``/``client`` fixtures: those are
@@ -69,10 +70,20 @@ SNAPSHOT_CASES = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "storage_flavours(*names): run the storage cases of these flavours only")
+
+
 def _params(metafunc: pytest.Metafunc, cases: tuple[Case, ...]) -> list[Any]:
-    marker = metafunc.definition.get_closest_marker("backends")
-    wanted = set(marker.args) if marker else set(BACKENDS)
-    return [pytest.param(case, id=case.id, marks=_marks(case.backend)) for case in cases if case.backend in wanted]
+    backends = metafunc.definition.get_closest_marker("backends")
+    flavours = metafunc.definition.get_closest_marker("storage_flavours")
+    wanted_backends = set(backends.args) if backends else set(BACKENDS)
+    wanted_flavours = set(flavours.args) if flavours else {"sync", "async"}
+    return [
+        pytest.param(case, id=case.id, marks=_marks(case.backend))
+        for case in cases
+        if case.backend in wanted_backends and case.flavour in wanted_flavours
+    ]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
