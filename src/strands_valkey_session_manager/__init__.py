@@ -11,6 +11,7 @@ from .exceptions import (
 )
 from .repository import ValkeySessionRepository
 from .session_manager import ValkeySessionManager
+from .storage import ValkeyStorage
 
 __all__ = [
     "AccessDeniedError",
@@ -23,4 +24,5 @@ __all__ = [
     "ValkeySessionError",
     "ValkeySessionManager",
     "ValkeySessionRepository",
+    "ValkeyStorage",
 ]
