@@ -289,6 +289,8 @@ def test_timeline_pages_through_a_long_conversation(http: TestClient) -> None:
     assert ids(full.text) == list(range(120, 125))
     assert "Messages 121\u2013125 of 130" in _Page(full.text).text
     assert "previous" in full.text and "first" in full.text
+    beyond = _Page(http.get(session_path(LONG_SESSION, f"/agents/{LONG_AGENT}?offset=500")).text).text
+    assert "No messages from 501 on; there are 130." in beyond and "previous" in beyond
 
 
 def test_redacted_message_shows_the_redaction_and_keeps_the_original_folded(
@@ -310,6 +312,17 @@ def test_redacted_message_shows_the_redaction_and_keeps_the_original_folded(
     assert '<span class="badge">redacted</span>' in html
     original = re.search(r'<details class="original">.*?</details>', html, re.S)
     assert original is not None and "a forbidden &lt;b&gt;request&lt;/b&gt;" in original.group(0)
+
+
+def test_an_agent_without_messages_and_an_empty_session(repository: ValkeySessionRepository) -> None:
+    repository.create_session(Session(session_id="quiet", session_type=SessionType.AGENT))
+    repository.create_session(Session(session_id="empty", session_type=SessionType.AGENT))
+    repository.create_agent("quiet", SessionAgent(agent_id="mute", state={"k": 1}, conversation_manager_state={}))
+    with TestClient(create_app(repository), base_url=BASE) as client:
+        quiet = _Page(client.get("/sessions/quiet").text).text
+        assert "mute" in quiet and "No messages." in quiet and "0 messages" in quiet
+        assert "This session has no agents yet." in _Page(client.get("/sessions/empty").text).text
+        assert client.get("/sessions/quiet/agents/mute?offset=5").status_code == 200
 
 
 def test_export_is_the_session_as_jsonl(http: TestClient, repository: ValkeySessionRepository) -> None:

@@ -185,7 +185,7 @@ class Timeline:
 
     @property
     def prev_offset(self) -> int | None:
-        return max(0, self.offset - self.limit) if self.offset > 0 else None
+        return max(0, min(self.offset - self.limit, self.last_offset)) if self.offset > 0 else None
 
     @property
     def last_offset(self) -> int:
@@ -318,7 +318,10 @@ class _Viewer:
     def _timeline(self, session_id: str, agent_id: str, total: int, offset: int, limit: int) -> Timeline:
         messages = self.repository.list_messages(session_id, agent_id, limit=limit, offset=offset)
         views = self._message_views(session_id, agent_id, messages)
-        return Timeline(session_id, agent_id, max(total, offset + len(views)), offset, limit, views)
+        # Messages appended between the count and this read make the count stale: trust what was read.
+        if views:
+            total = max(total, offset + len(views))
+        return Timeline(session_id, agent_id, total, offset, limit, views)
 
     async def _snapshots(self, session_id: str) -> list[SnapshotOwner]:
         if self.storage is None:
