@@ -110,6 +110,29 @@ class Backend:
         redis_nodes = [redis_node_type(host, port) for host, port in self.startup_nodes]
         return redis.cluster.RedisCluster(startup_nodes=redis_nodes, decode_responses=decode)
 
+    def make_async_client(self, kind: str) -> Any:
+        """The asyncio twin of ``make_client(kind)``: same library, same decoding, same topology."""
+        if kind not in self.client_kinds():
+            raise ValueError(f"client kind {kind!r} does not fit backend {self.name!r}")
+        decode = kind.endswith("-str")
+        if kind.startswith("valkey-"):
+            import valkey.asyncio
+            import valkey.asyncio.cluster
+
+            if kind.startswith("valkey-py-"):
+                return valkey.asyncio.Valkey(host=self.host, port=self.port, decode_responses=decode)
+            node: Any = valkey.asyncio.cluster.ClusterNode
+            nodes = [node(host, port) for host, port in self.startup_nodes]
+            return valkey.asyncio.cluster.ValkeyCluster(startup_nodes=nodes, decode_responses=decode)
+        import redis.asyncio
+        import redis.asyncio.cluster
+
+        if kind.startswith("redis-py-"):
+            return redis.asyncio.Redis(host=self.host, port=self.port, decode_responses=decode)
+        redis_node: Any = redis.asyncio.cluster.ClusterNode
+        redis_nodes = [redis_node(host, port) for host, port in self.startup_nodes]
+        return redis.asyncio.cluster.RedisCluster(startup_nodes=redis_nodes, decode_responses=decode)
+
     def flushall(self) -> None:
         """Empty every primary; replicas follow by themselves and refuse writes anyway."""
         for node in self.nodes:

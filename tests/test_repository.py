@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -9,10 +10,14 @@ from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import (
+    AsyncValkeySessionRepository,
     CorruptRecordError,
     SessionTooLargeError,
     ValkeySessionRepository,
 )
+from strands_valkey_session_manager.transfer import SessionExport
+from tests.blocking import BlockingFace
+from tests.conftest import Backend
 from tests.roundtrips import count_round_trips
 
 HOSTILE_IDS = ["abc", "a:b", "{x}", "}{", "*", "?[a]\\", "with space", "ünï-会话-🙂", "%2A", "a/b"]
@@ -30,14 +35,32 @@ def _message(message_id: int, text: str = "hello") -> SessionMessage:
     return SessionMessage(message={"role": "user", "content": [{"text": text}]}, message_id=message_id)
 
 
-@pytest.fixture
-def repo(client: Any) -> ValkeySessionRepository:
-    return ValkeySessionRepository(client)
+@pytest.fixture(params=["sync", "async"])
+def repo(request: pytest.FixtureRequest, client: Any, backend: Backend, client_kind: str) -> Iterator[Any]:
+    """The repository on ``client``, and its asyncio twin on the same kind of client."""
+    if request.param == "sync":
+        yield ValkeySessionRepository(client)
+        return
+    face = BlockingFace(AsyncValkeySessionRepository(backend.make_async_client(client_kind)))
+    try:
+        yield face
+    finally:
+        face.close()
 
 
 def _with_agent(repo: ValkeySessionRepository, session_id: str = "s1", agent_id: str = "agent") -> None:
     repo.create_session(_session(session_id))
     repo.create_agent(session_id, _agent(agent_id))
+
+
+def _with_history(repo: ValkeySessionRepository, count: int) -> None:
+    """Session s1 with ``count`` messages of agent "agent", written in pipelined batches."""
+    export = SessionExport(
+        session=_session("s1"),
+        agents=[_agent("agent")],
+        messages={"agent": [_message(i, str(i)) for i in range(count)]},
+    )
+    repo.write_export(export)
 
 
 # -- sessions ---------------------------------------------------------------------------------
@@ -205,9 +228,7 @@ def test_agents_messages_never_mix(repo: ValkeySessionRepository) -> None:
 
 
 def test_long_history_lists_completely(repo: ValkeySessionRepository) -> None:
-    _with_agent(repo)
-    for i in range(2500):  # more than two of the script's 1000-record chunks
-        repo.create_message("s1", "agent", _message(i, str(i)))
+    _with_history(repo, 2500)  # more than two of the script's 1000-record chunks
     listed = repo.list_messages("s1", "agent", offset=1)
     assert [m.message_id for m in listed] == list(range(1, 2500))
 
@@ -324,10 +345,9 @@ def test_foreign_value_type_is_a_clear_error(repo: ValkeySessionRepository, clie
 
 
 @pytest.mark.parametrize("history", [10, 3000])
-def test_round_trips_are_constant(repo: ValkeySessionRepository, history: int) -> None:
-    _with_agent(repo)
-    for i in range(history):
-        repo.create_message("s1", "agent", _message(i))
+def test_round_trips_are_constant(client: Any, history: int) -> None:
+    repo = ValkeySessionRepository(client)
+    _with_history(repo, history)
     with pytest.raises(SessionException):
         repo.delete_session("not-there")  # loads the scripts, as in steady state
     repo.list_messages("s1", "agent", limit=1)

@@ -1,5 +1,6 @@
 """Session manager for Strands Agents on plain Valkey and Redis, standalone or cluster."""
 
+from .aio import AsyncValkeySessionRepository
 from .catalog import SessionInfo, SessionPage
 from .exceptions import (
     AccessDeniedError,
@@ -15,6 +16,7 @@ from .storage import ValkeyStorage
 
 __all__ = [
     "AccessDeniedError",
+    "AsyncValkeySessionRepository",
     "CorruptRecordError",
     "SessionConflictError",
     "SessionInfo",
