@@ -9,7 +9,8 @@ topology and ``decode_responses``). Ids look like ``[cluster-redis-cluster-str-a
   runs on these, to keep the whole run short.
 - ``any_storage``: the same, over ``ALL_CASES`` (16 client kinds x 2 flavours = 32 cases).
 - ``make_storage(cls=ValkeyStorage, **kwargs)`` / ``make_any_storage(...)``: more storages on the
-  same case (same client, or a new asyncio client), closed after the test.
+  same case and client, closed after the test. Each case has one client for the whole run
+  (``storage_clients``), since cluster clients are slow to build.
 - ``make_snapshot_storage(...)``: the same over ``SNAPSHOT_CASES`` (2 cases), for the ported
   ``SnapshotSessionManager`` suite, which builds real agents.
 - ``storage_backend``: the case's backend (flushed before the test); ``storage_case``: the case.
@@ -128,36 +129,52 @@ def close_async_client(client: Any) -> None:
     asyncio.run(close())
 
 
-class StorageFactory:
-    """Makes storages for one case and closes them (and the clients it made) at teardown."""
+class ClientCache:
+    """One client per case for the whole run: cluster clients cost a topology and COMMAND fetch each.
 
-    def __init__(self, backend: Backend, case: Case) -> None:
+    Sharing is safe: every test starts from flushed data, and a closed storage leaves a client it
+    was given usable (an asyncio client's connections are dropped, to be remade on next use).
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[Case, Any] = {}
+
+    def get(self, backend: Backend, case: Case) -> Any:
+        if case not in self._clients:
+            sync = case.flavour == "sync"
+            self._clients[case] = backend.make_client(case.kind) if sync else make_async_client(backend, case.kind)
+        return self._clients[case]
+
+    def close_all(self) -> None:
+        while self._clients:
+            case, client = self._clients.popitem()
+            if case.flavour == "sync":
+                client.close()
+            else:
+                close_async_client(client)
+
+
+class StorageFactory:
+    """Makes storages for one case, on the case's shared client, and closes them at teardown."""
+
+    def __init__(self, backend: Backend, case: Case, clients: ClientCache) -> None:
         self.backend = backend
         self.case = case
-        self._sync_client: Any = None
-        self._made: list[tuple[ValkeyStorage, Any]] = []
+        self._clients = clients
+        self._made: list[ValkeyStorage] = []
 
     def client(self) -> Any:
-        """A client of the case: the one shared sync client, or a new asyncio client."""
-        if self.case.flavour == "sync":
-            if self._sync_client is None:
-                self._sync_client = self.backend.make_client(self.case.kind)
-            return self._sync_client
-        return make_async_client(self.backend, self.case.kind)
+        """The case's client (shared by the tests of the case)."""
+        return self._clients.get(self.backend, self.case)
 
     def __call__(self, cls: type[ValkeyStorage] = ValkeyStorage, **kwargs: Any) -> ValkeyStorage:
-        client = self.client()
-        storage = cls(client, **kwargs)
-        self._made.append((storage, None if self.case.flavour == "sync" else client))
+        storage = cls(self.client(), **kwargs)
+        self._made.append(storage)
         return storage
 
     def close(self) -> None:
-        for storage, async_client in reversed(self._made):
+        for storage in reversed(self._made):
             storage.close()
-            if async_client is not None:
-                close_async_client(async_client)
-        if self._sync_client is not None:
-            self._sync_client.close()
 
 
 @pytest.fixture
@@ -165,10 +182,19 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _factory(server_targets: ServerTargets, case: Case) -> Iterator[StorageFactory]:
+@pytest.fixture(scope="session")
+def storage_clients() -> Iterator[ClientCache]:
+    clients = ClientCache()
+    try:
+        yield clients
+    finally:
+        clients.close_all()
+
+
+def _factory(server_targets: ServerTargets, clients: ClientCache, case: Case) -> Iterator[StorageFactory]:
     backend = server_targets.get(case.backend)
     backend.flushall()
-    factory = StorageFactory(backend, case)
+    factory = StorageFactory(backend, case, clients)
     try:
         yield factory
     finally:
@@ -176,18 +202,24 @@ def _factory(server_targets: ServerTargets, case: Case) -> Iterator[StorageFacto
 
 
 @pytest.fixture
-def make_storage(server_targets: ServerTargets, core_storage_case: Case) -> Iterator[StorageFactory]:
-    yield from _factory(server_targets, core_storage_case)
+def make_storage(
+    server_targets: ServerTargets, storage_clients: ClientCache, core_storage_case: Case
+) -> Iterator[StorageFactory]:
+    yield from _factory(server_targets, storage_clients, core_storage_case)
 
 
 @pytest.fixture
-def make_any_storage(server_targets: ServerTargets, any_storage_case: Case) -> Iterator[StorageFactory]:
-    yield from _factory(server_targets, any_storage_case)
+def make_any_storage(
+    server_targets: ServerTargets, storage_clients: ClientCache, any_storage_case: Case
+) -> Iterator[StorageFactory]:
+    yield from _factory(server_targets, storage_clients, any_storage_case)
 
 
 @pytest.fixture
-def make_snapshot_storage(server_targets: ServerTargets, snapshot_storage_case: Case) -> Iterator[StorageFactory]:
-    yield from _factory(server_targets, snapshot_storage_case)
+def make_snapshot_storage(
+    server_targets: ServerTargets, storage_clients: ClientCache, snapshot_storage_case: Case
+) -> Iterator[StorageFactory]:
+    yield from _factory(server_targets, storage_clients, snapshot_storage_case)
 
 
 @pytest.fixture
