@@ -128,8 +128,12 @@ def _text(value: bytes | str) -> str:
 
 
 def _keys_under(client: Any, prefix: str) -> list[str]:
-    """Every key under ``prefix:`` (KEYS is fine in a test: the prefix holds one example's data)."""
-    return sorted(_text(k) for k in client.keys(f"{prefix}:*"))
+    """Every key under ``prefix:`` (KEYS is fine in a test: the prefix holds one example's data).
+
+    A cluster client sends KEYS to one node unless told otherwise: ask every primary.
+    """
+    everywhere = {"target_nodes": type(client).PRIMARIES} if hasattr(client, "get_primaries") else {}
+    return sorted({_text(k) for k in client.keys(f"{prefix}:*", **everywhere)})
 
 
 def _message(message_id: int, owner: str) -> SessionMessage:
