@@ -472,6 +472,26 @@ def test_an_unreachable_server_is_a_503_page() -> None:
     assert "unavailable" in response.text
 
 
+def test_failures_of_raw_reads_are_503_pages_too(
+    valkey9_server: Any, seeded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def lost(name: Any) -> Any:
+        raise valkey.exceptions.ConnectionError("connection lost")
+
+    flaky: Any = valkey.Valkey(valkey9_server.host, valkey9_server.port, decode_responses=True)
+    monkeypatch.setattr(flaky, "hkeys", lost)
+    dead: Any = valkey.Valkey("127.0.0.1", free_port(), socket_connect_timeout=0.5)
+    try:
+        with TestClient(create_app(ValkeySessionRepository(flaky)), base_url=BASE) as client:
+            response = client.get(session_path(HOSTILE_SESSION))
+            assert response.status_code == 503 and "HKEYS failed" in response.text
+        app = create_app(ValkeySessionRepository(flaky), storage=ValkeyStorage(dead))
+        with TestClient(app, base_url=BASE) as client:
+            assert client.get(session_path(LONG_SESSION)).status_code == 503  # snapshot listing
+    finally:
+        flaky.close()
+
+
 # -- snapshots -----------------------------------------------------------------------------------
 
 

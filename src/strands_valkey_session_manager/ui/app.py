@@ -43,7 +43,7 @@ from strands.types.session import SessionAgent, SessionMessage
 from ..catalog import SessionInfo
 from ..exceptions import SessionStoreUnavailableError
 from ..repository import ValkeySessionRepository
-from ..storage import ValkeyStorage
+from ..storage import StorageUnavailableError, ValkeyStorage
 from ..transfer import export_lines
 from . import render
 from .render import MessageView, id_from_segment, id_segment, query
@@ -413,7 +413,7 @@ class _Viewer:
                 agents.append(self._agent_view(session_id, agent_id, info.message_counts[agent_id], 0, limit))
         orchestrators = []
         if session is not None:
-            raw_ids = repo.client.hkeys(repo.session_keys(session_id).multi)
+            raw_ids = self._orchestrator_ids(session_id)
             for raw in sorted(_text(r) for r in raw_ids):
                 state = repo.read_multi_agent(session_id, raw)
                 if state is not None:
@@ -426,6 +426,15 @@ class _Viewer:
                         )
                     )
         return info, session, agents, orchestrators
+
+    def _orchestrator_ids(self, session_id: str) -> list[Any]:
+        """Ids in the session's ``multi`` hash: ``HKEYS`` on the raw client (the repository has no
+        call for it), so its errors are mapped here as the repository maps its own."""
+        key = self.repository.session_keys(session_id).multi
+        try:
+            return list(self.repository.client.hkeys(key))
+        except Exception as e:  # valkey-py and redis-py errors share no base class
+            raise SessionStoreUnavailableError(f"session_id=<{session_id}>, key=<{key}> | HKEYS failed: {e}") from e
 
     def _agent_view(self, session_id: str, agent_id: str, count: int, offset: int, limit: int) -> AgentView:
         record = self.repository.read_agent(session_id, agent_id)
@@ -575,7 +584,7 @@ class _Viewer:
         """An error page (HTML) with the right status."""
         if isinstance(exc, HTTPException):
             status, detail = exc.status_code, str(exc.detail)
-        elif isinstance(exc, SessionStoreUnavailableError):
+        elif isinstance(exc, (SessionStoreUnavailableError, StorageUnavailableError)):
             status, detail = 503, f"The server is unavailable: {exc}"
         elif isinstance(exc, SessionException) and "does not exist" in str(exc):
             status, detail = 404, str(exc)
