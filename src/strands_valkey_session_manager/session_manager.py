@@ -32,6 +32,8 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         tags: Tags recorded in the catalog for a new session.
         check_versions: Refuse (``SessionConflictError``) instead of overwriting when another
             process changed this agent since this manager restored or wrote it. On by default.
+        retries: Repeats of an operation while the server is unreachable (all are safe to repeat).
+        retry_backoff: First pause between repeats, in seconds (doubling, jittered, max 1 s).
         **kwargs: Passed on to ``RepositorySessionManager``.
     """
 
@@ -48,6 +50,8 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         user_id: str | None = None,
         tags: Sequence[str] = (),
         check_versions: bool = True,
+        retries: int = 2,
+        retry_backoff: float = 0.05,
         **kwargs: Any,
     ) -> None:
         ValkeySessionRepository.__init__(
@@ -61,6 +65,8 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             user_id=user_id,
             tags=tags,
             check_versions=check_versions,
+            retries=retries,
+            retry_backoff=retry_backoff,
         )
         self._owns_client = False
         RepositorySessionManager.__init__(self, session_id=session_id, session_repository=self, **kwargs)
