@@ -573,3 +573,22 @@ def test_allowed_hosts_follow_the_bind_address() -> None:
     assert allowed_hosts_for("127.0.0.1") == ["127.0.0.1", "localhost", "::1", "[::1]"]
     assert allowed_hosts_for("192.0.2.7")[-1] == "192.0.2.7"
     assert allowed_hosts_for("0.0.0.0") == ["*"]
+
+
+def test_svsm_ui_passes_the_global_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import strands_valkey_session_manager.ui
+    from strands_valkey_session_manager.cli import app
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(strands_valkey_session_manager.ui, "serve", lambda url, **kw: calls.append((url, kw)))
+    argv = ["--url", "redis://h:1", "--prefix", "p", "--timeout", "2", "ui", "--port", "9000", "--allow-delete"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert calls == [
+        (
+            "redis://h:1",
+            {"cluster": False, "prefix": "p", "host": "127.0.0.1", "port": 9000, "allow_delete": True, "timeout": 2.0},
+        )
+    ]

@@ -646,6 +646,37 @@ def server_command(
         server.stop()
 
 
+@app.command("ui")
+@_guarded
+def ui_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", metavar="HOST", help="Interface to bind (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="PORT", help="Port.")] = 8765,
+    allow_delete: Annotated[
+        bool, typer.Option("--allow-delete", help="Allow deleting sessions from the page.")
+    ] = False,
+) -> None:
+    """Serve a local web viewer of the sessions (needs the ui extra); Ctrl-C to stop."""
+    try:
+        from .ui import serve
+    except ImportError as e:
+        raise CliError(
+            EXIT_USAGE, f"svsm ui needs the ui extra: pip install 'strands-valkey-session-manager[ui]' ({e})"
+        ) from e
+    settings = _settings(ctx)
+    serve(
+        settings.url,
+        cluster=settings.cluster,
+        prefix=settings.prefix,
+        host=host,
+        port=port,
+        allow_delete=allow_delete,
+        timeout=settings.timeout,
+    )
+
+
 @app.command("demo")
 @_guarded
 def demo_command(ctx: typer.Context) -> None:
