@@ -107,6 +107,11 @@ def text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+def is_cross_slot(error: BaseException) -> bool:
+    """True when the server refused a multi-key step because its keys are in different slots."""
+    return isinstance(error, ValkeyStorageError) and str(error.__cause__).startswith("CROSSSLOT")
+
+
 # -- client inspection ---------------------------------------------------------------------------
 
 
@@ -184,6 +189,10 @@ class Executor:
         self.client = client
         self.owned = owned
         self.cluster = is_cluster_client(client)
+        # Whether the groups index must be written apart from a key's own slot: always on a cluster
+        # client; also on a standalone client once the server answered CROSSSLOT (a cluster-mode
+        # server holding every slot, such as a one-shard managed cluster).
+        self.split_groups = self.cluster
         self.errors = _ErrorMap(_family(client))
         self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
         self.closed = False

@@ -34,6 +34,7 @@ from __future__ import annotations
 import builtins
 import copy
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -53,6 +54,7 @@ from ._storage_io import (
     StorageValueTooLargeError,
     ValkeyStorageError,
     executor_for,
+    is_cross_slot,
     text,
 )
 
@@ -206,7 +208,8 @@ class ValkeyStorage:
                 f"Failed to write '{key}': value of {len(value)} bytes exceeds "
                 f"max_value_bytes={self._max_value_bytes}; nothing was written"
             )
-        await self._executor.run(self._write_plan(self._locate(full_key), value), "write", key)
+        location = self._locate(full_key)
+        await self._run_indexed(lambda: self._write_plan(location, value), "write", key)
         logger.debug("key=<%s>, bytes=<%d> | wrote value", key, len(value))
         if self._search_strategy is not None:
             try:
@@ -234,7 +237,7 @@ class ValkeyStorage:
             StorageError: If the key is invalid or the delete fails.
         """
         location = self._locate(self._normalize_key(key))
-        await self._executor.run(self._delete_plan(location), "delete", key)
+        await self._run_indexed(lambda: self._delete_plan(location), "delete", key)
 
     async def list(self, query: str = "") -> builtins.list[str]:
         """Keys starting with the prefix ``query``, sorted ascending; ``""`` lists every key.
@@ -336,8 +339,24 @@ class ValkeyStorage:
     def _locate(self, full_key: str) -> _storage_keys.Location:
         return self._layout.locate(full_key)
 
+    async def _run_indexed(self, plan: Callable[[], Plan[None]], operation: str, key: str) -> None:
+        """Run a write or delete plan; on CROSSSLOT, switch to the cluster plan once and retry.
+
+        A standalone client can be talking to a cluster-mode server that holds every slot. The
+        server refuses the standalone script (its keys span two slots) before running it, so
+        nothing was written and the retry is safe.
+        """
+        try:
+            await self._executor.run(plan(), operation, key)
+        except ValkeyStorageError as error:
+            if self._executor.split_groups or not is_cross_slot(error):
+                raise
+            logger.info("key=<%s> | server is in cluster mode: writing the groups index apart from now on", key)
+            self._executor.split_groups = True
+            await self._executor.run(plan(), operation, key)
+
     def _write_plan(self, loc: _storage_keys.Location, value: bytes) -> Plan[None]:
-        if self.cluster:
+        if self._executor.split_groups:
             # The groups index lives in another slot: list the group first, so a failure between
             # the two steps leaves at most a group with no keys, never a key nobody can list.
             yield Call(("ZADD", self._layout.groups, 0, loc.group))
@@ -351,7 +370,7 @@ class ValkeyStorage:
         return raw
 
     def _delete_plan(self, loc: _storage_keys.Location) -> Plan[None]:
-        if self.cluster:
+        if self._executor.split_groups:
             yield Script("storage_delete", (loc.value, loc.index), (loc.rest,))
         else:
             yield Script("storage_delete", (loc.value, loc.index, self._layout.groups), (loc.rest, loc.group))

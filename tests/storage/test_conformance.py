@@ -640,3 +640,40 @@ async def test_one_sessions_keys_share_one_slot(storage: ValkeyStorage, storage_
     assert len(slots) == 1
     assert other not in slots
     assert await storage.list("session/s1/") == sorted(keys)
+
+
+@pytest.mark.backends("cluster")
+def test_a_standalone_client_on_a_cluster_mode_node(backend: Backend) -> None:
+    """A standalone client talking to a cluster-mode server that owns the slots it uses.
+
+    The standalone write script spans two slots (the key's group and the groups index), which the
+    server refuses with CROSSSLOT before running it; the storage then writes the groups index apart,
+    as on a cluster, and the data reads the same through a cluster client.
+    """
+    import asyncio
+
+    layout = _layout()
+    cluster_client = _admin(backend)
+    try:
+        node = cluster_client.get_node_from_key(layout.groups)
+        group = next(
+            f"session/s{i}"
+            for i in range(10_000)
+            if cluster_client.get_node_from_key(layout.index(f"session/s{i}")).name == node.name
+        )
+        key = f"{group}/scopes/agent/a1/snapshots/snapshot_latest.json"
+        standalone: Any = valkey.Valkey(node.host, node.port, decode_responses=True)
+        storage = ValkeyStorage(standalone)
+        try:
+            asyncio.run(storage.write(key, b"\xff\x00"))
+            assert storage._executor.split_groups is True
+            assert asyncio.run(storage.read(key)) == b"\xff\x00"
+            assert asyncio.run(storage.list(f"{group}/")) == [key]
+            assert asyncio.run(storage.list("")) == [key]
+            assert asyncio.run(ValkeyStorage(cluster_client).list("session/")) == [key]
+            asyncio.run(storage.delete(key))
+            assert asyncio.run(ValkeyStorage(cluster_client).read(key)) is None
+        finally:
+            standalone.close()
+    finally:
+        cluster_client.close()
