@@ -267,13 +267,14 @@ class SessionCore(CatalogPlans, TransferPlans):
         return None if raw is None else self._decoded(_codec.decode_state, raw, session_id, keys.multi)
 
     def _p_update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase) -> Plan[None]:
-        multi_agent_id = _check_id(multi_agent.id, "multi_agent_id")
+        yield from self._p_replace_multi_agent(session_id, multi_agent.id, multi_agent.serialize_state())
+
+    def _p_replace_multi_agent(self, session_id: str, multi_agent_id: str, state: dict[str, Any]) -> Plan[None]:
+        _check_id(multi_agent_id, "multi_agent_id")
         keys = self.session_keys(session_id)
-        record = self._sized(_codec.encode_state(multi_agent.serialize_state()), keys.multi)
-        args = (self._ttl_ms, 5, multi_agent_id, record, "0", "", "")
-        if not (
-            yield Step("update_multi_agent", session_id, keys.multi, ScriptCall("update_record", keys.all(), args))
-        ):
+        record = self._sized(_codec.encode_state(state), keys.multi)
+        call = ScriptCall("update_record", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, "0", "", ""))
+        if not (yield Step("update_multi_agent", session_id, keys.multi, call)):
             raise SessionException(f"MultiAgent state {multi_agent_id} in session {session_id} does not exist")
 
     # -- helpers ------------------------------------------------------------------------------

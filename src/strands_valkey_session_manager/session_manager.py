@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import copy
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from strands.hooks import AfterInvocationEvent, AfterMultiAgentInvocationEvent, HookRegistry
 from strands.session.repository_session_manager import RepositorySessionManager
+from strands.types.session import Session, SessionAgent, SessionMessage
 
+from ._client import run_plan
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
+from ._write_behind import WriteBehind
 from .repository import DEFAULT_MAX_RECORD_BYTES, ValkeySessionRepository
+
+if TYPE_CHECKING:
+    from strands.multiagent.base import MultiAgentBase
 
 
 class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
@@ -34,6 +42,10 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             process changed this agent since this manager restored or wrote it. On by default.
         retries: Repeats of an operation while the server is unreachable (all are safe to repeat).
         retry_backoff: First pause between repeats, in seconds (doubling, jittered, max 1 s).
+        write_behind: Apply writes in order on a background thread, so an agent streaming in an
+            event loop does not wait for a round trip per message. Every write is applied before
+            an invocation returns (and by :meth:`flush`/:meth:`close`, or at normal interpreter
+            exit); a failed write is raised at the next write or flush as ``WriteBehindError``.
         **kwargs: Passed on to ``RepositorySessionManager``.
     """
 
@@ -52,6 +64,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         check_versions: bool = True,
         retries: int = 2,
         retry_backoff: float = 0.05,
+        write_behind: bool = False,
         **kwargs: Any,
     ) -> None:
         ValkeySessionRepository.__init__(
@@ -69,6 +82,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             retry_backoff=retry_backoff,
         )
         self._owns_client = False
+        self._write_behind = WriteBehind(session_id) if write_behind else None
         RepositorySessionManager.__init__(self, session_id=session_id, session_repository=self, **kwargs)
 
     @classmethod
@@ -110,7 +124,88 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         return manager
 
     def close(self) -> None:
-        """Close the client if this manager created it (:meth:`from_url`); otherwise do nothing."""
+        """Apply queued writes (write-behind), then close the client if this manager created it
+        (:meth:`from_url`)."""
+        if self._write_behind is not None:
+            self._write_behind.close()
         if self._owns_client:
             self.client.close()
             self._owns_client = False
+
+    # -- write-behind -------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Wait until every queued write is applied (write-behind); a no-op otherwise.
+
+        Raises:
+            WriteBehindError: If a queued write failed.
+        """
+        if self._write_behind is not None:
+            self._write_behind.flush()
+
+    def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
+        """The SDK's session hooks, plus a flush when an invocation ends (write-behind)."""
+        super().register_hooks(registry, **kwargs)
+        if self._write_behind is not None:
+            registry.add_callback(AfterInvocationEvent, lambda event: self.flush())
+            registry.add_callback(AfterMultiAgentInvocationEvent, lambda event: self.flush())
+
+    def _later(self, write: Callable[[], None]) -> bool:
+        """Queue ``write`` if write-behind is on; False if the caller must write now."""
+        if self._write_behind is None:
+            return False
+        self._write_behind.submit(write)
+        return True
+
+    def create_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
+        agent = copy.deepcopy(session_agent)
+        if not self._later(lambda: ValkeySessionRepository.create_agent(self, session_id, agent)):
+            super().create_agent(session_id, session_agent, **kwargs)
+
+    def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
+        agent = copy.deepcopy(session_agent)
+        if not self._later(lambda: ValkeySessionRepository.update_agent(self, session_id, agent)):
+            super().update_agent(session_id, session_agent, **kwargs)
+
+    def create_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
+        message = copy.deepcopy(session_message)
+        if not self._later(lambda: ValkeySessionRepository.create_message(self, session_id, agent_id, message)):
+            super().create_message(session_id, agent_id, session_message, **kwargs)
+
+    def update_message(self, session_id: str, agent_id: str, session_message: SessionMessage, **kwargs: Any) -> None:
+        message = copy.deepcopy(session_message)
+        if not self._later(lambda: ValkeySessionRepository.update_message(self, session_id, agent_id, message)):
+            super().update_message(session_id, agent_id, session_message, **kwargs)
+
+    def update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase, **kwargs: Any) -> None:
+        multi_id, state = multi_agent.id, multi_agent.serialize_state()
+        if not self._later(lambda: run_plan(self._db, self._p_replace_multi_agent(session_id, multi_id, state))):
+            super().update_multi_agent(session_id, multi_agent, **kwargs)
+
+    # Reads see every queued write first.
+
+    def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
+        self.flush()
+        return super().read_session(session_id, **kwargs)
+
+    def delete_session(self, session_id: str, **kwargs: Any) -> None:
+        self.flush()
+        super().delete_session(session_id, **kwargs)
+
+    def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
+        self.flush()
+        return super().read_agent(session_id, agent_id, **kwargs)
+
+    def read_message(self, session_id: str, agent_id: str, message_id: int, **kwargs: Any) -> SessionMessage | None:
+        self.flush()
+        return super().read_message(session_id, agent_id, message_id, **kwargs)
+
+    def list_messages(
+        self, session_id: str, agent_id: str, limit: int | None = None, offset: int = 0, **kwargs: Any
+    ) -> list[SessionMessage]:
+        self.flush()
+        return super().list_messages(session_id, agent_id, limit, offset, **kwargs)
+
+    def read_multi_agent(self, session_id: str, multi_agent_id: str, **kwargs: Any) -> dict[str, Any] | None:
+        self.flush()
+        return super().read_multi_agent(session_id, multi_agent_id, **kwargs)
