@@ -31,7 +31,36 @@ from functools import cache
 from importlib.resources import files
 from typing import Any, Final, TypeVar
 
-from strands.types.exceptions import StorageError
+try:
+    from strands.types.exceptions import StorageError
+except ImportError:  # strands-agents before the unified storage API (1.0 has none): keep the package importable
+
+    class StorageError(Exception):  # type: ignore[no-redef]
+        """Stand-in for ``strands.types.exceptions.StorageError`` on SDKs that predate it."""
+
+
+__all__ = [
+    "SCRIPT_NAMES",
+    "AsyncExecutor",
+    "Batch",
+    "Call",
+    "Executor",
+    "InvalidStorageArgumentError",
+    "Plan",
+    "Script",
+    "Step",
+    "StorageError",
+    "StorageUnavailableError",
+    "StorageValueTooLargeError",
+    "SyncExecutor",
+    "ValkeyStorageError",
+    "executor_for",
+    "is_async_client",
+    "is_cluster_client",
+    "is_cross_slot",
+    "script_source",
+    "text",
+]
 
 _T = TypeVar("_T")
 

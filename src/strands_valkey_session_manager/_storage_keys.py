@@ -28,9 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from strands.types.exceptions import StorageError
-
 from ._keys import encode_id
+from ._storage_io import StorageError
 
 #: Largest byte in no UTF-8 string: an exclusive upper bound for "every member starting with x".
 _AFTER_ALL_TEXT: Final = b"\xff"

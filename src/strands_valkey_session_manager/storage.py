@@ -38,9 +38,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from strands.storage.search.keyword import KeywordSearchStrategy
-from strands.types.exceptions import StorageError
-
 from . import _storage_keys
 from ._keys import validate_key_prefix
 from ._storage_io import (
@@ -50,6 +47,7 @@ from ._storage_io import (
     InvalidStorageArgumentError,
     Plan,
     Script,
+    StorageError,
     StorageUnavailableError,
     StorageValueTooLargeError,
     ValkeyStorageError,
@@ -60,7 +58,7 @@ from ._storage_io import (
 
 try:  # The SDK's marker for "already a namespaced view": SDK constructs then do not prefix again.
     from strands.storage.storage import _NAMESPACED
-except ImportError:  # pragma: no cover - every SDK with strands.storage has it
+except ImportError:  # strands-agents before the unified storage API: nothing reads the marker there
     _NAMESPACED = object()
 
 if TYPE_CHECKING:
@@ -260,6 +258,8 @@ class ValkeyStorage:
         """Search stored content: the configured strategy, else the SDK's keyword scan (``list`` + ``read``)."""
         if self._search_strategy is not None:
             return await self._search_strategy.search(self, query)
+        from strands.storage.search.keyword import KeywordSearchStrategy  # not in SDKs before the storage API
+
         return await KeywordSearchStrategy().search(self, query)
 
     # -- views and lifetime ---------------------------------------------------------------------

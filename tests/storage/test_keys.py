@@ -265,3 +265,33 @@ def test_module_docstring_names_the_layout() -> None:
     doc = _storage_keys.__doc__ or ""
     assert "<N>:storage:{<G>}:v:<R>" in doc
     assert "<N>:storage:groups" in doc
+
+
+_OLD_SDK = """
+import importlib.abc, sys
+import strands, strands.types.exceptions  # the real SDK loads first (it uses strands.storage itself)
+
+class NoStorageApi(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "strands.storage" or name.startswith("strands.storage."):
+            raise ImportError(f"No module named {name!r}")
+        return None
+
+for name in [n for n in sys.modules if n == "strands.storage" or n.startswith("strands.storage.")]:
+    del sys.modules[name]
+sys.meta_path.insert(0, NoStorageApi())
+del strands.types.exceptions.StorageError
+
+import strands_valkey_session_manager as package
+print(package.ValkeySessionManager.__name__, package.ValkeyStorage.__name__)
+"""
+
+
+def test_the_package_still_imports_on_an_sdk_without_the_storage_api() -> None:
+    """strands-agents 1.0 has neither ``strands.storage`` nor ``StorageError``; the session manager must import."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _OLD_SDK], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ValkeySessionManager", "ValkeyStorage"]
