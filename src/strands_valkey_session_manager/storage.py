@@ -119,18 +119,9 @@ class ValkeyStorage:
         *,
         search_strategy: SearchStrategy[ValkeyStorage] | None = None,
     ) -> None:
-        self._init(executor_for(client, owned=False), namespace, max_value_bytes, search_strategy)
-
-    def _init(
-        self,
-        executor: Executor,
-        namespace: str,
-        max_value_bytes: int,
-        search_strategy: SearchStrategy[ValkeyStorage] | None,
-    ) -> None:
         if not isinstance(max_value_bytes, int) or isinstance(max_value_bytes, bool) or max_value_bytes <= 0:
             raise ValueError(f"max_value_bytes=<{max_value_bytes!r}> | must be a positive int")
-        self._executor = executor
+        self._executor: Executor = executor_for(client, owned=False)
         self._layout = _storage_keys.StorageLayout(validate_key_prefix(namespace))
         self._max_value_bytes = max_value_bytes
         self._search_strategy = search_strategy
@@ -175,12 +166,12 @@ class ValkeyStorage:
                 client = valkey.Valkey.from_url(url, **client_kwargs)
         except (valkey.exceptions.ValkeyError, valkey.exceptions.ValkeyClusterException) as e:
             raise StorageUnavailableError(f"Failed to connect to {url!r}: {e}") from e
-        storage = cls.__new__(cls)
         try:
-            storage._init(executor_for(client, owned=True), namespace, max_value_bytes, search_strategy)
+            storage = cls(client, namespace=namespace, max_value_bytes=max_value_bytes, search_strategy=search_strategy)
         except BaseException:
             client.close()
             raise
+        storage._executor.owned = True
         return storage
 
     # -- the Storage protocol -------------------------------------------------------------------

@@ -158,6 +158,16 @@ def test_from_url_owns_its_client(valkey9_server: ServerProcess, standalone_clie
     assert closed == [True]
 
 
+def test_from_url_closes_its_client_when_the_arguments_are_refused(
+    valkey9_server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[str] = []
+    monkeypatch.setattr(valkey.Valkey, "close", lambda self: closed.append("closed"))
+    with pytest.raises(ValueError, match="key prefix"):
+        ValkeyStorage.from_url(valkey9_server.url, namespace="a b")
+    assert closed  # (the client's __del__ may close it once more)
+
+
 def test_a_client_passed_in_is_not_closed(standalone_client: Any) -> None:
     with ValkeyStorage(standalone_client) as storage:
         asyncio.run(storage.write("k", b"v"))
