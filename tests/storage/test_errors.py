@@ -161,11 +161,21 @@ def test_from_url_owns_its_client(valkey9_server: ServerProcess, standalone_clie
 def test_from_url_closes_its_client_when_the_arguments_are_refused(
     valkey9_server: ServerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    closed: list[str] = []
-    monkeypatch.setattr(valkey.Valkey, "close", lambda self: closed.append("closed"))
+    made: list[Any] = []  # keeps the client alive, so only from_url can have closed it
+    closed: list[Any] = []
+    original_from_url = valkey.Valkey.from_url
+    monkeypatch.setattr(
+        valkey.Valkey, "from_url", lambda url, **kw: made.append(original_from_url(url, **kw)) or made[-1]
+    )
+
+    def record_close(self: Any) -> None:
+        closed.append(self)
+
+    monkeypatch.setattr(valkey.Valkey, "close", record_close)
     with pytest.raises(ValueError, match="key prefix"):
         ValkeyStorage.from_url(valkey9_server.url, namespace="a b")
-    assert closed  # (the client's __del__ may close it once more)
+    assert len(made) == 1
+    assert closed == made
 
 
 def test_a_client_passed_in_is_not_closed(standalone_client: Any) -> None:
