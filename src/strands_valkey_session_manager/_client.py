@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from . import _lua
+from ._telemetry import Operation
 from .exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnavailableError
 
 _SUPPORTED = ("valkey", "redis")
@@ -291,23 +292,37 @@ Plan = Generator[Step, Any, _T]
 
 def run_plan(db: ClientAdapter, plan: Plan[_T]) -> _T:
     """Drive a plan on a synchronous client."""
+    measured = Operation()
     reply: Any = None
     try:
         while True:
             step = plan.send(reply)
+            measured.step(step.operation, step.session_id, step.call)
             with db.errors(step.operation, step.session_id, step.key):
                 reply = db.execute(step.call)
+            measured.reply(reply)
     except StopIteration as done:
+        measured.finish(done.value)
         return cast(_T, done.value)
+    except BaseException as e:
+        measured.finish(error=e)
+        raise
 
 
 async def arun_plan(db: AsyncClientAdapter, plan: Plan[_T]) -> _T:
     """Drive a plan on an asyncio client."""
+    measured = Operation()
     reply: Any = None
     try:
         while True:
             step = plan.send(reply)
+            measured.step(step.operation, step.session_id, step.call)
             with db.errors(step.operation, step.session_id, step.key):
                 reply = await db.execute(step.call)
+            measured.reply(reply)
     except StopIteration as done:
+        measured.finish(done.value)
         return cast(_T, done.value)
+    except BaseException as e:
+        measured.finish(error=e)
+        raise

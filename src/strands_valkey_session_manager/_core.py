@@ -9,6 +9,7 @@ keys, encoding, scripts and semantics exist once. ``ARCHITECTURE.md`` lists each
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +35,8 @@ from .transfer import TransferPlans
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
+
+logger = logging.getLogger(__name__)
 
 #: Default ceiling for one stored record. Far below the server's 512 MB value limit and small
 #: enough for managed services' request limits; raise it with ``max_record_bytes``.
@@ -85,6 +88,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         _expect(session, Session, "session")
         if not (yield from self._p_create(session, user_id, tags)):
             raise SessionException(f"Session {session.session_id} already exists")
+        logger.info("session_id=<%s> | created session", session.session_id)
         return session
 
     def _p_create(
@@ -148,6 +152,7 @@ class SessionCore(CatalogPlans, TransferPlans):
             indexes = self._layout.catalog_indexes(session_id, owner or None, tags)
             unlist = [CommandCall("zrem", (index, member)) for index in indexes]
             yield Step("delete_session", session_id, indexes[0], unlist)
+        logger.info("session_id=<%s> | deleted session", session_id)
 
     # -- agents -------------------------------------------------------------------------------
 
