@@ -5,7 +5,7 @@ A *case* is (backend, client kind, flavour): the backend and client kind of the 
 topology and ``decode_responses``). Ids look like ``[cluster-redis-cluster-str-async]``.
 
 - ``storage``: one ``ValkeyStorage`` per case of ``CORE_CASES``: every backend, and on each both
-  libraries, both decodings and both flavours across the cases (10 cases). The conformance suite
+  libraries, both decodings and both flavours across the cases (8 cases). The conformance suite
   runs on these, to keep the whole run short.
 - ``any_storage``: the same, over ``ALL_CASES`` (16 client kinds x 2 flavours = 32 cases).
 - ``make_storage(cls=ValkeyStorage, **kwargs)`` / ``make_any_storage(...)``: more storages on the
@@ -59,10 +59,8 @@ CORE_CASES = (
     Case("valkey8", "valkey-py-bytes", "async"),
     Case("redis7", "redis-py-bytes", "sync"),
     Case("redis7", "valkey-py-str", "async"),
-    Case("cluster", "valkey-cluster-str", "sync"),
-    Case("cluster", "redis-cluster-bytes", "sync"),
+    Case("cluster", "redis-cluster-str", "sync"),
     Case("cluster", "valkey-cluster-bytes", "async"),
-    Case("cluster", "redis-cluster-str", "async"),
 )
 # The ported SnapshotSessionManager suite builds real agents: two cases, opposite on every axis.
 SNAPSHOT_CASES = (
