@@ -7,23 +7,18 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Give all five keys the same expiry: now + ttl (the caller's, else the session's), capped by the
--- deadline; with neither, the session hash's current expiry, so keys created later (the first
--- message, the first orchestrator) never outlive or predecease the rest of the session.
--- stamp: also record the time of this write in 'updated'.
-local function touch(ttl_ms, stamp)
-  local now = now_ms()
-  if stamp then
-    redis.call('HSET', KEYS[1], 'updated', now)
-  end
+-- Give all five keys the same expiry: now + ttl (the caller's, else the session's stored one),
+-- capped by the deadline; with neither, the session hash's current expiry, so keys created later
+-- (the first message, the first orchestrator) never outlive or predecease the rest of the session.
+local function expire_session(now, ttl_ms, stored_ttl, deadline)
   if ttl_ms <= 0 then
-    ttl_ms = tonumber(redis.call('HGET', KEYS[1], 'ttl') or '0')
+    ttl_ms = tonumber(stored_ttl or '0')
   end
   local at = 0
   if ttl_ms > 0 then
     at = now + ttl_ms
   end
-  local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline') or '0')
+  deadline = tonumber(deadline or '0')
   if deadline > 0 and (at == 0 or deadline < at) then
     at = deadline
   end
@@ -35,6 +30,16 @@ local function touch(ttl_ms, stamp)
       redis.call('PEXPIREAT', KEYS[i], at)
     end
   end
+end
+
+-- expire_session after a write (stamp: record its time in 'updated') or a touching read.
+local function touch(ttl_ms, stamp)
+  local now = now_ms()
+  if stamp then
+    redis.call('HSET', KEYS[1], 'updated', now)
+  end
+  local life = redis.call('HMGET', KEYS[1], 'ttl', 'deadline')
+  expire_session(now, ttl_ms, life[1], life[2])
 end
 
 -- Per-agent version, in the session hash field 'v:<agent id>'; every write to an agent bumps it.

@@ -1,20 +1,24 @@
 -- append_message: store one message record and index it, in one atomic step.
--- Overwrites a record with the same id (the SDK reuses message ids); counts new ids per agent in
--- the session hash field 'n:<agent id>' for the catalog.
+-- Overwrites a record with the same id (the SDK reuses message ids). The hot path: one read of the
+-- session hash gives the agent's version (present iff the agent exists), its message count and
+-- the session's lifetime; one write stores version, count and time of this write.
 -- ARGV[1] ttl ms (0: the session's)   ARGV[2] agent id (raw)
 -- ARGV[3] message member (encoded agent id ':' 20-digit id)   ARGV[4] message record (JSON)
 -- ARGV[5] the agent version the writer last saw ('' not to check)
 -- Returns the agent's new version; 0 when the agent does not exist; -1 when the version moved on
 -- (nothing is written in either case).
-if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then
+local version_field, count_field = 'v:' .. ARGV[2], 'n:' .. ARGV[2]
+local state = redis.call('HMGET', KEYS[1], version_field, count_field, 'ttl', 'deadline')
+if not state[1] then
   return 0
 end
-if version_conflict(ARGV[2], ARGV[5]) then
+local version = tonumber(state[1])
+if ARGV[5] ~= '' and version ~= tonumber(ARGV[5]) then
   return repeated_write(ARGV[2], ARGV[5], KEYS[3], ARGV[3], ARGV[4]) or -1
 end
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-if redis.call('ZADD', KEYS[4], 0, ARGV[3]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'n:' .. ARGV[2], 1)
-end
-touch(tonumber(ARGV[1]), true)
-return bump_version(ARGV[2])
+local count = tonumber(state[2] or '0') + redis.call('ZADD', KEYS[4], 0, ARGV[3])
+local now = now_ms()
+redis.call('HSET', KEYS[1], version_field, version + 1, count_field, count, 'updated', now)
+expire_session(now, tonumber(ARGV[1]), state[3], state[4])
+return version + 1
