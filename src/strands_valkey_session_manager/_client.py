@@ -1,8 +1,9 @@
-"""Adapter over the client libraries: the only module that knows which client it talks to.
+"""Adapter over the client libraries: the only module (with ``_glide.py``) that knows which client it talks to.
 
 valkey-py and redis-py (standalone and cluster clients, ``decode_responses`` either way) share one
 command API, so one adapter serves all of them; what differs is the exception module, which is
-looked up from the client's own package. Every command the repository sends goes through here.
+looked up from the client's own package. Valkey GLIDE clients get the adapters of ``_glide.py``,
+chosen by :func:`adapter_for`. Every command the repository sends goes through here.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import logging
 import random
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast, overload
 
 from . import _lua
 from ._telemetry import Operation
@@ -93,6 +94,30 @@ def aretrying(method: _F) -> _F:
     return cast(_F, wrapper)
 
 
+# Errors that mean "the server did not do it (or we cannot know)": worth a retry later. Shared
+# by the repository and ValkeyStorage so both treat a failing server alike.
+UNAVAILABLE_ERRORS = (
+    "ConnectionError",
+    "TimeoutError",
+    "ClusterDownError",
+    "ClusterError",
+    # Not under the library's base error; raised when no node can be reached.
+    "ValkeyClusterException",
+    "RedisClusterException",
+    "SlotNotCoveredError",
+    "ReadOnlyError",
+    "OutOfMemoryError",
+    "BusyLoadingError",
+    "TryAgainError",
+    "MasterDownError",
+)
+
+
+def unavailable_errors(exceptions: Any) -> tuple[type[BaseException], ...]:
+    """The classes of ``UNAVAILABLE_ERRORS`` that a client library's exceptions module defines."""
+    return tuple(getattr(exceptions, name) for name in UNAVAILABLE_ERRORS if hasattr(exceptions, name))
+
+
 class _Family:
     """What the sync and async adapters share: which library, its error classes, the mapping."""
 
@@ -106,28 +131,15 @@ class _Family:
                 if is_async
                 else "valkey.Valkey, redis.Redis, valkey.cluster.ValkeyCluster, redis.cluster.RedisCluster"
             )
+            glide = "glide" if is_async else "glide_sync"
             raise TypeError(
-                f"client must be {kind} valkey-py or redis-py client ({names}), not {type(client).__qualname__}"
+                f"client must be {kind} valkey-py or redis-py client ({names}) or Valkey GLIDE client "
+                f"({glide}.GlideClient, {glide}.GlideClusterClient), not {type(client).__qualname__}"
             )
         exceptions = importlib.import_module(f"{family}.exceptions")
         self.client = client
         self.family = family
-        # Errors that mean "the server did not do it (or we cannot know)": worth a retry later.
-        self._unavailable: tuple[type[BaseException], ...] = tuple(
-            getattr(exceptions, name)
-            for name in (
-                "ConnectionError",
-                "TimeoutError",
-                "ClusterDownError",
-                "ClusterError",
-                "ReadOnlyError",
-                "OutOfMemoryError",
-                "BusyLoadingError",
-                "TryAgainError",
-                "MasterDownError",
-            )
-            if hasattr(exceptions, name)
-        )
+        self._unavailable = unavailable_errors(exceptions)
         self._response_error: type[BaseException] = exceptions.ResponseError
         self._no_script: type[BaseException] = exceptions.NoScriptError
         self._no_permission: type[BaseException] = exceptions.NoPermissionError
@@ -285,12 +297,51 @@ class Step:
     call: Call | Sequence[Call]
 
 
+class SyncAdapter(Protocol):
+    """What :func:`run_plan` needs of an adapter (``ClientAdapter``, ``_glide.GlideAdapter``)."""
+
+    client: Any
+    retry: RetryPolicy
+
+    def errors(self, operation: str, session_id: str, key: str) -> AbstractContextManager[None]: ...
+
+    def execute(self, call: Call | Sequence[Call]) -> Any: ...
+
+
+class AsyncAdapter(Protocol):
+    """What :func:`arun_plan` needs of an adapter (``AsyncClientAdapter``, ``_glide.AsyncGlideAdapter``)."""
+
+    client: Any
+    retry: RetryPolicy
+
+    def errors(self, operation: str, session_id: str, key: str) -> AbstractContextManager[None]: ...
+
+    async def execute(self, call: Call | Sequence[Call]) -> Any: ...
+
+
+@overload
+def adapter_for(client: Any, retry: RetryPolicy | None, *, is_async: Literal[False]) -> SyncAdapter: ...
+@overload
+def adapter_for(client: Any, retry: RetryPolicy | None, *, is_async: Literal[True]) -> AsyncAdapter: ...
+def adapter_for(client: Any, retry: RetryPolicy | None, *, is_async: bool) -> SyncAdapter | AsyncAdapter:
+    """The adapter for ``client``: Valkey GLIDE (``glide``/``glide_sync``) or valkey-py/redis-py.
+
+    Raises:
+        TypeError: If ``client`` is not a supported client of the wanted kind (sync or asyncio).
+    """
+    if type(client).__module__.startswith("glide"):
+        from ._glide import AsyncGlideAdapter, GlideAdapter  # only when a GLIDE client is in use
+
+        return AsyncGlideAdapter(client, retry) if is_async else GlideAdapter(client, retry)
+    return AsyncClientAdapter(client, retry) if is_async else ClientAdapter(client, retry)
+
+
 #: An operation as a generator: it yields the round trips it needs and receives their replies, so
 #: the sync and the async face run the same code (``run_plan``/``arun_plan``).
 Plan = Generator[Step, Any, _T]
 
 
-def run_plan(db: ClientAdapter, plan: Plan[_T]) -> _T:
+def run_plan(db: SyncAdapter, plan: Plan[_T]) -> _T:
     """Drive a plan on a synchronous client."""
     measured = Operation()
     reply: Any = None
@@ -309,7 +360,7 @@ def run_plan(db: ClientAdapter, plan: Plan[_T]) -> _T:
         raise
 
 
-async def arun_plan(db: AsyncClientAdapter, plan: Plan[_T]) -> _T:
+async def arun_plan(db: AsyncAdapter, plan: Plan[_T]) -> _T:
     """Drive a plan on an asyncio client."""
     measured = Operation()
     reply: Any = None

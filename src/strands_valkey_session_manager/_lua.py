@@ -1,7 +1,8 @@
 """The Lua scripts of ``lua/``, read once from package data.
 
-Session scripts get ``lua/_prelude.lua`` (the shared lifetime helpers) prepended, so the lifetime
-rule has one body that every write shares.
+Session scripts get ``lua/_prelude.lua`` (the shared lifetime and version helpers) prepended, so
+those rules have one body that every write shares; ValkeyStorage's scripts get
+``lua/_storage_prelude.lua``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ SESSION_SCRIPTS = (
     "delete_session",
     "session_info",
 )
+# ValkeyStorage's scripts, with ``lua/_storage_prelude.lua`` in front.
+STORAGE_SCRIPTS = ("storage_write", "storage_delete")
 SCRIPT_NAMES: tuple[str, ...] = SESSION_SCRIPTS
 
 
@@ -29,8 +32,8 @@ def _read(name: str) -> str:
 @cache
 def source(name: str) -> str:
     """Text of the script ``name`` as sent to the server."""
-    if name not in SCRIPT_NAMES:
-        raise KeyError(name)
     if name in SESSION_SCRIPTS:
         return _read("_prelude") + "\n" + _read(name)
-    return _read(name)
+    if name in STORAGE_SCRIPTS:
+        return _read("_storage_prelude") + "\n" + _read(name)
+    raise KeyError(name)

@@ -27,8 +27,6 @@ from collections.abc import Callable, Coroutine, Generator, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
-from importlib.resources import files
 from typing import Any, Final, TypeVar
 
 try:
@@ -38,6 +36,9 @@ except ImportError:  # strands-agents before the unified storage API (1.0 has no
     class StorageError(Exception):  # type: ignore[no-redef]
         """Stand-in for ``strands.types.exceptions.StorageError`` on SDKs that predate it."""
 
+
+from . import _lua
+from ._client import unavailable_errors
 
 __all__ = [
     "SCRIPT_NAMES",
@@ -58,8 +59,6 @@ __all__ = [
     "is_async_client",
     "is_cluster_client",
     "is_cross_slot",
-    "script_source",
-    "text",
 ]
 
 _T = TypeVar("_T")
@@ -67,7 +66,7 @@ _T = TypeVar("_T")
 # Option understood by both libraries' parse_response (sync, asyncio, cluster): read the reply raw.
 _NEVER_DECODE: Final = "NEVER_DECODE"
 _SUPPORTED_FAMILIES: Final = ("valkey", "redis")
-SCRIPT_NAMES: Final = ("storage_write", "storage_delete")
+SCRIPT_NAMES: Final = _lua.STORAGE_SCRIPTS
 _CLOSE_TIMEOUT: Final = 10.0
 
 
@@ -121,21 +120,6 @@ Step = Call | Script | Batch
 Plan = Generator[Step, Any, _T]
 
 
-@cache
-def script_source(name: str) -> str:
-    """Text of ``lua/<name>.lua`` with the shared ``lua/_storage_prelude.lua`` in front."""
-    if name not in SCRIPT_NAMES:
-        raise KeyError(name)
-    lua = files(__package__) / "lua"
-    prelude = (lua / "_storage_prelude.lua").read_text(encoding="utf-8")
-    return prelude + "\n" + (lua / f"{name}.lua").read_text(encoding="utf-8")
-
-
-def text(value: bytes | str) -> str:
-    """A reply element as text, whatever the client's ``decode_responses``."""
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
 def is_cross_slot(error: BaseException) -> bool:
     """True when the server refused a multi-key step because its keys are in different slots."""
     return isinstance(error, ValkeyStorageError) and str(error.__cause__).startswith("CROSSSLOT")
@@ -169,26 +153,7 @@ class _ErrorMap:
 
     def __init__(self, family: str) -> None:
         exceptions = importlib.import_module(f"{family}.exceptions")
-        # Errors meaning "the server did not do it (or we cannot know)": worth a retry later.
-        self.unavailable: tuple[type[BaseException], ...] = tuple(
-            getattr(exceptions, name)
-            for name in (
-                "ConnectionError",
-                "TimeoutError",
-                "ClusterDownError",
-                "ClusterError",
-                # Not under the library's base error; raised when no node can be reached.
-                "ValkeyClusterException",
-                "RedisClusterException",
-                "SlotNotCoveredError",
-                "ReadOnlyError",
-                "OutOfMemoryError",
-                "BusyLoadingError",
-                "TryAgainError",
-                "MasterDownError",
-            )
-            if hasattr(exceptions, name)
-        )
+        self.unavailable = unavailable_errors(exceptions)
         self.no_permission: type[BaseException] = exceptions.NoPermissionError
         self.response: type[BaseException] = exceptions.ResponseError
         base_name = "ValkeyError" if family == "valkey" else "RedisError"
@@ -223,7 +188,7 @@ class Executor:
         # server holding every slot, such as a one-shard managed cluster).
         self.split_groups = self.cluster
         self.errors = _ErrorMap(_family(client))
-        self._scripts = {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        self._scripts = {name: client.register_script(_lua.source(name)) for name in SCRIPT_NAMES}
         self.closed = False
 
     async def run(self, plan: Plan[_T], operation: str, key: str) -> _T:

@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _storage_keys
+from ._codec import text
 from ._keys import validate_key_prefix
 from ._storage_io import (
     Batch,
@@ -53,7 +54,6 @@ from ._storage_io import (
     ValkeyStorageError,
     executor_for,
     is_cross_slot,
-    text,
 )
 
 try:  # The SDK's marker for "already a namespaced view": SDK constructs then do not prefix again.
