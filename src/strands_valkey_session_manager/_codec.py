@@ -15,6 +15,7 @@ signature on every call) and walks a record for base64 wrappers only when the ma
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 from typing import Any, Final
@@ -22,6 +23,8 @@ from typing import Any, Final
 import orjson
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
+# strands-agents 1.0's SessionAgent has no internal state (interrupts, model state came later).
+_AGENT_HAS_INTERNAL_STATE: Final = "_internal_state" in {f.name for f in dataclasses.fields(SessionAgent)}
 BYTES_MARKER: Final = "__bytes_encoded__"
 EXACT_MARKER: Final = "__svsm_exact_json__"
 
@@ -162,7 +165,7 @@ def _agent_fields(agent: SessionAgent) -> dict[str, Any]:
         "agent_id": agent.agent_id,
         "state": agent.state,
         "conversation_manager_state": agent.conversation_manager_state,
-        "_internal_state": agent._internal_state,
+        "_internal_state": getattr(agent, "_internal_state", {}),
         "updated_at": agent.updated_at,
     }
 
@@ -184,14 +187,16 @@ def decode_agent(raw: bytes | str) -> SessionAgent:
 
 def _agent_from_fields(data: Any) -> SessionAgent:
     try:
-        return SessionAgent(
-            agent_id=data["agent_id"],
-            state=data["state"],
-            conversation_manager_state=data["conversation_manager_state"],
-            _internal_state=data.get("_internal_state", {}),
-            created_at=data["created_at"],
-            updated_at=data["updated_at"],
-        )
+        fields = {
+            "agent_id": data["agent_id"],
+            "state": data["state"],
+            "conversation_manager_state": data["conversation_manager_state"],
+            "created_at": data["created_at"],
+            "updated_at": data["updated_at"],
+        }
+        if _AGENT_HAS_INTERNAL_STATE:
+            fields["_internal_state"] = data.get("_internal_state", {})
+        return SessionAgent(**fields)
     except (KeyError, TypeError) as e:
         raise CodecError(f"not an agent record: {e!r}") from e
 

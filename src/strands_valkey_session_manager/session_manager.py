@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from strands.hooks import AfterInvocationEvent, AfterMultiAgentInvocationEvent, HookRegistry
+from strands.hooks import AfterInvocationEvent, HookRegistry
 from strands.session.repository_session_manager import RepositorySessionManager
 from strands.types.session import Session, SessionAgent, SessionMessage
 
@@ -148,6 +148,10 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         super().register_hooks(registry, **kwargs)
         if self._write_behind is not None:
             registry.add_callback(AfterInvocationEvent, lambda event: self.flush())
+            try:  # orchestrator events arrived after strands-agents 1.0
+                from strands.hooks import AfterMultiAgentInvocationEvent
+            except ImportError:
+                return
             registry.add_callback(AfterMultiAgentInvocationEvent, lambda event: self.flush())
 
     def _later(self, write: Callable[[], None]) -> bool:
