@@ -528,7 +528,9 @@ def test_commands_stay_under_the_argument_limit_and_in_one_slot(standalone_clien
     with _record_wire() as wire:
         _big_session_workload(repo, agents=50, messages_per_agent=100)
     largest = _check_wire(wire, "wire")
-    assert largest > 100  # the fork's create script carries per-agent counters: the workload did reach it
+    # The fork's create script carries the source session hash as one DUMP payload, so no command
+    # grows with the number of agents (50 here): the largest is a fixed-size script call.
+    assert 15 < largest < 40
     # Every command naming a session key names only that session's keys.
     for session_id in ["big:{s}", "fork*"]:
         tag = repo.session_keys(session_id).session.rsplit(":", 1)[0].encode()
@@ -551,12 +553,6 @@ def test_commands_stay_in_one_slot_on_cluster(backend: Any) -> None:
         cluster_client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: fork_session passes every per-agent counter field of the source session hash "
-    "(n:<agent>, v:<agent>) as arguments of one EVALSHA, so forking a session with 2,000 agents sends "
-    "more than the 3,999 arguments ElastiCache Serverless accepts",
-)
 def test_fork_of_a_session_with_many_agents_stays_under_the_argument_limit(standalone_client: valkey.Valkey) -> None:
     repo = ValkeySessionRepository(standalone_client, key_prefix="wire")
     repo.create_session(Session(session_id="many", session_type=SessionType.AGENT))

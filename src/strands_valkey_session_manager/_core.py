@@ -97,12 +97,12 @@ class SessionCore(CatalogPlans, TransferPlans):
         user_id: str | None,
         tags: Sequence[str] | None,
         payloads: Sequence[bytes] = _NO_FORK,
-        counters: Sequence[Any] = (),
+        session_payload: bytes = b"",
     ) -> Plan[bool]:
         """Run ``create_session.lua`` after listing the session in the catalog; False if it exists.
 
         For a fork, ``payloads`` are the source's DUMPed agents, messages, order and multi keys and
-        ``counters`` its ``n:``/``v:`` fields as a flat field/value list.
+        ``session_payload`` its DUMPed session hash (for the per-agent counters and versions).
         """
         owner, labels = _check_owner(
             self._user_id if user_id is None else user_id, self._tags if tags is None else tags
@@ -125,7 +125,7 @@ class SessionCore(CatalogPlans, TransferPlans):
             # The same call repeated (same record) carries the same nonce, so a retry after a lost
             # reply is recognised as our own create.
             hashlib.blake2b(record, digest_size=12).hexdigest(),
-            *counters,
+            session_payload,
         )
         # The catalog entry goes first: if the script never runs, listing drops the entry as stale.
         calls: list[CommandCall | ScriptCall] = [CommandCall("zadd", (index, {member: 0})) for index in indexes]

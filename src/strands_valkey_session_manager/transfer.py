@@ -70,7 +70,7 @@ class TransferPlans:
             user_id: str | None,
             tags: Sequence[str] | None,
             payloads: Sequence[bytes] = ...,
-            counters: Sequence[Any] = (),
+            session_payload: bytes = b"",
         ) -> Plan[bool]: ...
         def _sized(self, record: bytes, key: str) -> bytes: ...
         def _decoded(self, decode: Callable[[Any], _T], raw: Any, session_id: str, key: str) -> _T: ...
@@ -82,9 +82,9 @@ class TransferPlans:
             raise ValueError(f"session_id=<{source_id}> | cannot fork a session onto itself")
         source = self.session_keys(source_id)
         encode_id(target_id, "session_id")
-        reads = [CommandCall("hgetall", (source.session,))] + [
-            CommandCall("dump", (k,)) for k in (source.agents, source.messages, source.order, source.multi)
-        ]
+        # HGETALL for the fields read here, then DUMPs of the four data keys and the session hash.
+        dumped = (source.agents, source.messages, source.order, source.multi, source.session)
+        reads = [CommandCall("hgetall", (source.session,))] + [CommandCall("dump", (k,)) for k in dumped]
         reply = yield Step("fork_session", source_id, source.session, reads)
         fields = {_codec.text(k): v for k, v in reply[0].items()}
         if "record" not in fields:
@@ -92,13 +92,12 @@ class TransferPlans:
         origin = self._decoded(_codec.decode_session, fields["record"], source_id, source.session)
         now = datetime.now(timezone.utc).isoformat()
         session = Session(session_id=target_id, session_type=origin.session_type, created_at=now, updated_at=now)
-        counters = [item for k, v in fields.items() if k.startswith(("n:", "v:")) for item in (k, v)]
-        payloads = [b"" if p is None else p for p in reply[1:]]
+        payloads = [b"" if p is None else p for p in reply[1:5]]
         if user_id is None and "user" in fields:
             user_id = _codec.text(fields["user"])
         if tags is None and fields.get("tags"):
             tags = tuple(_codec.loads(fields["tags"]))
-        if not (yield from self._p_create(session, user_id, tags, payloads, counters)):
+        if not (yield from self._p_create(session, user_id, tags, payloads, reply[5])):
             raise SessionException(f"Session {target_id} already exists")
 
     def _p_export_records(self, session_id: str) -> Plan[SessionExport]:

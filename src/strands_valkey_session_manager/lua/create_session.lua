@@ -5,7 +5,9 @@
 -- ARGV[7] catalog member
 -- ARGV[8..11] DUMP payloads of the source's agents, messages, order and multi keys ('' when absent or not a fork)
 -- ARGV[12] nonce of this create call: a repeat of the same call (lost reply) reports success
--- ARGV[13..] field/value pairs of per-agent counts and versions ('n:..'/'v:..', value), for a fork
+-- ARGV[13] DUMP payload of the source's session hash, for a fork ('' otherwise): it brings the
+--          per-agent counts and versions ('n:..', 'v:..') without one argument per agent
+--          (ElastiCache Serverless accepts at most 3,999); the source's own fields are replaced.
 -- Returns 1 when created. When the session already exists nothing is written and it returns 0 if
 -- the session is listed under the same catalog member (same id, same millisecond), else -1: the
 -- caller then removes the entry it added for this attempt.
@@ -25,6 +27,10 @@ for i = 2, 5 do
     redis.call('RESTORE', KEYS[i], 0, ARGV[6 + i])
   end
 end
+if ARGV[13] ~= '' then
+  redis.call('RESTORE', KEYS[1], 0, ARGV[13])
+  redis.call('HDEL', KEYS[1], 'ttl', 'deadline', 'user', 'tags', 'updated')
+end
 redis.call('HSET', KEYS[1], 'record', ARGV[2], 'created', ARGV[3], 'catalog', ARGV[7], 'nonce', ARGV[12])
 if ARGV[4] ~= '0' then
   redis.call('HSET', KEYS[1], 'deadline', ARGV[4])
@@ -37,9 +43,6 @@ if ARGV[5] ~= '' then
 end
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'tags', ARGV[6])
-end
-for i = 13, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 touch(tonumber(ARGV[1]), true)
 return 1
