@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strands.types.exceptions import SessionException, StorageError
 from strands.types.session import SessionAgent, SessionMessage
 
+from .._humanize import duration, size
 from ..catalog import SessionInfo
 from ..exceptions import SessionStoreUnavailableError
 from ..repository import ValkeySessionRepository
@@ -256,8 +257,8 @@ class _Viewer:
             ago=render.ago,
             timestamp=render.timestamp,
             timestamp_ms=render.timestamp_ms,
-            duration=render.duration,
-            size=render.size,
+            duration=duration,
+            size=size,
         )
         self.templates = Jinja2Templates(env=env)
 

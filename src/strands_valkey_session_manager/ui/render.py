@@ -19,6 +19,8 @@ from urllib.parse import quote, unquote, urlencode
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from .._humanize import duration
+
 #: Longest text rendered as Markdown; the rest is cut (the export keeps everything).
 MAX_TEXT_CHARS = 100_000
 #: Longest JSON shown for one value.
@@ -120,35 +122,6 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return repr(value)
-
-
-def size(n: int) -> str:
-    """A byte count for people: ``512 B``, ``12.3 KiB``."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-    return f"{value / 1024:.1f} TiB"
-
-
-def duration(seconds: float | None) -> str:
-    """A span for people: ``-`` (none), ``45s``, ``12m``, ``3h 5m``, ``2d 4h``."""
-    if seconds is None:
-        return "-"
-    total = max(0, math.ceil(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    if minutes:
-        return f"{minutes}m"
-    return f"{secs}s"
 
 
 def ago(moment: datetime | str | None, now: datetime | None = None) -> str:
