@@ -2,9 +2,11 @@
 
 from .aio import AsyncValkeySessionRepository
 from .catalog import SessionInfo, SessionPage
+from .encryption import KeyProvider, LocalKeyProvider
 from .exceptions import (
     AccessDeniedError,
     CorruptRecordError,
+    DecryptionError,
     SessionConflictError,
     SessionStoreUnavailableError,
     SessionTooLargeError,
@@ -18,6 +20,9 @@ __all__ = [
     "AccessDeniedError",
     "AsyncValkeySessionRepository",
     "CorruptRecordError",
+    "DecryptionError",
+    "KeyProvider",
+    "LocalKeyProvider",
     "SessionConflictError",
     "SessionInfo",
     "SessionPage",

@@ -10,6 +10,12 @@ file. Two rules the Lua scripts rely on:
 
 Decoding builds ``SessionMessage``/``SessionAgent`` directly (``from_dict`` inspects the class
 signature on every call) and walks a record for base64 wrappers only when the marker occurs in it.
+
+Sealing (compression, encryption: ``_seal.py``) is passed in as two callables, so this module stays
+free of keys: a :data:`Seal` turns the JSON of a record's content members into a blob (or None to
+keep the record plain), an :data:`Open` turns a blob back into that JSON. A sealed record keeps
+its ids and timestamps in the clear, ``created_at`` still last, and carries the rest in
+:data:`SEALED_MARKER`; plain records decode as before, so old and sealed records mix.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import base64
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -27,6 +34,12 @@ from strands.types.session import Session, SessionAgent, SessionMessage, Session
 _AGENT_HAS_INTERNAL_STATE: Final = "_internal_state" in {f.name for f in dataclasses.fields(SessionAgent)}
 BYTES_MARKER: Final = "__bytes_encoded__"
 EXACT_MARKER: Final = "__svsm_exact_json__"
+SEALED_MARKER: Final = "__svsm_sealed__"
+
+#: Seals the JSON of a record's content members: the blob (base64 text), or None to stay plain.
+Seal = Callable[[bytes], "str | None"]
+#: Opens a blob: (blob, the record's plaintext envelope) -> the JSON of its content members.
+Open = Callable[[Any, dict[str, Any]], bytes]
 
 
 class CodecError(ValueError):
@@ -160,7 +173,16 @@ def decode_session(raw: bytes | str) -> Session:
 # -- agents -----------------------------------------------------------------------------------
 
 
-def _agent_fields(agent: SessionAgent) -> dict[str, Any]:
+def _agent_fields(agent: SessionAgent, seal: Seal | None = None) -> dict[str, Any]:
+    if seal is not None:
+        inner = {
+            "state": agent.state,
+            "conversation_manager_state": agent.conversation_manager_state,
+            "_internal_state": agent._internal_state,
+        }
+        blob = seal(dumps(inner))
+        if blob is not None:
+            return {SEALED_MARKER: blob, "agent_id": agent.agent_id, "updated_at": agent.updated_at}
     return {
         "agent_id": agent.agent_id,
         "state": agent.state,
@@ -170,19 +192,19 @@ def _agent_fields(agent: SessionAgent) -> dict[str, Any]:
     }
 
 
-def encode_agent(agent: SessionAgent) -> bytes:
-    """Agent record as stored, ``created_at`` last."""
-    return _with_created_last(_agent_fields(agent), agent.created_at)
+def encode_agent(agent: SessionAgent, seal: Seal | None = None) -> bytes:
+    """Agent record as stored, ``created_at`` last; sealed when ``seal`` says so."""
+    return _with_created_last(_agent_fields(agent, seal), agent.created_at)
 
 
-def encode_agent_update(agent: SessionAgent) -> bytes:
+def encode_agent_update(agent: SessionAgent, seal: Seal | None = None) -> bytes:
     """Agent record without ``created_at`` and its closing brace, for ``update_record.lua``."""
-    return dumps(_agent_fields(agent))[:-1]
+    return dumps(_agent_fields(agent, seal))[:-1]
 
 
-def decode_agent(raw: bytes | str) -> SessionAgent:
+def decode_agent(raw: bytes | str, open_: Open | None = None) -> SessionAgent:
     """Inverse of :func:`encode_agent`, without ``SessionAgent.from_dict``."""
-    return _agent_from_fields(_object(raw))
+    return _agent_from_fields(unsealed(_object(raw), open_))
 
 
 def _agent_from_fields(data: Any) -> SessionAgent:
@@ -204,7 +226,14 @@ def _agent_from_fields(data: Any) -> SessionAgent:
 # -- messages ---------------------------------------------------------------------------------
 
 
-def _message_fields(message: SessionMessage) -> dict[str, Any]:
+def _message_fields(message: SessionMessage, seal: Seal | None = None) -> dict[str, Any]:
+    if seal is not None:
+        inner: dict[str, Any] = {"message": message.message}
+        if message.redact_message is not None:
+            inner["redact_message"] = message.redact_message
+        blob = seal(dumps(inner))
+        if blob is not None:
+            return {SEALED_MARKER: blob, "message_id": message.message_id, "updated_at": message.updated_at}
     fields: dict[str, Any] = {"message": message.message, "message_id": message.message_id}
     # Absent rather than null: keeps "null" out of ordinary records (see dumps).
     if message.redact_message is not None:
@@ -213,14 +242,14 @@ def _message_fields(message: SessionMessage) -> dict[str, Any]:
     return fields
 
 
-def encode_message(message: SessionMessage) -> bytes:
-    """Message record as stored, ``created_at`` last."""
-    return _with_created_last(_message_fields(message), message.created_at)
+def encode_message(message: SessionMessage, seal: Seal | None = None) -> bytes:
+    """Message record as stored, ``created_at`` last; sealed when ``seal`` says so."""
+    return _with_created_last(_message_fields(message, seal), message.created_at)
 
 
-def encode_message_update(message: SessionMessage) -> bytes:
+def encode_message_update(message: SessionMessage, seal: Seal | None = None) -> bytes:
     """Message record without ``created_at`` and its closing brace, for ``update_record.lua``."""
-    return dumps(_message_fields(message))[:-1]
+    return dumps(_message_fields(message, seal))[:-1]
 
 
 def _message_from_fields(data: Any) -> SessionMessage:
@@ -246,30 +275,60 @@ def agent_from_dict(data: dict[str, Any]) -> SessionAgent:
     return _agent_from_fields(_decode_bytes(data))
 
 
-def decode_message(raw: bytes | str) -> SessionMessage:
+def decode_message(raw: bytes | str, open_: Open | None = None) -> SessionMessage:
     """Inverse of :func:`encode_message`."""
-    return _message_from_fields(_object(raw))
+    return _message_from_fields(unsealed(_object(raw), open_))
 
 
-def decode_message_array(raw: bytes | str) -> list[SessionMessage]:
+def decode_message_array(raw: bytes | str, open_: Open | None = None) -> list[SessionMessage]:
     """Decode a JSON array of message records (as ``list_messages.lua`` returns them) in one parse."""
     values = loads(raw)
     if not isinstance(values, list):
         raise CodecError("not a list of message records")
-    return [_message_from_fields(v) for v in values]
+    return [_message_from_fields(unsealed(v, open_)) for v in values]
 
 
 # -- multi-agent state ------------------------------------------------------------------------
 
 
-def encode_state(state: dict[str, Any]) -> bytes:
-    """Orchestrator state as stored."""
-    return dumps(state)
+def encode_state(state: dict[str, Any], seal: Seal | None = None) -> bytes:
+    """Orchestrator state as stored: the state itself, or ``{"__svsm_sealed__": <blob>}``."""
+    raw = dumps(state)
+    if seal is not None:
+        blob = seal(raw)
+        if blob is not None:
+            return dumps({SEALED_MARKER: blob})
+    return raw
 
 
-def decode_state(raw: bytes | str) -> dict[str, Any]:
+def decode_state(raw: bytes | str, open_: Open | None = None) -> dict[str, Any]:
     """Inverse of :func:`encode_state`."""
-    return _object(raw)
+    data = _object(raw)
+    if SEALED_MARKER in data and len(data) == 1:
+        return _opened(data, open_)
+    return data
+
+
+# -- sealed records ---------------------------------------------------------------------------
+
+
+def unsealed(data: Any, open_: Open | None) -> Any:
+    """A record with its sealed members opened and merged back; other values as they are."""
+    if not isinstance(data, dict) or SEALED_MARKER not in data:
+        return data
+    inner = _opened(data, open_)
+    envelope = {k: v for k, v in data.items() if k != SEALED_MARKER}
+    # The envelope's ids are the ones the blob is bound to: they win over anything inside.
+    return {**inner, **envelope}
+
+
+def _opened(data: dict[str, Any], open_: Open | None) -> dict[str, Any]:
+    if open_ is None:
+        raise CodecError("sealed record: read it through a repository")
+    inner = loads(open_(data[SEALED_MARKER], data))
+    if not isinstance(inner, dict):
+        raise CodecError(f"sealed content is not a JSON object but {type(inner).__name__}")
+    return inner
 
 
 def _object(raw: bytes | str) -> dict[str, Any]:

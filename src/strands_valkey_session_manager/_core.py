@@ -9,15 +9,17 @@ keys, encoding, scripts and semantics exist once. ``ARCHITECTURE.md`` lists each
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from . import _codec
-from ._client import CommandCall, Plan, ScriptCall, Step
+from . import _codec, _seal
+from ._client import Call, CommandCall, Plan, ScriptCall, Step
 from ._keys import (
     DEFAULT_KEY_PREFIX,
     KeyLayout,
@@ -30,7 +32,7 @@ from ._keys import (
 from ._keys import message_member as _member
 from ._lifetime import Duration, created_ms, to_ms
 from .catalog import CatalogPlans
-from .exceptions import CorruptRecordError, SessionConflictError, SessionTooLargeError
+from .exceptions import CorruptRecordError, DecryptionError, SessionConflictError, SessionTooLargeError
 from .transfer import TransferPlans
 
 if TYPE_CHECKING:
@@ -61,6 +63,8 @@ class SessionCore(CatalogPlans, TransferPlans):
         user_id: str | None = None,
         tags: Sequence[str] = (),
         check_versions: bool = False,
+        compress_threshold: int | None = None,
+        key_provider: _seal.KeyProvider | None = None,
     ) -> None:
         if not isinstance(max_record_bytes, int) or isinstance(max_record_bytes, bool) or max_record_bytes <= 0:
             raise ValueError(f"max_record_bytes=<{max_record_bytes!r}> | must be a positive int")
@@ -72,6 +76,11 @@ class SessionCore(CatalogPlans, TransferPlans):
         self._user_id, self._tags = _check_owner(user_id, tags)
         # (session id, agent id) -> the agent version this repository's view is based on.
         self._versions: dict[tuple[str, str], int] | None = {} if check_versions else None
+        # Sealing (_seal.py): compression and encryption options; per-session data keys known to
+        # this repository, and fresh ones waiting for their create_session to succeed.
+        self._sealer = _seal.Sealer(compress_threshold, key_provider)
+        self._data_keys: dict[str, _seal.DataKey] = {}
+        self._pending_keys: dict[str, _seal.DataKey] = {}
 
     @property
     def key_prefix(self) -> str:
@@ -109,6 +118,8 @@ class SessionCore(CatalogPlans, TransferPlans):
         )
         keys = self.session_keys(session.session_id)
         record = self._sized(_codec.encode_session(session), keys.session)
+        fresh = self._fresh_key(session.session_id)
+        dek = "" if fresh is None else fresh.stored
         created = created_ms(session.created_at)
         member = catalog_member(created, session.session_id)
         indexes = self._layout.catalog_indexes(session.session_id, owner, labels)
@@ -122,15 +133,19 @@ class SessionCore(CatalogPlans, TransferPlans):
             _codec.dumps_list(labels),
             member,
             *payloads,
-            # The same call repeated (same record) carries the same nonce, so a retry after a lost
-            # reply is recognised as our own create.
-            hashlib.blake2b(record, digest_size=12).hexdigest(),
+            # The same call repeated (same record, same data key) carries the same nonce, so a
+            # retry after a lost reply is recognised as our own create.
+            hashlib.blake2b(record + dek.encode(), digest_size=12).hexdigest(),
             session_payload,
+            dek,
         )
         # The catalog entry goes first: if the script never runs, listing drops the entry as stale.
         calls: list[CommandCall | ScriptCall] = [CommandCall("zadd", (index, {member: 0})) for index in indexes]
         calls.append(ScriptCall("create_session", keys.all(), args))
         *_, created_now = yield Step("create_session", session.session_id, keys.session, calls)
+        self._pending_keys.pop(session.session_id, None)
+        if created_now == 1 and fresh is not None:
+            self._data_keys[session.session_id] = fresh
         if created_now == -1:
             unlist = [CommandCall("zrem", (index, member)) for index in indexes]
             yield Step("create_session", session.session_id, keys.session, unlist)
@@ -138,12 +153,14 @@ class SessionCore(CatalogPlans, TransferPlans):
 
     def _p_read_session(self, session_id: str) -> Plan[Session | None]:
         keys = self.session_keys(session_id)
-        raw = yield Step("read_session", session_id, keys.session, self._read_call(keys, 1, "record"))
+        (raw,) = yield from self._p_read("read_session", session_id, keys.session, [self._read_call(keys, 1, "record")])
         return None if raw is None else self._decoded(_codec.decode_session, raw, session_id, keys.session)
 
     def _p_delete_session(self, session_id: str) -> Plan[None]:
         keys = self.session_keys(session_id)
         entry = yield Step("delete_session", session_id, keys.session, ScriptCall("delete_session", keys.all()))
+        # Its data key went with the session hash (crypto-shredding): forget it here too.
+        self._data_keys.pop(session_id, None)
         if entry is None:
             raise SessionException(f"Session {session_id} does not exist")
         member, owner, labels = (_codec.text(v) for v in entry)
@@ -160,7 +177,8 @@ class SessionCore(CatalogPlans, TransferPlans):
         _expect(session_agent, SessionAgent, "session_agent")
         agent_id = _check_id(session_agent.agent_id, "agent_id")
         keys = self.session_keys(session_id)
-        record = self._sized(_codec.encode_agent(session_agent), keys.agents)
+        seal = yield from self._p_seal("create_agent", session_id, keys.agents, agent_id)
+        record = self._sized(_codec.encode_agent(session_agent, seal), keys.agents)
         call = ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent_id, record))
         version = yield Step("create_agent", session_id, keys.agents, call)
         if not version:
@@ -172,19 +190,23 @@ class SessionCore(CatalogPlans, TransferPlans):
         keys = self.session_keys(session_id)
         read = self._read_call(keys, 2, agent_id)
         if self._versions is None or (session_id, agent_id) in self._versions:
-            raw = yield Step("read_agent", session_id, keys.agents, read)
+            (raw,) = yield from self._p_read("read_agent", session_id, keys.agents, [read])
         else:
             version_call = CommandCall("hget", (keys.session, f"v:{agent_id}"))
-            raw, version = yield Step("read_agent", session_id, keys.agents, [read, version_call])
+            raw, version = yield from self._p_read("read_agent", session_id, keys.agents, [read, version_call])
             if raw is not None:
                 self._saw(session_id, agent_id, version or 0)
-        return None if raw is None else self._decoded(_codec.decode_agent, raw, session_id, keys.agents)
+        if raw is None:
+            return None
+        open_ = self._opener(session_id, keys.agents, _seal.agent_field(agent_id))
+        return self._decoded(partial(_codec.decode_agent, open_=open_), raw, session_id, keys.agents)
 
     def _p_update_agent(self, session_id: str, session_agent: SessionAgent) -> Plan[None]:
         _expect(session_agent, SessionAgent, "session_agent")
         agent_id = _check_id(session_agent.agent_id, "agent_id")
         keys = self.session_keys(session_id)
-        body = self._sized(_codec.encode_agent_update(session_agent), keys.agents)
+        seal = yield from self._p_seal("update_agent", session_id, keys.agents, agent_id)
+        body = self._sized(_codec.encode_agent_update(session_agent, seal), keys.agents)
         args = (self._ttl_ms, 2, agent_id, body, "1", agent_id, self._expected(session_id, agent_id))
         version = yield Step("update_agent", session_id, keys.agents, ScriptCall("update_record", keys.all(), args))
         if not version:
@@ -197,7 +219,8 @@ class SessionCore(CatalogPlans, TransferPlans):
         _expect(session_message, SessionMessage, "session_message")
         member = self._member(agent_id, session_message.message_id)
         keys = self.session_keys(session_id)
-        record = self._sized(_codec.encode_message(session_message), keys.messages)
+        seal = yield from self._p_seal("create_message", session_id, keys.messages, member)
+        record = self._sized(_codec.encode_message(session_message, seal), keys.messages)
         args = (self._ttl_ms, agent_id, member, record, self._expected(session_id, agent_id))
         version = yield Step(
             "create_message", session_id, keys.messages, ScriptCall("append_message", keys.all(), args)
@@ -209,14 +232,18 @@ class SessionCore(CatalogPlans, TransferPlans):
     def _p_read_message(self, session_id: str, agent_id: str, message_id: int) -> Plan[SessionMessage | None]:
         member = self._member(agent_id, message_id)
         keys = self.session_keys(session_id)
-        raw = yield Step("read_message", session_id, keys.messages, self._read_call(keys, 3, member))
-        return None if raw is None else self._decoded(_codec.decode_message, raw, session_id, keys.messages)
+        (raw,) = yield from self._p_read("read_message", session_id, keys.messages, [self._read_call(keys, 3, member)])
+        if raw is None:
+            return None
+        open_ = self._opener(session_id, keys.messages, _seal.message_field(member, message_id))
+        return self._decoded(partial(_codec.decode_message, open_=open_), raw, session_id, keys.messages)
 
     def _p_update_message(self, session_id: str, agent_id: str, session_message: SessionMessage) -> Plan[None]:
         _expect(session_message, SessionMessage, "session_message")
         member = self._member(agent_id, session_message.message_id)
         keys = self.session_keys(session_id)
-        body = self._sized(_codec.encode_message_update(session_message), keys.messages)
+        seal = yield from self._p_seal("update_message", session_id, keys.messages, member)
+        body = self._sized(_codec.encode_message_update(session_message, seal), keys.messages)
         args = (self._ttl_ms, 3, member, body, "1", agent_id, self._expected(session_id, agent_id))
         version = yield Step("update_message", session_id, keys.messages, ScriptCall("update_record", keys.all(), args))
         if not version:
@@ -238,18 +265,42 @@ class SessionCore(CatalogPlans, TransferPlans):
         count = -1 if limit is None else limit
         touch = self._ttl_ms if self._touch_on_read else -1
         call = ScriptCall("list_messages", keys.all(), (touch, low, high, offset, count, agent_id))
-        version, *chunks = yield Step("list_messages", session_id, keys.messages, call)
+        ((version, *chunks),) = yield from self._p_read("list_messages", session_id, keys.messages, [call])
         if limit is None:
             self._saw(session_id, agent_id, version)
+        sealed: list[bool] = []
+
+        def field_of(envelope: dict[str, Any]) -> str:
+            # The member is not in the reply: the blob is bound to the one its envelope names, and
+            # ids must rise (below), so a sealed record copied to another position is refused.
+            message_id = envelope.get("message_id")
+            try:
+                member = self._member(agent_id, message_id)  # type: ignore[arg-type]
+            except ValueError as e:
+                raise _seal.UnsealError(f"sealed record with message id {message_id!r}") from e
+            sealed.append(True)
+            return member
+
+        open_ = self._opener(session_id, keys.messages, field_of)
         messages: list[SessionMessage] = []
         for chunk in chunks:
             try:
-                messages.extend(_codec.decode_message_array(chunk))
+                messages.extend(_codec.decode_message_array(chunk, open_))
+            except _seal.UnsealError as e:
+                raise DecryptionError(
+                    f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.messages}> | "
+                    f"a stored message cannot be opened: {e}"
+                ) from e
             except _codec.CodecError as e:
                 raise CorruptRecordError(
                     f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.messages}> | "
                     f"a stored message is not a valid record: {e}"
                 ) from e
+        if sealed and any(a.message_id >= b.message_id for a, b in itertools.pairwise(messages)):
+            raise DecryptionError(
+                f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.messages}> | "
+                "message ids do not rise: a sealed record was copied to another position"
+            )
         return messages
 
     # -- multi-agent orchestrators ------------------------------------------------------------
@@ -257,7 +308,8 @@ class SessionCore(CatalogPlans, TransferPlans):
     def _p_put_multi_agent(self, session_id: str, multi_agent_id: str, state: dict[str, Any]) -> Plan[None]:
         _check_id(multi_agent_id, "multi_agent_id")
         keys = self.session_keys(session_id)
-        record = self._sized(_codec.encode_state(state), keys.multi)
+        seal = yield from self._p_seal("create_multi_agent", session_id, keys.multi, multi_agent_id)
+        record = self._sized(_codec.encode_state(state, seal), keys.multi)
         call = ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_agent_id, record))
         if not (yield Step("create_multi_agent", session_id, keys.multi, call)):
             raise SessionException(f"Session {session_id} does not exist")
@@ -268,8 +320,12 @@ class SessionCore(CatalogPlans, TransferPlans):
     def _p_read_multi_agent(self, session_id: str, multi_agent_id: str) -> Plan[dict[str, Any] | None]:
         _check_id(multi_agent_id, "multi_agent_id")
         keys = self.session_keys(session_id)
-        raw = yield Step("read_multi_agent", session_id, keys.multi, self._read_call(keys, 5, multi_agent_id))
-        return None if raw is None else self._decoded(_codec.decode_state, raw, session_id, keys.multi)
+        read = self._read_call(keys, 5, multi_agent_id)
+        (raw,) = yield from self._p_read("read_multi_agent", session_id, keys.multi, [read])
+        if raw is None:
+            return None
+        open_ = self._opener(session_id, keys.multi, _seal.fixed_field(multi_agent_id))
+        return self._decoded(partial(_codec.decode_state, open_=open_), raw, session_id, keys.multi)
 
     def _p_update_multi_agent(self, session_id: str, multi_agent: MultiAgentBase) -> Plan[None]:
         yield from self._p_replace_multi_agent(session_id, multi_agent.id, multi_agent.serialize_state())
@@ -277,10 +333,156 @@ class SessionCore(CatalogPlans, TransferPlans):
     def _p_replace_multi_agent(self, session_id: str, multi_agent_id: str, state: dict[str, Any]) -> Plan[None]:
         _check_id(multi_agent_id, "multi_agent_id")
         keys = self.session_keys(session_id)
-        record = self._sized(_codec.encode_state(state), keys.multi)
+        seal = yield from self._p_seal("update_multi_agent", session_id, keys.multi, multi_agent_id)
+        record = self._sized(_codec.encode_state(state, seal), keys.multi)
         call = ScriptCall("update_record", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, "0", "", ""))
         if not (yield Step("update_multi_agent", session_id, keys.multi, call)):
             raise SessionException(f"MultiAgent state {multi_agent_id} in session {session_id} does not exist")
+
+    # -- sealing ------------------------------------------------------------------------------
+
+    def _key_context(self, session_id: str) -> dict[str, str]:
+        """What a session's wrapped data key is bound to (the key provider's ``context``)."""
+        return {"session_id": session_id}
+
+    def _fresh_key(self, session_id: str) -> _seal.DataKey | None:
+        """The data key a new session gets (None when not encrypting); the same one until its
+        create has an answer, so a repeated create sends the same wrapped key."""
+        provider = self._sealer.key_provider
+        if provider is None:
+            return None
+        fresh = self._pending_keys.get(session_id)
+        if fresh is None:
+            fresh = self._pending_keys[session_id] = _seal.DataKey.fresh(provider, self._key_context(session_id))
+        return fresh
+
+    def _p_read(self, operation: str, session_id: str, key: str, calls: list[Call]) -> Plan[list[Any]]:
+        """One round trip of read ``calls``, with ``HGET dek`` added when this repository encrypts
+        and does not know the session's data key yet (learnt from the reply). Returns the replies
+        of ``calls``."""
+        if self._sealer.key_provider is None or session_id in self._data_keys:
+            if len(calls) == 1:
+                return [(yield Step(operation, session_id, key, calls[0]))]
+            return list((yield Step(operation, session_id, key, calls)))
+        keys = self.session_keys(session_id)
+        *replies, stored = yield Step(operation, session_id, key, [*calls, CommandCall("hget", (keys.session, "dek"))])
+        if stored is not None:
+            self._data_keys[session_id] = self._stored_key(session_id, stored)
+        return list(replies)
+
+    def _stored_key(self, session_id: str, stored: Any) -> _seal.DataKey:
+        try:
+            return _seal.DataKey.from_stored(stored)
+        except _seal.UnsealError as e:
+            key = self.session_keys(session_id).session
+            raise DecryptionError(f"session_id=<{session_id}>, key=<{key}> | field dek: {e}") from e
+
+    def _p_data_key(self, operation: str, session_id: str) -> Plan[_seal.DataKey]:
+        """The session's data key for a write: cached, else read (``HGET dek``), else a new one
+        stored by ``session_dek.lua`` (a session created before encryption was turned on).
+
+        Raises:
+            SessionException: If the session does not exist.
+        """
+        known = self._data_keys.get(session_id)
+        if known is not None:
+            return known
+        keys = self.session_keys(session_id)
+        stored = yield Step(operation, session_id, keys.session, CommandCall("hget", (keys.session, "dek")))
+        if stored is None:
+            provider = self._sealer.key_provider
+            assert provider is not None
+            fresh = _seal.DataKey.fresh(provider, self._key_context(session_id))
+            call = ScriptCall("session_dek", keys.all(), (fresh.stored, ""))
+            stored = yield Step(operation, session_id, keys.session, call)
+            if stored is None:
+                raise SessionException(f"Session {session_id} does not exist")
+            if _codec.text(stored) == fresh.stored:
+                self._data_keys[session_id] = fresh
+                return fresh
+        data_key = self._data_keys[session_id] = self._stored_key(session_id, stored)
+        return data_key
+
+    def _cipher(self, session_id: str) -> _seal.Cipher:
+        """The session's cipher for reading (its data key came with the read, see :meth:`_p_read`)."""
+        provider = self._sealer.key_provider
+        if provider is None:
+            raise _seal.UnsealError("the record is encrypted and this repository has no key_provider")
+        data_key = self._data_keys.get(session_id)
+        if data_key is None:
+            raise _seal.UnsealError(
+                "the record is encrypted and the session holds no data key (field dek): "
+                "the session it was written in was deleted"
+            )
+        return data_key.cipher(provider, self._key_context(session_id))
+
+    def _p_seal(self, operation: str, session_id: str, key: str, field: str) -> Plan[_codec.Seal | None]:
+        """What seals a record stored at ``key``/``field`` (None when sealing is off); fetches the
+        session's data key on the first encrypted write of the session."""
+        if not self._sealer.active:
+            return None
+        cipher = None
+        if self._sealer.key_provider is not None:
+            data_key = yield from self._p_data_key(operation, session_id)
+            try:
+                cipher = data_key.cipher(self._sealer.key_provider, self._key_context(session_id))
+            except _seal.UnsealError as e:
+                raise DecryptionError(
+                    f"session_id=<{session_id}>, key=<{self.session_keys(session_id).session}> | {e}"
+                ) from e
+        return self._seal_with(cipher, session_id, key, field)
+
+    def _seal_with(self, cipher: _seal.Cipher | None, session_id: str, key: str, field: str) -> _codec.Seal:
+        sealer, aad = self._sealer, (session_id, key, field)
+        return lambda inner: sealer.seal(inner, cipher, aad)
+
+    def _opener(self, session_id: str, key: str, field_of: Callable[[dict[str, Any]], str]) -> _codec.Open:
+        """What opens sealed records read from ``key``; ``field_of`` names the hash field a
+        record's envelope must have been sealed for (raising ``UnsealError`` if it cannot be)."""
+
+        def open_(blob: Any, envelope: dict[str, Any]) -> bytes:
+            return _seal.open_blob(blob, lambda: self._cipher(session_id), (session_id, key, field_of(envelope)))
+
+        return open_
+
+    def _p_rotate_wrapping_key(self, session_id: str) -> Plan[bool]:
+        """Re-wrap the session's data key with the key provider's current wrapping key; records
+        are not touched. False when the session has no data key.
+
+        Raises:
+            SessionException: If the session does not exist.
+            DecryptionError: If the provider cannot unwrap the stored data key.
+        """
+        provider = self._sealer.key_provider
+        if provider is None:
+            raise ValueError("rotate_wrapping_key needs a repository with a key_provider")
+        keys = self.session_keys(session_id)
+        reads = [CommandCall("exists", (keys.session,)), CommandCall("hget", (keys.session, "dek"))]
+        exists, stored = yield Step("rotate_wrapping_key", session_id, keys.session, reads)
+        if not exists:
+            raise SessionException(f"Session {session_id} does not exist")
+        if stored is None:
+            return False
+        old = self._stored_key(session_id, stored)
+        context = self._key_context(session_id)
+        try:
+            old.cipher(provider, context)
+        except _seal.UnsealError as e:
+            raise DecryptionError(f"session_id=<{session_id}>, key=<{keys.session}> | {e}") from e
+        assert old.key is not None
+        new = _seal.DataKey(wrapped=bytes(provider.wrap(old.key, context)), key=old.key)
+        call = ScriptCall("session_dek", keys.all(), (new.stored, old.stored))
+        now = yield Step("rotate_wrapping_key", session_id, keys.session, call)
+        if now is None:
+            raise SessionException(f"Session {session_id} does not exist")
+        if _codec.text(now) != new.stored:
+            raise SessionConflictError(
+                f"session_id=<{session_id}>, key=<{keys.session}> | the data key was re-wrapped or replaced "
+                "by another writer meanwhile; nothing was written"
+            )
+        self._data_keys[session_id] = new
+        logger.info("session_id=<%s> | re-wrapped the session's data key", session_id)
+        return True
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -334,6 +536,8 @@ class SessionCore(CatalogPlans, TransferPlans):
     def _decoded(decode: Callable[[Any], _T], raw: Any, session_id: str, key: str) -> _T:
         try:
             return decode(raw)
+        except _seal.UnsealError as e:
+            raise DecryptionError(f"session_id=<{session_id}>, key=<{key}> | cannot open a sealed record: {e}") from e
         except _codec.CodecError as e:
             raise CorruptRecordError(f"session_id=<{session_id}>, key=<{key}> | not a valid record: {e}") from e
 

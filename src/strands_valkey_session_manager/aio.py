@@ -17,6 +17,7 @@ from ._client import AsyncClientAdapter, RetryPolicy, aretrying, arun_plan
 from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
+from ._seal import KeyProvider
 from .catalog import SessionInfo, SessionPage
 from .transfer import SessionExport, export_lines
 
@@ -48,6 +49,8 @@ class AsyncValkeySessionRepository(SessionCore):
         check_versions: bool = False,
         retries: int = 2,
         retry_backoff: float = 0.05,
+        compress_threshold: int | None = None,
+        key_provider: KeyProvider | None = None,
     ) -> None:
         SessionCore.__init__(
             self,
@@ -59,6 +62,8 @@ class AsyncValkeySessionRepository(SessionCore):
             user_id=user_id,
             tags=tags,
             check_versions=check_versions,
+            compress_threshold=compress_threshold,
+            key_provider=key_provider,
         )
         self._db = AsyncClientAdapter(client, RetryPolicy(retries=retries, backoff=retry_backoff))
 

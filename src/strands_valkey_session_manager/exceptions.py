@@ -42,3 +42,12 @@ class CorruptRecordError(ValkeySessionError):
 
 class SessionTooLargeError(ValkeySessionError):
     """A record exceeds the configured size limit; nothing was written."""
+
+
+class DecryptionError(CorruptRecordError):
+    """A sealed record cannot be opened: wrong or missing key, tampered bytes, or a record moved
+    from another session or position.
+
+    The message names the session and key. Raised instead of returning anything decrypted wrongly;
+    it is also what every read of a crypto-shredded session's copied records raises.
+    """

@@ -19,6 +19,7 @@ from ._client import ClientAdapter, RetryPolicy, retrying, run_plan
 from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
+from ._seal import KeyProvider
 from .catalog import SessionInfo, SessionPage
 from .transfer import SessionExport, export_lines
 
@@ -54,6 +55,13 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         retries: How many times an operation is repeated when the server is unreachable or timed
             out (every operation is safe to repeat), before ``SessionStoreUnavailableError``.
         retry_backoff: First pause between attempts in seconds; doubles per attempt (max 1 s), jittered.
+        compress_threshold: Compress (zstd, extra ``compression``) a record's content when its JSON
+            exceeds this many bytes and compression shrinks it; ``None`` (default) never compresses.
+            Compressed records are read whatever this option says.
+        key_provider: Encrypt every agent, message and orchestrator record (AES-256-GCM, extra
+            ``encryption``) under a per-session data key wrapped by this
+            :class:`~strands_valkey_session_manager.encryption.KeyProvider`; ``None`` (default)
+            writes plaintext. Plaintext records stay readable either way.
 
     Raises:
         TypeError: If ``client`` is not a supported client.
@@ -74,6 +82,8 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         check_versions: bool = False,
         retries: int = 2,
         retry_backoff: float = 0.05,
+        compress_threshold: int | None = None,
+        key_provider: KeyProvider | None = None,
     ) -> None:
         SessionCore.__init__(
             self,
@@ -85,6 +95,8 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
             user_id=user_id,
             tags=tags,
             check_versions=check_versions,
+            compress_threshold=compress_threshold,
+            key_provider=key_provider,
         )
         self._db = ClientAdapter(client, RetryPolicy(retries=retries, backoff=retry_backoff))
 

@@ -13,7 +13,9 @@ from strands.types.session import Session, SessionAgent, SessionMessage
 from ._client import run_plan
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
+from ._seal import KeyProvider
 from ._write_behind import WriteBehind
+from .encryption import rotate_wrapping_key
 from .repository import DEFAULT_MAX_RECORD_BYTES, ValkeySessionRepository
 
 if TYPE_CHECKING:
@@ -46,6 +48,10 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             event loop does not wait for a round trip per message. Every write is applied before
             an invocation returns (and by :meth:`flush`/:meth:`close`, or at normal interpreter
             exit); a failed write is raised at the next write or flush as ``WriteBehindError``.
+        compress_threshold: Compress records whose content exceeds this many bytes (zstd, when it
+            shrinks them); ``None`` (default) never compresses.
+        key_provider: Encrypt records under a per-session data key wrapped by this
+            :class:`~strands_valkey_session_manager.encryption.KeyProvider`; ``None``: plaintext.
         **kwargs: Passed on to ``RepositorySessionManager``.
     """
 
@@ -65,6 +71,8 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         retries: int = 2,
         retry_backoff: float = 0.05,
         write_behind: bool = False,
+        compress_threshold: int | None = None,
+        key_provider: KeyProvider | None = None,
         **kwargs: Any,
     ) -> None:
         ValkeySessionRepository.__init__(
@@ -80,6 +88,8 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             check_versions=check_versions,
             retries=retries,
             retry_backoff=retry_backoff,
+            compress_threshold=compress_threshold,
+            key_provider=key_provider,
         )
         self._owns_client = False
         self._write_behind = WriteBehind(session_id) if write_behind else None
@@ -131,6 +141,13 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         if self._owns_client:
             self.client.close()
             self._owns_client = False
+
+    def rotate_wrapping_key(self, session_id: str | None = None) -> bool:
+        """Re-wrap a session's data key (default: this manager's session) under the key
+        provider's current wrapping key; records are untouched. False if it has no data key.
+        See :func:`~strands_valkey_session_manager.encryption.rotate_wrapping_key`."""
+        self.flush()
+        return rotate_wrapping_key(self, self.session_id if session_id is None else session_id)
 
     # -- write-behind -------------------------------------------------------------------------
 

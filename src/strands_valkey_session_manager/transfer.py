@@ -1,7 +1,9 @@
 """Copying sessions: fork on the server, export to JSON Lines, import from JSON Lines.
 
 The export format is one JSON object per line, records in the SDK's ``to_dict()`` shape (bytes as
-base64 wrappers), so an export reads like the SDK's own files::
+base64 wrappers), so an export reads like the SDK's own files. It is plaintext by design, also for
+an encrypted session (records are opened on export and sealed again on import, under the target
+session's own data key)::
 
     {"kind": "session", "format": 1, "session": {...}, "user_id": ..., "tags": [...]}
     {"kind": "agent", "agent": {...}}
@@ -14,14 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
-from . import _codec
+from . import _codec, _seal
 from ._client import CommandCall, Plan, ScriptCall, Step
 from ._keys import KeyLayout, SessionKeys, check_message_id, encode_id, message_member
+from .exceptions import DecryptionError
 
 if TYPE_CHECKING:
     from .catalog import SessionInfo
@@ -54,6 +58,7 @@ class TransferPlans:
 
     _layout: KeyLayout
     _ttl_ms: int
+    _sealer: _seal.Sealer
 
     if TYPE_CHECKING:  # provided by SessionCore and CatalogPlans
 
@@ -74,6 +79,9 @@ class TransferPlans:
         ) -> Plan[bool]: ...
         def _sized(self, record: bytes, key: str) -> bytes: ...
         def _decoded(self, decode: Callable[[Any], _T], raw: Any, session_id: str, key: str) -> _T: ...
+        def _fresh_key(self, session_id: str) -> _seal.DataKey | None: ...
+        def _seal_with(self, cipher: _seal.Cipher | None, session_id: str, key: str, field: str) -> _codec.Seal: ...
+        def _opener(self, session_id: str, key: str, field_of: Callable[[dict[str, Any]], str]) -> _codec.Open: ...
 
     def _p_fork_session(
         self, source_id: str, target_id: str, user_id: str | None, tags: Sequence[str] | None
@@ -97,8 +105,33 @@ class TransferPlans:
             user_id = _codec.text(fields["user"])
         if tags is None and fields.get("tags"):
             tags = tuple(_codec.loads(fields["tags"]))
+        if "dek" in fields:
+            # Encrypted records are bound to their session: copy them by opening and sealing again.
+            yield from self._p_reseal_fork(source_id, session, user_id, tags)
+            return
         if not (yield from self._p_create(session, user_id, tags, payloads, reply[5])):
             raise SessionException(f"Session {target_id} already exists")
+
+    def _p_reseal_fork(
+        self, source_id: str, session: Session, user_id: str | None, tags: Sequence[str] | None
+    ) -> Plan[None]:
+        """Fork of an encrypted session: read it whole, write it under the target's own data key."""
+        if self._sealer.key_provider is None:
+            raise DecryptionError(
+                f"session_id=<{source_id}>, key=<{self.session_keys(source_id).session}> | the session is "
+                "encrypted: fork it with a repository that has its key_provider"
+            )
+        source = yield from self._p_export_records(source_id)
+        copy = SessionExport(
+            session=session,
+            agents=source.agents,
+            messages=source.messages,
+            multi_agents=source.multi_agents,
+        )
+        calls = self._import_calls(copy)
+        if not (yield from self._p_create(session, user_id, tags)):
+            raise SessionException(f"Session {session.session_id} already exists")
+        yield from self._p_write_batches(session.session_id, calls)
 
     def _p_export_records(self, session_id: str) -> Plan[SessionExport]:
         info = yield from self._p_session_info(session_id)
@@ -109,7 +142,15 @@ class TransferPlans:
         reads = [CommandCall("hgetall", (keys.agents,)), CommandCall("hgetall", (keys.multi,))]
         agents_raw, multi_raw = yield Step("export_session", session_id, keys.agents, reads)
         agents = sorted(
-            (self._decoded(_codec.decode_agent, v, session_id, keys.agents) for v in agents_raw.values()),
+            (
+                self._decoded(
+                    partial(_codec.decode_agent, open_=self._opener(session_id, keys.agents, _seal.agent_field(k))),
+                    v,
+                    session_id,
+                    keys.agents,
+                )
+                for k, v in agents_raw.items()
+            ),
             key=lambda a: a.agent_id,
         )
         messages = {}
@@ -122,7 +163,15 @@ class TransferPlans:
             agents=agents,
             messages=messages,
             multi_agents={
-                _codec.text(k): self._decoded(_codec.decode_state, v, session_id, keys.multi)
+                _codec.text(k): self._decoded(
+                    partial(
+                        _codec.decode_state,
+                        open_=self._opener(session_id, keys.multi, _seal.fixed_field(_codec.text(k))),
+                    ),
+                    v,
+                    session_id,
+                    keys.multi,
+                )
                 for k, v in sorted(multi_raw.items())
             },
         )
@@ -142,20 +191,31 @@ class TransferPlans:
         yield from self._p_write_calls(export, self._import_calls(export))
 
     def _import_calls(self, export: SessionExport) -> list[ScriptCall]:
-        """The writes of an export, encoded and size-checked (raises before any I/O)."""
-        keys = self.session_keys(export.session.session_id)
+        """The writes of an export, encoded, sealed and size-checked (raises before any I/O).
+
+        Records are sealed (when this repository seals) under the data key the session's create
+        will store, so the same fresh key serves the records and ``create_session.lua``.
+        """
+        session_id = export.session.session_id
+        keys = self.session_keys(session_id)
+        fresh = self._fresh_key(session_id)
+        cipher = None if fresh is None else fresh.cipher(None, {})
+
+        def seal(key: str, field: str) -> _codec.Seal | None:
+            return self._seal_with(cipher, session_id, key, field) if self._sealer.active else None
+
         calls: list[ScriptCall] = []
         for agent in export.agents:
-            record = self._sized(_codec.encode_agent(agent), keys.agents)
+            record = self._sized(_codec.encode_agent(agent, seal(keys.agents, agent.agent_id)), keys.agents)
             calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent.agent_id, record)))
         for agent_id, messages in export.messages.items():
             encoded_agent = encode_id(agent_id, "agent_id")
             for message in messages:
                 member = message_member(encoded_agent, check_message_id(message.message_id))
-                record = self._sized(_codec.encode_message(message), keys.messages)
+                record = self._sized(_codec.encode_message(message, seal(keys.messages, member)), keys.messages)
                 calls.append(ScriptCall("append_message", keys.all(), (self._ttl_ms, agent_id, member, record, "")))
         for multi_id, state in export.multi_agents.items():
-            record = self._sized(_codec.encode_state(state), keys.multi)
+            record = self._sized(_codec.encode_state(state, seal(keys.multi, multi_id)), keys.multi)
             calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_id, record)))
         return calls
 
@@ -163,6 +223,9 @@ class TransferPlans:
         session_id = export.session.session_id
         if not (yield from self._p_create(export.session, export.user_id, export.tags)):
             raise SessionException(f"Session {session_id} already exists")
+        yield from self._p_write_batches(session_id, calls)
+
+    def _p_write_batches(self, session_id: str, calls: list[ScriptCall]) -> Plan[None]:
         keys = self.session_keys(session_id)
         for start in range(0, len(calls), _IMPORT_BATCH):
             results = yield Step("import_session", session_id, keys.session, calls[start : start + _IMPORT_BATCH])

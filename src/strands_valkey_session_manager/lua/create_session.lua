@@ -8,6 +8,8 @@
 -- ARGV[13] DUMP payload of the source's session hash, for a fork ('' otherwise): it brings the
 --          per-agent counts and versions ('n:..', 'v:..') without one argument per agent
 --          (ElastiCache Serverless accepts at most 3,999); the source's own fields are replaced.
+-- ARGV[14] the session's wrapped data key for field 'dek' ('' none: records are not encrypted).
+--          A fork never keeps the source's: encrypted records are bound to their session.
 -- Returns 1 when created. When the session already exists nothing is written and it returns 0 if
 -- the session is listed under the same catalog member (same id, same millisecond), else -1: the
 -- caller then removes the entry it added for this attempt.
@@ -29,7 +31,10 @@ for i = 2, 5 do
 end
 if ARGV[13] ~= '' then
   redis.call('RESTORE', KEYS[1], 0, ARGV[13])
-  redis.call('HDEL', KEYS[1], 'ttl', 'deadline', 'user', 'tags', 'updated')
+  redis.call('HDEL', KEYS[1], 'ttl', 'deadline', 'user', 'tags', 'updated', 'dek')
+end
+if ARGV[14] ~= '' then
+  redis.call('HSET', KEYS[1], 'dek', ARGV[14])
 end
 redis.call('HSET', KEYS[1], 'record', ARGV[2], 'created', ARGV[3], 'catalog', ARGV[7], 'nonce', ARGV[12])
 if ARGV[4] ~= '0' then

@@ -1,0 +1,342 @@
+"""Sealed records: compression (zstd) and encryption (AES-256-GCM) of a record's content.
+
+A sealed record keeps the plaintext envelope the scripts rely on (ids, ``updated_at``, and
+``created_at`` last) and carries everything else in one base64 member, :data:`SEALED_MARKER`::
+
+    {"__svsm_sealed__": "<base64 blob>", "message_id": 3, "updated_at": "...", "created_at": "..."}
+
+The blob is one flags byte, then the payload:
+
+* bit 0 (:data:`COMPRESSED`): the inner JSON is a zstd frame;
+* bit 1 (:data:`ENCRYPTED`): the payload is a 12-byte nonce and the AES-256-GCM ciphertext with
+  its tag, under the session's data key. The associated data is the flags byte, the session id,
+  the record's key name and its hash field (message member, agent id or orchestrator id), so a
+  value cannot be moved to another session, key or position, nor its flags changed, undetected.
+
+The nonce is synthetic: HMAC-SHA256, under a key derived from the data key, of the associated data
+and the plaintext, cut to 12 bytes. The same record at the same place therefore seals to the same
+bytes, which keeps every write safe to repeat (the scripts recognise a repeated write by its
+identical value, ``repeated_write`` in ``lua/_prelude.lua``); two different plaintexts get the same
+nonce only by a 96-bit collision. What an observer learns is that two seals of one position hold
+the same content.
+
+Other bits are reserved; a blob that sets one is refused. Compression happens only above a
+threshold and only when it shrinks the record; with encryption off a record that is not worth
+compressing stays plain, so compression alone costs nothing on small records.
+
+This module imports ``zstandard`` and ``cryptography`` on first use, so they are optional extras.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+
+from ._codec import SEALED_MARKER, CodecError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+COMPRESSED: Final = 0x01
+ENCRYPTED: Final = 0x02
+_KNOWN_FLAGS: Final = COMPRESSED | ENCRYPTED
+_NONCE_BYTES: Final = 12
+_TAG_BYTES: Final = 16
+DATA_KEY_BYTES: Final = 32
+#: Largest inner JSON a compressed blob may expand to (the server's own value limit).
+MAX_INFLATED_BYTES: Final = 512 * 1024 * 1024
+_ZSTD_LEVEL: Final = 3
+# JSON around the blob in a sealed record: "__svsm_sealed__":"" and a comma.
+_MARKER_OVERHEAD: Final = len(SEALED_MARKER) + 6
+
+
+class UnsealError(CodecError):
+    """A sealed record cannot be opened: wrong or missing key, tampered bytes, unknown format."""
+
+
+class MissingExtraError(ImportError):
+    """The optional package a sealed record or an option needs is not installed."""
+
+
+@runtime_checkable
+class KeyProvider(Protocol):
+    """Wraps and unwraps per-session data keys (envelope encryption).
+
+    ``wrap`` encrypts a 32-byte data key under the provider's *current* wrapping key and returns an
+    opaque blob that names that wrapping key inside it, so blobs wrapped under earlier keys still
+    unwrap after the current key changes (rotation). ``context`` (``{"session_id": ...}``) must be
+    bound to the blob (as AES-GCM associated data, or a KMS encryption context): unwrapping with
+    another context fails. Both methods may raise anything on failure; the repository reports it as
+    :class:`~strands_valkey_session_manager.exceptions.DecryptionError` naming the session.
+    """
+
+    def wrap(self, data_key: bytes, context: dict[str, str]) -> bytes:
+        """The data key encrypted under the current wrapping key (key id inside)."""
+        ...
+
+    def unwrap(self, wrapped: bytes, context: dict[str, str]) -> bytes:
+        """The data key of a blob made by :meth:`wrap` (under any wrapping key still known)."""
+        ...
+
+
+def _aesgcm(key: bytes) -> AESGCM:
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError as e:  # pragma: no cover - exercised only without the extra
+        raise MissingExtraError(
+            "encryption needs the 'cryptography' package: pip install 'strands-valkey-session-manager[encryption]'"
+        ) from e
+    return AESGCM(key)
+
+
+_zstd_local = threading.local()
+
+
+def _zstd() -> Any:
+    try:
+        import zstandard
+    except ImportError as e:
+        raise MissingExtraError(
+            "compression needs the 'zstandard' package: pip install 'strands-valkey-session-manager[compression]'"
+        ) from e
+    return zstandard
+
+
+def _compressor() -> Any:
+    # zstandard's (de)compressor objects are not safe to share between threads.
+    compressor = getattr(_zstd_local, "compressor", None)
+    if compressor is None:
+        compressor = _zstd_local.compressor = _zstd().ZstdCompressor(level=_ZSTD_LEVEL)
+    return compressor
+
+
+def _decompressor() -> Any:
+    decompressor = getattr(_zstd_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _zstd_local.decompressor = _zstd().ZstdDecompressor()
+    return decompressor
+
+
+def _inflate(payload: bytes) -> bytes:
+    zstandard = _zstd()
+    try:
+        size = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as e:
+        raise UnsealError(f"compressed payload is not a zstd frame: {e}") from e
+    if size < 0 or size > MAX_INFLATED_BYTES:
+        raise UnsealError(f"compressed payload declares {size} bytes, not between 0 and {MAX_INFLATED_BYTES}")
+    try:
+        inflated: bytes = _decompressor().decompress(payload, max_output_size=size)
+    except zstandard.ZstdError as e:
+        raise UnsealError(f"compressed payload does not decompress: {e}") from e
+    return inflated
+
+
+def associated_data(flags: int, session_id: str, key: str, field: str) -> bytes:
+    """What a sealed blob is bound to: flags, session id, key name and hash field, length-prefixed."""
+    parts = [session_id.encode("utf-8", "surrogatepass"), key.encode(), field.encode("utf-8", "surrogatepass")]
+    return b"svsm1" + bytes((flags,)) + b"".join(struct.pack(">I", len(p)) + p for p in parts)
+
+
+class Cipher:
+    """AES-256-GCM under one data key, with synthetic nonces (see the module docstring)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = _aesgcm(key)
+        self._nonce_key = hmac.new(key, b"svsm nonce key", hashlib.sha256).digest()
+
+    def encrypt(self, payload: bytes, aad: bytes) -> bytes:
+        """Nonce followed by ciphertext and tag."""
+        nonce = hmac.new(self._nonce_key, aad + payload, hashlib.sha256).digest()[:_NONCE_BYTES]
+        return nonce + self._aead.encrypt(nonce, payload, aad)
+
+    def decrypt(self, sealed: bytes, aad: bytes) -> bytes:
+        """Inverse of :meth:`encrypt`.
+
+        Raises:
+            UnsealError: If the tag does not verify.
+        """
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad)
+        except InvalidTag as e:
+            raise UnsealError(
+                "decryption failed: the record was altered, moved from another session or position, "
+                "or sealed under another data key"
+            ) from e
+
+
+@dataclass
+class DataKey:
+    """One session's data key: the wrapped form stored in the session hash, unwrapped on first use."""
+
+    wrapped: bytes
+    key: bytes | None = None
+    _cipher: Cipher | None = field(default=None, repr=False)
+
+    @classmethod
+    def fresh(cls, provider: KeyProvider, context: dict[str, str]) -> DataKey:
+        """A new random data key, wrapped by ``provider``."""
+        key = os.urandom(DATA_KEY_BYTES)
+        return cls(wrapped=bytes(provider.wrap(key, context)), key=key)
+
+    @property
+    def stored(self) -> str:
+        """The wrapped key as stored in the session hash field ``dek`` (base64 text)."""
+        return base64.b64encode(self.wrapped).decode("ascii")
+
+    @classmethod
+    def from_stored(cls, value: bytes | str) -> DataKey:
+        try:
+            return cls(wrapped=base64.b64decode(value, validate=True))
+        except (binascii.Error, ValueError) as e:
+            raise UnsealError(f"the stored data key is not base64: {e}") from e
+
+    def cipher(self, provider: KeyProvider | None, context: dict[str, str]) -> Cipher:
+        """The AES-GCM cipher of this key, unwrapping it with ``provider`` the first time.
+
+        Raises:
+            UnsealError: If there is no provider or it cannot unwrap the key.
+        """
+        if self._cipher is None:
+            if self.key is None:
+                if provider is None:
+                    raise UnsealError("the record is encrypted and this repository has no key_provider")
+                try:
+                    key = bytes(provider.unwrap(self.wrapped, context))
+                except Exception as e:
+                    raise UnsealError(f"the key provider cannot unwrap the session's data key: {e!r}") from e
+                if len(key) != DATA_KEY_BYTES:
+                    raise UnsealError(f"the unwrapped data key has {len(key)} bytes, not {DATA_KEY_BYTES}")
+                self.key = key
+            self._cipher = Cipher(self.key)
+        return self._cipher
+
+
+@dataclass(frozen=True)
+class Sealer:
+    """The sealing options of a repository: compression threshold and key provider."""
+
+    compress_threshold: int | None = None
+    key_provider: KeyProvider | None = None
+
+    def __post_init__(self) -> None:
+        threshold = self.compress_threshold
+        if threshold is not None and (not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 0):
+            raise ValueError(f"compress_threshold=<{threshold!r}> | must be None or a non-negative int")
+        if self.key_provider is not None and not isinstance(self.key_provider, KeyProvider):
+            raise TypeError(
+                f"key_provider must have wrap(data_key, context) and unwrap(wrapped, context), "
+                f"not {type(self.key_provider).__name__}"
+            )
+        if threshold is not None:
+            _zstd()  # fail at construction, not at the first large record
+        if self.key_provider is not None:
+            _aesgcm(bytes(DATA_KEY_BYTES))
+
+    @property
+    def active(self) -> bool:
+        """Whether records are sealed when written."""
+        return self.compress_threshold is not None or self.key_provider is not None
+
+    @property
+    def encrypts(self) -> bool:
+        return self.key_provider is not None
+
+    def seal(self, inner: bytes, cipher: Cipher | None, aad: tuple[str, str, str]) -> str | None:
+        """The blob of ``inner`` as base64 text, or None when it should stay plain.
+
+        Args:
+            inner: The JSON of the record's sealed members.
+            cipher: The session's cipher when encrypting, else None.
+            aad: Session id, key name and hash field the blob is bound to.
+        """
+        flags = 0
+        payload = inner
+        if self.compress_threshold is not None and len(inner) > self.compress_threshold:
+            packed: bytes = _compressor().compress(inner)
+            stored = len(packed) if cipher is not None else 4 * (len(packed) // 3 + 1) + _MARKER_OVERHEAD
+            if stored < len(inner):
+                flags |= COMPRESSED
+                payload = packed
+        if cipher is not None:
+            flags |= ENCRYPTED
+            payload = cipher.encrypt(payload, associated_data(flags, *aad))
+        if not flags:
+            return None
+        return base64.b64encode(bytes((flags,)) + payload).decode("ascii")
+
+
+def open_blob(blob: Any, cipher_for: Callable[[], Cipher], aad: tuple[str, str, str]) -> bytes:
+    """The inner JSON of a sealed blob.
+
+    Args:
+        blob: The base64 text of the sealed member.
+        cipher_for: Called (no arguments) for the session's cipher when the blob is encrypted.
+        aad: Session id, key name and hash field the blob must be bound to.
+
+    Raises:
+        UnsealError: If the blob is malformed, tampered with, moved, or the key is wrong or missing.
+    """
+    if not isinstance(blob, str):
+        raise UnsealError(f"sealed member is a {type(blob).__name__}, not base64 text")
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise UnsealError(f"sealed member is not base64: {e}") from e
+    if not raw:
+        raise UnsealError("sealed member is empty")
+    flags, payload = raw[0], raw[1:]
+    if flags & ~_KNOWN_FLAGS or not flags:
+        raise UnsealError(f"unsupported sealed record format (flags {flags:#04x})")
+    if flags & ENCRYPTED:
+        if len(payload) < _NONCE_BYTES + _TAG_BYTES:
+            raise UnsealError("encrypted payload is too short")
+        payload = cipher_for().decrypt(payload, associated_data(flags, *aad))
+    if flags & COMPRESSED:
+        payload = _inflate(payload)
+    return payload
+
+
+# -- what a sealed record must be bound to ----------------------------------------------------
+# Each returns the hash field a record read from a known place was sealed for, after checking that
+# its plaintext envelope names that place (else a sealed record of agent A copied under agent B
+# would open, being authentic, and come back as A).
+
+
+def agent_field(agent_id: Any) -> Callable[[dict[str, Any]], str]:
+    """A sealed agent record stored under the hash field ``agent_id``."""
+    expected = agent_id.decode() if isinstance(agent_id, bytes) else str(agent_id)
+
+    def field_of(envelope: dict[str, Any]) -> str:
+        if envelope.get("agent_id") != expected:
+            raise UnsealError(f"sealed record of agent {envelope.get('agent_id')!r} stored under {expected!r}")
+        return expected
+
+    return field_of
+
+
+def message_field(member: str, message_id: int) -> Callable[[dict[str, Any]], str]:
+    """A sealed message record stored under ``member`` (message ``message_id``)."""
+
+    def field_of(envelope: dict[str, Any]) -> str:
+        found = envelope.get("message_id")
+        if type(found) is not int or found != message_id:
+            raise UnsealError(f"sealed record of message {found!r} stored under message {message_id}")
+        return member
+
+    return field_of
+
+
+def fixed_field(field: str) -> Callable[[dict[str, Any]], str]:
+    """A record whose envelope names nothing (orchestrator state): bound to its hash field."""
+    return lambda envelope: field
