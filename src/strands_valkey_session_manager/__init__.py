@@ -14,6 +14,7 @@ from .exceptions import (
 )
 from .repository import ValkeySessionRepository
 from .session_manager import ValkeySessionManager
+from .snapshot_migration import SnapshotMigrationReport, migrate_to_snapshots
 from .storage import ValkeyStorage
 
 __all__ = [
@@ -28,8 +29,10 @@ __all__ = [
     "SessionPage",
     "SessionStoreUnavailableError",
     "SessionTooLargeError",
+    "SnapshotMigrationReport",
     "ValkeySessionError",
     "ValkeySessionManager",
     "ValkeySessionRepository",
     "ValkeyStorage",
+    "migrate_to_snapshots",
 ]
