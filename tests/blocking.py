@@ -9,11 +9,15 @@ from typing import Any
 
 
 class BlockingFace:
-    """Calls the coroutine methods of an asyncio repository on a private event loop."""
+    """Calls the coroutine methods of an asyncio repository on a private event loop.
 
-    def __init__(self, target: Any) -> None:
+    ``loop``: the loop to run on (default: a new one), for clients bound to the loop they were made
+    in (Valkey GLIDE's); it is closed with the face.
+    """
+
+    def __init__(self, target: Any, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._target = target
-        self._loop = asyncio.new_event_loop()
+        self._loop = loop or asyncio.new_event_loop()
 
     def run(self, awaitable: Any) -> Any:
         return self._loop.run_until_complete(awaitable)

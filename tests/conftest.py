@@ -5,6 +5,11 @@ Every test starts from empty data (FLUSHALL on every primary).
 
 - ``backend``: parametrised over ``BACKENDS``; a ``Backend`` (name, nodes, url, ``make_client(kind)``).
 - ``client``: one test per valid (backend, client kind) pair, ids like ``[valkey9-valkey-py-str]``.
+- ``store_client``: the same, plus a synchronous Valkey GLIDE client per backend (``[valkey9-glide]``,
+  ``[cluster-glide-cluster]``), for tests that only hand the client to a repository.
+- ``repo_face``: with ``client``, which face the repository under test has: ``sync``/``async`` on
+  every client kind, and ``glide-sync``/``glide-async`` once per backend (the test's ``client`` is
+  then a valkey-py bytes client to the same server, for raw checks). See ``tests/test_repository.py``.
 - ``standalone_client``: one ``valkey.Valkey(decode_responses=True)`` on the Valkey 9 server.
 - ``valkey9_server``: the Valkey 9 ``ServerProcess`` itself.
 - ``@pytest.mark.backends("valkey9", ...)`` limits a test's ``backend``/``client`` to those backends.
@@ -16,6 +21,7 @@ A missing server binary is an error, since a green run must mean every server wa
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +43,14 @@ from strands_valkey_session_manager.servers import (
 BACKENDS = ("valkey9", "valkey8", "redis7", "cluster")
 STANDALONE_CLIENTS = ("valkey-py-str", "valkey-py-bytes", "redis-py-str", "redis-py-bytes")
 CLUSTER_CLIENTS = ("valkey-cluster-str", "valkey-cluster-bytes", "redis-cluster-str", "redis-cluster-bytes")
+# Valkey GLIDE (glide_sync / glide): not in the lists above, since ``client`` must stay a
+# valkey-py/redis-py client for the tests' raw checks; see ``store_client`` and ``repo_face``.
+GLIDE_STANDALONE_CLIENT = "glide"
+GLIDE_CLUSTER_CLIENT = "glide-cluster"
+# The raw-check client of the GLIDE repository faces.
+_RAW_CLIENT = {False: "valkey-py-bytes", True: "valkey-cluster-bytes"}
+REPO_FACES = ("sync", "async")
+GLIDE_REPO_FACES = ("glide-sync", "glide-async")
 # The binary each backend runs; the cluster is made of Valkey 9 nodes.
 _FLAVOUR = {"valkey9": "valkey9", "valkey8": "valkey8", "redis7": "redis7", "cluster": "valkey9"}
 
@@ -89,8 +103,14 @@ class Backend:
     def client_kinds(self) -> tuple[str, ...]:
         return CLUSTER_CLIENTS if self.is_cluster else STANDALONE_CLIENTS
 
+    @property
+    def glide_kind(self) -> str:
+        return GLIDE_CLUSTER_CLIENT if self.is_cluster else GLIDE_STANDALONE_CLIENT
+
     def make_client(self, kind: str) -> Any:
-        """A new client of ``kind`` (see ``client_kinds()``); the caller closes it."""
+        """A new client of ``kind`` (see ``client_kinds()``, or ``glide_kind``); the caller closes it."""
+        if kind == self.glide_kind:
+            return self._make_glide_client(is_async=False)
         if kind not in self.client_kinds():
             raise ValueError(f"client kind {kind!r} does not fit backend {self.name!r}")
         decode = kind.endswith("-str")
@@ -111,7 +131,13 @@ class Backend:
         return redis.cluster.RedisCluster(startup_nodes=redis_nodes, decode_responses=decode)
 
     def make_async_client(self, kind: str) -> Any:
-        """The asyncio twin of ``make_client(kind)``: same library, same decoding, same topology."""
+        """The asyncio twin of ``make_client(kind)``: same library, same decoding, same topology.
+
+        For ``glide_kind`` an awaitable of the GLIDE asyncio client: it is bound to the event loop
+        it is made in, so await it in the loop that will use it.
+        """
+        if kind == self.glide_kind:
+            return self._make_glide_client(is_async=True)
         if kind not in self.client_kinds():
             raise ValueError(f"client kind {kind!r} does not fit backend {self.name!r}")
         decode = kind.endswith("-str")
@@ -132,6 +158,14 @@ class Backend:
         redis_node: Any = redis.asyncio.cluster.ClusterNode
         redis_nodes = [redis_node(host, port) for host, port in self.startup_nodes]
         return redis.asyncio.cluster.RedisCluster(startup_nodes=redis_nodes, decode_responses=decode)
+
+    def _make_glide_client(self, *, is_async: bool) -> Any:
+        """A GLIDE client (``glide_sync``), or the coroutine making one (``glide``), on this backend."""
+        library: Any = importlib.import_module("glide" if is_async else "glide_sync")
+        addresses = [library.NodeAddress(host, port) for host, port in self.startup_nodes]
+        if self.is_cluster:
+            return library.GlideClusterClient.create(library.GlideClusterClientConfiguration(addresses))
+        return library.GlideClient.create(library.GlideClientConfiguration(addresses))
 
     def flushall(self) -> None:
         """Empty every primary; replicas follow by themselves and refuse writes anyway."""
@@ -202,7 +236,36 @@ def _marks(backend: str) -> list[pytest.MarkDecorator]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Parametrised here rather than on the fixtures so that invalid (backend, client) pairs
     # are never generated, instead of showing up as skips.
-    if "client" in metafunc.fixturenames:
+    if "repo_face" in metafunc.fixturenames:
+        # Every face on every client kind, and the GLIDE faces once per backend.
+        params = []
+        for name in _backend_params(metafunc):
+            kinds = CLUSTER_CLIENTS if name == "cluster" else STANDALONE_CLIENTS
+            params += [
+                pytest.param(name, kind, face, id=f"{face}-{name}-{kind}", marks=_marks(name))
+                for face in REPO_FACES
+                for kind in kinds
+            ]
+            raw = _RAW_CLIENT[name == "cluster"]
+            params += [
+                pytest.param(name, raw, face, id=f"{face}-{name}", marks=_marks(name)) for face in GLIDE_REPO_FACES
+            ]
+        metafunc.parametrize(("backend", "client_kind", "repo_face"), params, indirect=True)
+    elif "store_client" in metafunc.fixturenames:
+        metafunc.parametrize(
+            ("backend", "client_kind"),
+            [
+                pytest.param(name, kind, id=f"{name}-{kind}", marks=_marks(name))
+                for name in _backend_params(metafunc)
+                for kind in (
+                    (*CLUSTER_CLIENTS, GLIDE_CLUSTER_CLIENT)
+                    if name == "cluster"
+                    else (*STANDALONE_CLIENTS, GLIDE_STANDALONE_CLIENT)
+                )
+            ],
+            indirect=True,
+        )
+    elif "client" in metafunc.fixturenames:
         metafunc.parametrize(
             ("backend", "client_kind"),
             [
@@ -251,6 +314,22 @@ def client(backend: Backend, client_kind: str) -> Iterator[Any]:
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture
+def store_client(backend: Backend, client_kind: str) -> Iterator[Any]:
+    """Like ``client``, with GLIDE among the kinds: for tests that only give it to a repository."""
+    made = backend.make_client(client_kind)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def repo_face(request: pytest.FixtureRequest) -> str:
+    face: str = request.param
+    return face
 
 
 @pytest.fixture(scope="session")

@@ -39,18 +39,18 @@ def _restore(repo: ValkeySessionRepository, agent_id: str = "a") -> int:
     return messages[-1].message_id + 1 if messages else 0
 
 
-def test_stale_append_is_refused_and_writes_nothing(client: Any) -> None:
-    setup = _writer(client)
+def test_stale_append_is_refused_and_writes_nothing(store_client: Any) -> None:
+    setup = _writer(store_client)
     setup.create_session(Session(session_id="s", session_type=SessionType.AGENT))
     setup.create_agent("s", _agent())
-    first, second = _writer(client), _writer(client)
+    first, second = _writer(store_client), _writer(store_client)
     assert _restore(first) == _restore(second) == 0
     first.create_message("s", "a", _message(0, "first"))
     with pytest.raises(SessionConflictError, match=r"session_id=<s>, agent_id=<a>"):
         second.create_message("s", "a", _message(0, "second"))
     assert [m.message["content"][0]["text"] for m in setup.list_messages("s", "a")] == ["first"]
     # The refused writer restores and carries on from what is stored.
-    third = _writer(client)
+    third = _writer(store_client)
     assert _restore(third) == 1
     third.create_message("s", "a", _message(1, "third"))
     first_next = _message(1, "first again")
@@ -58,12 +58,12 @@ def test_stale_append_is_refused_and_writes_nothing(client: Any) -> None:
         first.create_message("s", "a", first_next)
 
 
-def test_stale_state_update_and_redaction_are_refused(client: Any) -> None:
-    setup = _writer(client)
+def test_stale_state_update_and_redaction_are_refused(store_client: Any) -> None:
+    setup = _writer(store_client)
     setup.create_session(Session(session_id="s", session_type=SessionType.AGENT))
     setup.create_agent("s", _agent(n=0))
     setup.create_message("s", "a", _message(0, "hello"))
-    first, second = _writer(client), _writer(client)
+    first, second = _writer(store_client), _writer(store_client)
     _restore(first)
     _restore(second)
     first.update_agent("s", _agent(n=1))
@@ -78,13 +78,13 @@ def test_stale_state_update_and_redaction_are_refused(client: Any) -> None:
     assert setup.list_messages("s", "a")[0].message["content"][0]["text"] == "hello"
 
 
-def test_distinct_agents_never_conflict(client: Any) -> None:
-    setup = _writer(client)
+def test_distinct_agents_never_conflict(store_client: Any) -> None:
+    setup = _writer(store_client)
     setup.create_session(Session(session_id="s", session_type=SessionType.AGENT))
     writers = {}
     for agent_id in ["a", "b"]:
         setup.create_agent("s", _agent(agent_id))
-        writers[agent_id] = _writer(client)
+        writers[agent_id] = _writer(store_client)
         _restore(writers[agent_id], agent_id)
     for i in range(20):
         for agent_id, repo in writers.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,13 +36,26 @@ def _message(message_id: int, text: str = "hello") -> SessionMessage:
     return SessionMessage(message={"role": "user", "content": [{"text": text}]}, message_id=message_id)
 
 
-@pytest.fixture(params=["sync", "async"])
-def repo(request: pytest.FixtureRequest, client: Any, backend: Backend, client_kind: str) -> Iterator[Any]:
-    """The repository on ``client``, and its asyncio twin on the same kind of client."""
-    if request.param == "sync":
+@pytest.fixture
+def repo(repo_face: str, client: Any, backend: Backend, client_kind: str) -> Iterator[Any]:
+    """The repository on ``client``, its asyncio twin on the same kind of client, and both faces
+    on Valkey GLIDE clients to the same backend (``client`` then only serves the raw checks)."""
+    if repo_face == "sync":
         yield ValkeySessionRepository(client)
         return
-    face = BlockingFace(AsyncValkeySessionRepository(backend.make_async_client(client_kind)))
+    if repo_face == "glide-sync":
+        glide_client = backend.make_client(backend.glide_kind)
+        try:
+            yield ValkeySessionRepository(glide_client)
+        finally:
+            glide_client.close()
+        return
+    if repo_face == "glide-async":
+        loop = asyncio.new_event_loop()
+        glide_async = loop.run_until_complete(backend.make_async_client(backend.glide_kind))
+        face = BlockingFace(AsyncValkeySessionRepository(glide_async), loop=loop)
+    else:
+        face = BlockingFace(AsyncValkeySessionRepository(backend.make_async_client(client_kind)))
     try:
         yield face
     finally:

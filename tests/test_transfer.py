@@ -66,8 +66,22 @@ def test_fork_copies_everything_in_two_round_trips(client: Any) -> None:
     assert len(repo.list_messages("dst", "a")) == 5
 
 
-def test_fork_refuses_missing_source_and_existing_target(client: Any) -> None:
-    repo = ValkeySessionRepository(client)
+def test_fork_copies_everything_on_every_client(store_client: Any) -> None:
+    """The copy half of the test above, on GLIDE too (whose round trips it cannot count)."""
+    repo = ValkeySessionRepository(store_client)
+    _fill(repo)
+    repo.fork_session("src", "dst")
+    assert _snapshot(repo, "dst") == _snapshot(repo, "src")
+    info = repo.session_info("dst")
+    assert info is not None
+    assert info.message_counts == {"a": 5, "b:{1}": 5}
+    assert (info.user_id, info.tags) == ("u", ("t",))
+    repo.delete_session("src")
+    assert len(repo.list_messages("dst", "a")) == 5
+
+
+def test_fork_refuses_missing_source_and_existing_target(store_client: Any) -> None:
+    repo = ValkeySessionRepository(store_client)
     _fill(repo)
     _fill(repo, "other")
     with pytest.raises(SessionException, match="does not exist"):
@@ -79,8 +93,8 @@ def test_fork_refuses_missing_source_and_existing_target(client: Any) -> None:
     assert repo.list_messages("other", "a")[0].message["content"][0]["text"] == "a-0"
 
 
-def test_export_import_round_trip(client: Any) -> None:
-    repo = ValkeySessionRepository(client)
+def test_export_import_round_trip(store_client: Any) -> None:
+    repo = ValkeySessionRepository(store_client)
     _fill(repo)
     exported = repo.export_session("src")
     lines = [json.loads(line) for line in exported.splitlines()]
@@ -106,15 +120,15 @@ def test_export_import_round_trip(client: Any) -> None:
         ('{"kind": "session", "format": 99, "session": {}}\n', "unsupported format"),
     ],
 )
-def test_import_rejects_bad_input_and_writes_nothing(client: Any, text: str, match: str) -> None:
-    repo = ValkeySessionRepository(client)
+def test_import_rejects_bad_input_and_writes_nothing(store_client: Any, text: str, match: str) -> None:
+    repo = ValkeySessionRepository(store_client)
     with pytest.raises(ValueError, match=match):
         repo.import_session(text)
     assert repo.list_sessions().sessions == []
 
 
-def test_import_rejects_bad_record_naming_the_line(client: Any) -> None:
-    repo = ValkeySessionRepository(client)
+def test_import_rejects_bad_record_naming_the_line(store_client: Any) -> None:
+    repo = ValkeySessionRepository(store_client)
     _fill(repo)
     lines = repo.export_session("src").splitlines()
     repo.delete_session("src")
@@ -126,6 +140,6 @@ def test_import_rejects_bad_record_naming_the_line(client: Any) -> None:
     assert repo.read_session("src") is None
 
 
-def test_export_of_missing_session_raises(client: Any) -> None:
+def test_export_of_missing_session_raises(store_client: Any) -> None:
     with pytest.raises(SessionException, match="does not exist"):
-        ValkeySessionRepository(client).export_session("missing")
+        ValkeySessionRepository(store_client).export_session("missing")

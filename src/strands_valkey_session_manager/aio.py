@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import AsyncClientAdapter, RetryPolicy, aretrying, arun_plan
+from ._client import RetryPolicy, adapter_for, aretrying, arun_plan
 from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
@@ -65,7 +65,7 @@ class AsyncValkeySessionRepository(SessionCore):
             compress_threshold=compress_threshold,
             key_provider=key_provider,
         )
-        self._db = AsyncClientAdapter(client, RetryPolicy(retries=retries, backoff=retry_backoff))
+        self._db = adapter_for(client, RetryPolicy(retries=retries, backoff=retry_backoff), is_async=True)
 
     @property
     def client(self) -> Any:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from strands.session.session_repository import SessionRepository
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import ClientAdapter, RetryPolicy, retrying, run_plan
+from ._client import RetryPolicy, adapter_for, retrying, run_plan
 from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
@@ -98,7 +98,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
             compress_threshold=compress_threshold,
             key_provider=key_provider,
         )
-        self._db = ClientAdapter(client, RetryPolicy(retries=retries, backoff=retry_backoff))
+        self._db = adapter_for(client, RetryPolicy(retries=retries, backoff=retry_backoff), is_async=False)
 
     @property
     def client(self) -> Any:
