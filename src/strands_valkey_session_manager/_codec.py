@@ -119,11 +119,14 @@ def loads(raw: bytes | str) -> Any:
     return value
 
 
+_QUOTED = {marker: (f'"{marker}"', f'"{marker}"'.encode()) for marker in (EXACT_MARKER, BYTES_MARKER)}
+
+
 def _contains(raw: bytes | str, marker: str) -> bool:
-    quoted = f'"{marker}"'
+    text, binary = _QUOTED[marker]
     if isinstance(raw, str):
-        return quoted in raw
-    return quoted.encode() in raw
+        return text in raw
+    return binary in raw
 
 
 def text(value: Any) -> str:
@@ -285,7 +288,25 @@ def decode_message_array(raw: bytes | str, open_: Open | None = None) -> list[Se
     values = loads(raw)
     if not isinstance(values, list):
         raise CodecError("not a list of message records")
-    return [_message_from_fields(unsealed(v, open_)) for v in values]
+    return [
+        _sealed_message(v, open_) if isinstance(v, dict) and SEALED_MARKER in v else _message_from_fields(v)
+        for v in values
+    ]
+
+
+def _sealed_message(envelope: dict[str, Any], open_: Open | None) -> SessionMessage:
+    """A message from a sealed record, built from its envelope and content without merging them."""
+    inner = _opened(envelope, open_)
+    try:
+        return SessionMessage(
+            message=inner["message"],
+            message_id=envelope["message_id"],
+            redact_message=inner.get("redact_message"),
+            created_at=envelope["created_at"],
+            updated_at=envelope["updated_at"],
+        )
+    except (KeyError, TypeError) as e:
+        raise CodecError(f"not a message record: {e!r}") from e
 
 
 # -- multi-agent state ------------------------------------------------------------------------

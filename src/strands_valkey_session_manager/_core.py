@@ -275,10 +275,11 @@ class SessionCore(CatalogPlans, TransferPlans):
             # ids must rise (below), so a sealed record copied to another position is refused.
             message_id = envelope.get("message_id")
             try:
-                member = self._member(agent_id, message_id)  # type: ignore[arg-type]
+                member = _member(encoded_agent, check_message_id(message_id))
             except ValueError as e:
                 raise _seal.UnsealError(f"sealed record with message id {message_id!r}") from e
-            sealed.append(True)
+            if not sealed:
+                sealed.append(True)
             return member
 
         open_ = self._opener(session_id, keys.messages, field_of)
@@ -433,15 +434,22 @@ class SessionCore(CatalogPlans, TransferPlans):
         return self._seal_with(cipher, session_id, key, field)
 
     def _seal_with(self, cipher: _seal.Cipher | None, session_id: str, key: str, field: str) -> _codec.Seal:
-        sealer, aad = self._sealer, (session_id, key, field)
-        return lambda inner: sealer.seal(inner, cipher, aad)
+        sealer, binding = self._sealer, _seal.Binding(session_id, key)
+        return lambda inner: sealer.seal(inner, cipher, binding, field)
 
     def _opener(self, session_id: str, key: str, field_of: Callable[[dict[str, Any]], str]) -> _codec.Open:
         """What opens sealed records read from ``key``; ``field_of`` names the hash field a
         record's envelope must have been sealed for (raising ``UnsealError`` if it cannot be)."""
+        binding = _seal.Binding(session_id, key)
+        ciphers: list[_seal.Cipher] = []
+
+        def cipher_for() -> _seal.Cipher:
+            if not ciphers:
+                ciphers.append(self._cipher(session_id))
+            return ciphers[0]
 
         def open_(blob: Any, envelope: dict[str, Any]) -> bytes:
-            return _seal.open_blob(blob, lambda: self._cipher(session_id), (session_id, key, field_of(envelope)))
+            return _seal.open_blob(blob, cipher_for, binding, field_of(envelope))
 
         return open_
 

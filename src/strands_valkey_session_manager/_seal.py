@@ -13,8 +13,8 @@ The blob is one flags byte, then the payload:
   the record's key name and its hash field (message member, agent id or orchestrator id), so a
   value cannot be moved to another session, key or position, nor its flags changed, undetected.
 
-The nonce is synthetic: HMAC-SHA256, under a key derived from the data key, of the associated data
-and the plaintext, cut to 12 bytes. The same record at the same place therefore seals to the same
+The nonce is synthetic: keyed BLAKE2b (a MAC), under a key derived from the data key, of the
+associated data and the plaintext, 12 bytes. The same record at the same place therefore seals to the same
 bytes, which keeps every write safe to repeat (the scripts recognise a repeated write by its
 identical value, ``repeated_write`` in ``lua/_prelude.lua``); two different plaintexts get the same
 nonce only by a 96-bit collision. What an observer learns is that two seals of one position hold
@@ -35,9 +35,11 @@ import hashlib
 import hmac
 import os
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from ._codec import SEALED_MARKER, CodecError
@@ -140,22 +142,66 @@ def _inflate(payload: bytes) -> bytes:
     return inflated
 
 
+def _prefixed(text: str) -> bytes:
+    raw = text.encode("utf-8", "surrogatepass")
+    return struct.pack(">I", len(raw)) + raw
+
+
+def _codecs() -> tuple[Callable[[str], bytes], Callable[[bytes], bytes]]:
+    """Base64 decoder and encoder: pybase64's (SIMD, installed with the extras) if present, about
+    seven times faster on a 1 KiB record than the standard library's, which is the fallback."""
+    try:
+        import pybase64
+    except ImportError:
+        if sys.version_info >= (3, 11):
+            decode: Callable[[str], bytes] = partial(binascii.a2b_base64, strict_mode=True)
+        else:  # pragma: no cover - Python 3.10
+            decode = partial(base64.b64decode, validate=True)
+        return decode, base64.b64encode
+    return partial(pybase64.b64decode, validate=True), pybase64.b64encode
+
+
+_b64decode, _b64encode = _codecs()
+
+
+class Binding:
+    """Where sealed records live: session id and key name; :meth:`aad` adds flags and hash field.
+
+    Built once per read or write, so a list of thousands of records encodes the common part once.
+    """
+
+    __slots__ = ("_heads",)
+
+    def __init__(self, session_id: str, key: str) -> None:
+        middle = _prefixed(session_id) + _prefixed(key)
+        self._heads = tuple(b"svsm1" + bytes((flags,)) + middle for flags in range(_KNOWN_FLAGS + 1))
+
+    def aad(self, flags: int, field: str) -> bytes:
+        """The associated data: flags, session id, key name and hash field, length-prefixed."""
+        return self._heads[flags] + _prefixed(field)
+
+
 def associated_data(flags: int, session_id: str, key: str, field: str) -> bytes:
-    """What a sealed blob is bound to: flags, session id, key name and hash field, length-prefixed."""
-    parts = [session_id.encode("utf-8", "surrogatepass"), key.encode(), field.encode("utf-8", "surrogatepass")]
-    return b"svsm1" + bytes((flags,)) + b"".join(struct.pack(">I", len(p)) + p for p in parts)
+    """What a sealed blob is bound to (see :class:`Binding`)."""
+    return Binding(session_id, key).aad(flags, field)
 
 
 class Cipher:
     """AES-256-GCM under one data key, with synthetic nonces (see the module docstring)."""
 
     def __init__(self, key: bytes) -> None:
+        from cryptography.exceptions import InvalidTag
+
         self._aead = _aesgcm(key)
+        self._invalid: type[Exception] = InvalidTag
         self._nonce_key = hmac.new(key, b"svsm nonce key", hashlib.sha256).digest()
 
     def encrypt(self, payload: bytes, aad: bytes) -> bytes:
         """Nonce followed by ciphertext and tag."""
-        nonce = hmac.new(self._nonce_key, aad + payload, hashlib.sha256).digest()[:_NONCE_BYTES]
+        # The associated data is self-delimiting (length-prefixed parts), so aad + payload is unambiguous.
+        mac = hashlib.blake2b(aad, digest_size=_NONCE_BYTES, key=self._nonce_key)
+        mac.update(payload)
+        nonce = mac.digest()
         return nonce + self._aead.encrypt(nonce, payload, aad)
 
     def decrypt(self, sealed: bytes, aad: bytes) -> bytes:
@@ -164,11 +210,9 @@ class Cipher:
         Raises:
             UnsealError: If the tag does not verify.
         """
-        from cryptography.exceptions import InvalidTag
-
         try:
             return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad)
-        except InvalidTag as e:
+        except self._invalid as e:
             raise UnsealError(
                 "decryption failed: the record was altered, moved from another session or position, "
                 "or sealed under another data key"
@@ -252,13 +296,14 @@ class Sealer:
     def encrypts(self) -> bool:
         return self.key_provider is not None
 
-    def seal(self, inner: bytes, cipher: Cipher | None, aad: tuple[str, str, str]) -> str | None:
+    def seal(self, inner: bytes, cipher: Cipher | None, binding: Binding, field: str) -> str | None:
         """The blob of ``inner`` as base64 text, or None when it should stay plain.
 
         Args:
             inner: The JSON of the record's sealed members.
             cipher: The session's cipher when encrypting, else None.
-            aad: Session id, key name and hash field the blob is bound to.
+            binding: Session id and key name the blob is bound to.
+            field: The hash field the blob is bound to.
         """
         flags = 0
         payload = inner
@@ -270,19 +315,20 @@ class Sealer:
                 payload = packed
         if cipher is not None:
             flags |= ENCRYPTED
-            payload = cipher.encrypt(payload, associated_data(flags, *aad))
+            payload = cipher.encrypt(payload, binding.aad(flags, field))
         if not flags:
             return None
-        return base64.b64encode(bytes((flags,)) + payload).decode("ascii")
+        return _b64encode(bytes((flags,)) + payload).decode("ascii")
 
 
-def open_blob(blob: Any, cipher_for: Callable[[], Cipher], aad: tuple[str, str, str]) -> bytes:
+def open_blob(blob: Any, cipher_for: Callable[[], Cipher], binding: Binding, field: str) -> bytes:
     """The inner JSON of a sealed blob.
 
     Args:
         blob: The base64 text of the sealed member.
         cipher_for: Called (no arguments) for the session's cipher when the blob is encrypted.
-        aad: Session id, key name and hash field the blob must be bound to.
+        binding: Session id and key name the blob must be bound to.
+        field: The hash field the blob must be bound to.
 
     Raises:
         UnsealError: If the blob is malformed, tampered with, moved, or the key is wrong or missing.
@@ -290,7 +336,7 @@ def open_blob(blob: Any, cipher_for: Callable[[], Cipher], aad: tuple[str, str, 
     if not isinstance(blob, str):
         raise UnsealError(f"sealed member is a {type(blob).__name__}, not base64 text")
     try:
-        raw = base64.b64decode(blob, validate=True)
+        raw = _b64decode(blob)
     except (binascii.Error, ValueError) as e:
         raise UnsealError(f"sealed member is not base64: {e}") from e
     if not raw:
@@ -301,7 +347,7 @@ def open_blob(blob: Any, cipher_for: Callable[[], Cipher], aad: tuple[str, str, 
     if flags & ENCRYPTED:
         if len(payload) < _NONCE_BYTES + _TAG_BYTES:
             raise UnsealError("encrypted payload is too short")
-        payload = cipher_for().decrypt(payload, associated_data(flags, *aad))
+        payload = cipher_for().decrypt(payload, binding.aad(flags, field))
     if flags & COMPRESSED:
         payload = _inflate(payload)
     return payload
