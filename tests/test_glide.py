@@ -178,6 +178,8 @@ def test_client_of_the_other_kind_is_a_type_error(backend: Backend, glide_client
         ("CLUSTERDOWN The cluster is down", SessionStoreUnavailableError),
         ("MASTERDOWN Link with MASTER is down", SessionStoreUnavailableError),
         ("NOPERM User has no permissions to run the 'hset' command", AccessDeniedError),
+        ("NOAUTH Authentication required.", AccessDeniedError),
+        ("WRONGPASS invalid username-password pair or user is disabled.", AccessDeniedError),
         ("WRONGTYPE Operation against a key holding the wrong kind of value", CorruptRecordError),
         ("SVSM-CORRUPT stored record has no trailing created_at", CorruptRecordError),
         ("ERR something else", CorruptRecordError),

@@ -57,7 +57,8 @@ _UNAVAILABLE_CODES = frozenset(
         "ClusterConnectionNotFound",
     }
 )
-_NO_PERMISSION_CODES = frozenset({"NOPERM", "PermissionDenied"})
+# A refused user or password is access denied too, not a server to retry later.
+_NO_PERMISSION_CODES = frozenset({"NOPERM", "PermissionDenied", "NOAUTH", "WRONGPASS", "AuthenticationFailed"})
 _NO_SCRIPT_CODES = frozenset({"NOSCRIPT", "NoScriptError"})
 _KNOWN_KIND = re.compile(r"signalled by the server: - (\w+):")
 _FIRST_WORD = re.compile(r"[^\s:]*")
