@@ -44,7 +44,7 @@ from strands_valkey_session_manager import (
     ValkeySessionRepository,
 )
 from strands_valkey_session_manager.aio import AsyncValkeySessionRepository
-from strands_valkey_session_manager.scripted_model import ScriptedModel, Turn
+from strands_valkey_session_manager.scripted_model import ScriptedModel, Turn, TurnLike
 from strands_valkey_session_manager.storage import ValkeyStorage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,12 +143,6 @@ def test_scripts_name_only_declared_keys_and_documented_commands() -> None:
     assert called <= set(ACL_COMMANDS), f"scripts call commands the rules do not grant: {called - set(ACL_COMMANDS)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: svsm doctor's ACL probes (_doctor.acl_probes, 'every command the package sends') drifted: "
-    "they probe HEXISTS, which no script calls since per-agent versions, and miss HDEL (fork) and SET and "
-    "TYPE (ValkeyStorage)",
-)
 def test_doctor_probes_the_documented_commands() -> None:
     from strands_valkey_session_manager._doctor import acl_probes
     from strands_valkey_session_manager._keys import KeyLayout
@@ -247,7 +241,7 @@ def _run_manager(client: Any, prefix: str, session_id: str) -> None:
     """An agent with a guardrail turn and a redaction, then a restore in a new manager."""
     # No lifetime: writes keep the session's own expiry (PEXPIRETIME), where the repository below sets one.
     manager = ValkeySessionManager(session_id=session_id, client=client, key_prefix=prefix)
-    script = ["Hello!", Turn(text="I cannot help with that.", redact_user="[input blocked]")]
+    script: list[TurnLike] = ["Hello!", Turn(text="I cannot help with that.", redact_user="[input blocked]")]
     agent = Agent(model=ScriptedModel(script), session_manager=manager, agent_id="agent", callback_handler=None)
     agent("hi")
     agent("something blocked")
@@ -476,7 +470,7 @@ def test_acl_user_reaches_nothing_outside_its_prefix(backend: Any) -> None:
             try:
                 for prefix in ["strands", f"{PREFIX}s", "other"]:
                     repo = ValkeySessionRepository(client, key_prefix=prefix)
-                    for name, call in {
+                    calls: dict[str, Callable[[ValkeySessionRepository], object]] = {
                         "read_session": lambda r: r.read_session("private"),
                         "read_agent": lambda r: r.read_agent("private", "a"),
                         "list_messages": lambda r: r.list_messages("private", "a"),
@@ -491,7 +485,8 @@ def test_acl_user_reaches_nothing_outside_its_prefix(backend: Any) -> None:
                         "delete_session": lambda r: r.delete_session("private"),
                         "fork_session": lambda r: r.fork_session("private", "copy"),
                         "export_session": lambda r: r.export_session("private"),
-                    }.items():
+                    }
+                    for name, call in calls.items():
                         with pytest.raises(AccessDeniedError, match="ACL"):
                             call(repo)
                         assert name
@@ -591,11 +586,6 @@ def test_manager_from_a_url_with_user_and_password(backend: Any) -> None:
 
 
 @pytest.mark.backends("valkey9")
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a wrong password (WRONGPASS) surfaces as SessionStoreUnavailableError, the "
-    "'retry later' error (and the repository retries it), instead of AccessDeniedError",
-)
 def test_wrong_password_is_access_denied(backend: Any) -> None:
     with _acl_user(backend, USER, acl_rules(PREFIX)):
         url = f"redis://{USER}:wrong@{backend.host}:{backend.port}"

@@ -195,7 +195,7 @@ def test_20_mib_image_round_trips_exactly_under_the_default_limit(backend: Any, 
         repo = ValkeySessionRepository(made, key_prefix=PREFIX)
         repo.create_session(Session(session_id="big", session_type=SessionType.AGENT))
         repo.create_agent("big", _agent("a"))
-        content: list[dict[str, Any]] = [
+        content: list[Any] = [
             {"text": "look"},
             {"image": {"format": "png", "source": {"bytes": image}}},
         ]
@@ -331,20 +331,9 @@ _JUNK = b"\xff\xfe\x00\x80\xc3(junk"
 
 @pytest.mark.backends("valkey9", "redis7", "cluster")
 @pytest.mark.parametrize("record", ["message", "agent", "multi_agent", "session"])
-def test_binary_junk_is_a_corrupt_record_error_naming_the_key(
-    client: Any, client_kind: str, record: str, request: pytest.FixtureRequest
-) -> None:
-    if client_kind.endswith("-str") or record == "session":
-        # A decoding client turns the reply into text before the repository sees it; session_info
-        # (and so list_sessions) decodes every field of the session hash, the record included.
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="bug: bytes that are not UTF-8 under our keys raise UnicodeDecodeError, not "
-                "CorruptRecordError, from clients with decode_responses=True (every read) and from "
-                "session_info/list_sessions (session hash fields) whatever the client",
-            )
-        )
+def test_binary_junk_is_a_corrupt_record_error_naming_the_key(client: Any, record: str) -> None:
+    # A decoding client turns the reply into text before the repository sees it; session_info
+    # (and so list_sessions) decodes every field of the session hash, the record included.
     repo = _populated(client)
     key, field = _field_of(repo, client, record)
     client.hset(key, field, _JUNK)
@@ -356,11 +345,6 @@ def test_binary_junk_is_a_corrupt_record_error_naming_the_key(
 
 
 @pytest.mark.backends("valkey9", "redis7", "cluster")
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: session_info (and so list_sessions, prune, export) lets ValueError/CodecError escape "
-    "when a catalog field of the session hash (created, updated, tags) is garbled",
-)
 @pytest.mark.parametrize("field", ["created", "updated", "tags"])
 def test_garbled_catalog_field_is_a_corrupt_record_error(client: Any, field: str) -> None:
     repo = _populated(client)

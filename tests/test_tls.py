@@ -226,7 +226,7 @@ def test_manager_from_a_tls_url_with_the_ca(tls_server: TlsServer, pki: Pki, sch
 
 
 def test_manager_from_a_tls_url_as_an_acl_user(tls_server: TlsServer, pki: Pki) -> None:
-    admin = valkey.Valkey(HOST, tls_server.process.port)  # the plain port, as the operator
+    admin: Any = valkey.Valkey(HOST, tls_server.process.port)  # the plain port, as the operator
     admin.execute_command("ACL", "SETUSER", USER, "reset", "on", f">{PASSWORD}", *acl_rules(PREFIX))
     try:
         credentials = f"{USER}:{PASSWORD.replace(' ', '%20')}@"
