@@ -44,7 +44,6 @@ from strands.types.tools import ToolSpec
 from valkey.crc import key_slot
 
 from strands_valkey_session_manager import (
-    CorruptRecordError,
     SessionStoreUnavailableError,
     ValkeySessionManager,
     ValkeySessionRepository,
@@ -589,13 +588,6 @@ def test_cluster_failover_loses_nothing_acknowledged(
 
 
 @pytest.mark.cluster
-@pytest.mark.xfail(
-    strict=True,
-    raises=CorruptRecordError,
-    reason="bug: threads sharing a valkey.cluster.ValkeyCluster across a CLUSTER FAILOVER leave the new primary "
-    "flagged as a replica in the client (valkey-py 6.2 applies the same MOVED twice), so script loads skip it and "
-    "every script call on that shard fails with CorruptRecordError 'No matching script', not retried",
-)
 def test_threads_sharing_a_cluster_client_survive_a_manual_failover(primaries_with_replicas: ClusterProcess) -> None:
     """Repro: four threads append through one ``ValkeyCluster`` (the usual set-up of a server with
     many conversations) while ``CLUSTER FAILOVER`` runs on the replica of the session's primary.

@@ -142,7 +142,11 @@ class _Family:
         self._unavailable = unavailable_errors(exceptions)
         self._response_error: type[BaseException] = exceptions.ResponseError
         self._no_script: type[BaseException] = exceptions.NoScriptError
-        self._no_permission: type[BaseException] = exceptions.NoPermissionError
+        # A wrong password or user is refused access, not a server to retry later.
+        self._no_permission: tuple[type[BaseException], ...] = (
+            exceptions.NoPermissionError,
+            exceptions.AuthenticationError,
+        )
         self._scripts = {name: client.register_script(_lua.source(name)) for name in _lua.SCRIPT_NAMES}
         self._standalone = not hasattr(client, "get_nodes")
 
@@ -163,6 +167,11 @@ class _Family:
             # WRONGTYPE and our scripts' SVSM-* replies: the data under our key is not ours.
             raise CorruptRecordError(
                 f"operation=<{operation}>, session_id=<{session_id}>, key=<{key}> | server refused: {e}"
+            ) from e
+        except UnicodeDecodeError as e:
+            # A client with decode_responses=True met bytes that are not UTF-8: not our record.
+            raise CorruptRecordError(
+                f"operation=<{operation}>, session_id=<{session_id}>, key=<{key}> | not a valid record: {e}"
             ) from e
 
     def _pipeline(self) -> Any:
@@ -204,8 +213,16 @@ class ClientAdapter(_Family):
         return self.client.hget(key, field)
 
     def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run one of the package's Lua scripts (EVALSHA, loading it on NOSCRIPT)."""
-        return self._scripts[name](keys=keys, args=args)
+        """Run one of the package's Lua scripts (EVALSHA, loading it on NOSCRIPT).
+
+        If the server still lacks the script after the load (a cluster client whose view of which
+        node is primary went stale loads it elsewhere), the script is sent whole with EVAL, which is
+        routed by its keys like any command.
+        """
+        try:
+            return self._scripts[name](keys=keys, args=args)
+        except self._no_script:
+            return self.client.eval(_lua.source(name), len(keys), *keys, *args)
 
     def batch(self, calls: Sequence[Call]) -> list[Any]:
         """Send several commands and scripts in one pipeline (not a transaction).
@@ -242,8 +259,11 @@ class AsyncClientAdapter(_Family):
         self.retry = retry or RetryPolicy()
 
     async def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run one of the package's Lua scripts (EVALSHA, loading it on NOSCRIPT)."""
-        return await self._scripts[name](keys=keys, args=args)
+        """As :meth:`ClientAdapter.script`."""
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        except self._no_script:
+            return await self.client.eval(_lua.source(name), len(keys), *keys, *args)
 
     async def batch(self, calls: Sequence[Call]) -> list[Any]:
         """As :meth:`ClientAdapter.batch`."""

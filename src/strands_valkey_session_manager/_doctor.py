@@ -197,12 +197,14 @@ def acl_probes(layout: KeyLayout) -> list[tuple[str, ...]]:
     member = "000000000000000:svsm-doctor"
     return [
         ("GET", keys.session),
+        ("SET", keys.session, "x"),
+        ("TYPE", keys.session),
         ("HGET", keys.session, "record"),
         ("HSET", keys.session, "record", "{}"),
         ("HMGET", keys.session, "catalog", "user"),
         ("HGETALL", keys.session),
         ("HKEYS", keys.agents),
-        ("HEXISTS", keys.agents, "agent"),
+        ("HDEL", keys.session, "ttl"),
         ("HINCRBY", keys.session, "n:agent", "1"),
         ("EVALSHA", "0" * 40, "5", *keys.all()),
         ("SCRIPT", "LOAD", "return 1"),

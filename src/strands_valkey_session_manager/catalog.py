@@ -22,6 +22,7 @@ from . import _codec
 from ._client import CommandCall, Plan, ScriptCall, Step
 from ._keys import CATALOG_SHARDS, KeyLayout, SessionKeys, session_id_of_member
 from ._lifetime import Duration, now_ms, to_ms
+from .exceptions import CorruptRecordError
 
 MAX_PAGE = 1000
 
@@ -73,7 +74,7 @@ class CatalogPlans:
     def _p_session_info(self, session_id: str) -> Plan[SessionInfo | None]:
         keys = self.session_keys(session_id)
         reply = yield Step("session_info", session_id, keys.session, ScriptCall("session_info", keys.all()))
-        return None if reply is None else _info(session_id, reply)[0]
+        return None if reply is None else _info(session_id, keys.session, reply)[0]
 
     def _p_list_sessions(
         self, user_id: str | None, tag: str | None, cursor: str | None, limit: int
@@ -134,7 +135,7 @@ class CatalogPlans:
             if reply is None:
                 stale.append(CommandCall("zrem", (indexes[self._layout.catalog_shard(session_id)], member)))
                 continue
-            info, listed_as = _info(session_id, reply)
+            info, listed_as = _info(session_id, self.session_keys(session_id).session, reply)
             if listed_as != member:  # a duplicate entry left by a create that lost a race
                 stale.append(CommandCall("zrem", (indexes[self._layout.catalog_shard(session_id)], member)))
             elif tag is None or tag in info.tags:
@@ -144,22 +145,34 @@ class CatalogPlans:
         return found
 
 
-def _info(session_id: str, reply: Sequence[Any]) -> tuple[SessionInfo, str]:
-    flat, agent_ids, pttl = reply
-    fields = {_codec.text(flat[i]): _codec.text(flat[i + 1]) for i in range(0, len(flat), 2)}
-    counts = {_codec.text(a): int(fields.get(f"n:{_codec.text(a)}", 0)) for a in agent_ids}
-    created = int(fields.get("created", 0))
-    tags = tuple(_codec.loads(fields["tags"])) if fields.get("tags") else ()
-    info = SessionInfo(
-        session_id=session_id,
-        created_at=_datetime(created),
-        updated_at=_datetime(int(fields.get("updated", created))),
-        user_id=fields.get("user"),
-        tags=tags,
-        message_counts=counts,
-        expires_in=None if int(pttl) < 0 else int(pttl) / 1000,
-    )
-    return info, fields.get("catalog", "")
+def _info(session_id: str, key: str, reply: Sequence[Any]) -> tuple[SessionInfo, str]:
+    """Build the catalog view from the ``session_info`` script's reply.
+
+    Raises:
+        CorruptRecordError: If a field of the session hash is not what this package writes.
+    """
+    try:
+        flat, agent_ids, pttl = reply
+        # Values are decoded only where used: the session record itself is not the catalog's business.
+        fields = {_codec.text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        counts = {_codec.text(a): int(fields.get(f"n:{_codec.text(a)}", 0)) for a in agent_ids}
+        created = int(fields.get("created", 0))
+        tags = tuple(_codec.loads(fields["tags"])) if fields.get("tags") else ()
+        if not all(isinstance(tag, str) for tag in tags):
+            raise _codec.CodecError("tags are not a list of strings")
+        info = SessionInfo(
+            session_id=session_id,
+            created_at=_datetime(created),
+            updated_at=_datetime(int(fields.get("updated", created))),
+            user_id=_codec.text(fields["user"]) if "user" in fields else None,
+            tags=tags,
+            message_counts=counts,
+            expires_in=None if int(pttl) < 0 else int(pttl) / 1000,
+        )
+        listed_as = _codec.text(fields.get("catalog", ""))
+    except (ValueError, TypeError, OverflowError) as e:  # CodecError and UnicodeDecodeError are ValueErrors
+        raise CorruptRecordError(f"session_id=<{session_id}>, key=<{key}> | catalog fields are not valid: {e}") from e
+    return info, listed_as
 
 
 def _datetime(ms: int) -> datetime:

@@ -140,7 +140,7 @@ class TransferPlans:
             raise SessionException(f"Session {session_id} does not exist")
         keys = self.session_keys(session_id)
         reads = [CommandCall("hgetall", (keys.agents,)), CommandCall("hgetall", (keys.multi,))]
-        agents_raw, multi_raw = yield Step("export_session", session_id, keys.agents, reads)
+        agents_raw, multi_raw = yield Step("export_session", session_id, f"{keys.agents}, {keys.multi}", reads)
         agents = sorted(
             (
                 self._decoded(
