@@ -40,6 +40,8 @@ SEALED_MARKER: Final = "__svsm_sealed__"
 Seal = Callable[[bytes], "str | None"]
 #: Opens a blob: (blob, the record's plaintext envelope) -> the JSON of its content members.
 Open = Callable[[Any, dict[str, Any]], bytes]
+#: Opens the blobs of many sealed records at once: their envelopes -> the JSON of their contents.
+OpenMany = Callable[[list[dict[str, Any]]], list[bytes]]
 
 
 class CodecError(ValueError):
@@ -283,20 +285,30 @@ def decode_message(raw: bytes | str, open_: Open | None = None) -> SessionMessag
     return _message_from_fields(unsealed(_object(raw), open_))
 
 
-def decode_message_array(raw: bytes | str, open_: Open | None = None) -> list[SessionMessage]:
+def decode_message_array(raw: bytes | str, open_many: OpenMany | None = None) -> list[SessionMessage]:
     """Decode a JSON array of message records (as ``list_messages.lua`` returns them) in one parse."""
     values = loads(raw)
     if not isinstance(values, list):
         raise CodecError("not a list of message records")
-    return [
-        _sealed_message(v, open_) if isinstance(v, dict) and SEALED_MARKER in v else _message_from_fields(v)
-        for v in values
-    ]
+    sealed = [i for i, v in enumerate(values) if type(v) is dict and SEALED_MARKER in v]
+    if not sealed:
+        return [_message_from_fields(v) for v in values]
+    if open_many is None:
+        raise CodecError("sealed record: read it through a repository")
+    # The opened contents are parsed as one array: one parse instead of one per record. Each is one
+    # JSON object (authenticated when encrypted); a count that does not match means one was not.
+    inners = loads(b"[" + b",".join(open_many([values[i] for i in sealed])) + b"]")
+    if len(inners) != len(sealed):
+        raise CodecError("a sealed record's content is not one JSON object")
+    for i, inner in zip(sealed, inners, strict=True):
+        values[i] = _sealed_message_from(values[i], inner)
+    return [v if type(v) is SessionMessage else _message_from_fields(v) for v in values]
 
 
-def _sealed_message(envelope: dict[str, Any], open_: Open | None) -> SessionMessage:
-    """A message from a sealed record, built from its envelope and content without merging them."""
-    inner = _opened(envelope, open_)
+def _sealed_message_from(envelope: dict[str, Any], inner: Any) -> SessionMessage:
+    """A message from a sealed record's envelope and opened content, without merging them."""
+    if type(inner) is not dict:
+        raise CodecError(f"sealed content is not a JSON object but {type(inner).__name__}")
     try:
         return SessionMessage(
             message=inner["message"],

@@ -269,24 +269,31 @@ class SessionCore(CatalogPlans, TransferPlans):
         if limit is None:
             self._saw(session_id, agent_id, version)
         sealed: list[bool] = []
+        binding = _seal.Binding(session_id, keys.messages)
+        ciphers: list[_seal.Cipher] = []
 
-        def field_of(envelope: dict[str, Any]) -> str:
-            # The member is not in the reply: the blob is bound to the one its envelope names, and
-            # ids must rise (below), so a sealed record copied to another position is refused.
-            message_id = envelope.get("message_id")
-            try:
-                member = _member(encoded_agent, check_message_id(message_id))
-            except ValueError as e:
-                raise _seal.UnsealError(f"sealed record with message id {message_id!r}") from e
-            if not sealed:
-                sealed.append(True)
-            return member
+        def cipher_for() -> _seal.Cipher:
+            if not ciphers:
+                ciphers.append(self._cipher(session_id))
+            return ciphers[0]
 
-        open_ = self._opener(session_id, keys.messages, field_of)
+        def open_many(envelopes: list[dict[str, Any]]) -> list[bytes]:
+            # The members are not in the reply: each blob is bound to the member its envelope names,
+            # and ids must rise (below), so a sealed record copied to another position is refused.
+            fields = []
+            for envelope in envelopes:
+                message_id = envelope.get("message_id")
+                try:
+                    fields.append(_member(encoded_agent, check_message_id(message_id)))
+                except ValueError as e:
+                    raise _seal.UnsealError(f"sealed record with message id {message_id!r}") from e
+            sealed.append(True)
+            return _seal.open_many([e[_codec.SEALED_MARKER] for e in envelopes], fields, cipher_for, binding)
+
         messages: list[SessionMessage] = []
         for chunk in chunks:
             try:
-                messages.extend(_codec.decode_message_array(chunk, open_))
+                messages.extend(_codec.decode_message_array(chunk, open_many))
             except _seal.UnsealError as e:
                 raise DecryptionError(
                     f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.messages}> | "
