@@ -6,8 +6,9 @@ privilege"). The tests check it from three sides:
 - it is exactly what the package sends, client side and inside its Lua scripts (MONITOR on Valkey 9
   and Redis 7 while the whole package runs: nothing missing, nothing unused);
 - a user with exactly these rules and the key pattern ``~<prefix>:*`` runs the whole package
-  (session manager with an agent, repository with lifetime, catalog, fork, export/import, the
-  asyncio repository, ValkeyStorage) with every client, standalone and cluster;
+  (session manager with an agent, repository with lifetime, catalog, fork, export/import, records
+  compressed and encrypted at rest with a key rotation, the asyncio repository, ValkeyStorage) with
+  every client, standalone and cluster;
 - that user reaches nothing outside the pattern: a repository with another prefix gets
   ``AccessDeniedError``, raw commands outside the pattern or the list are refused, and a user
   limited to one session's keys can work on that session only, so the scripts touch no key but
@@ -44,6 +45,7 @@ from strands_valkey_session_manager import (
     ValkeySessionRepository,
 )
 from strands_valkey_session_manager.aio import AsyncValkeySessionRepository
+from strands_valkey_session_manager.encryption import LocalKeyProvider, rotate_wrapping_key
 from strands_valkey_session_manager.scripted_model import ScriptedModel, Turn, TurnLike
 from strands_valkey_session_manager.storage import ValkeyStorage
 
@@ -304,6 +306,23 @@ def _run_repository(client: Any, prefix: str, session_id: str) -> None:
     repo.delete_session(session_id)
 
 
+def _run_sealed_repository(client: Any, prefix: str, session_id: str) -> None:
+    """Records compressed and encrypted at rest, with a data key per session and a key rotation."""
+    old_key, new_key = LocalKeyProvider.generate_key(), LocalKeyProvider.generate_key()
+    repo = ValkeySessionRepository(
+        client, key_prefix=prefix, compress_threshold=64, key_provider=LocalKeyProvider({"k1": old_key}, "k1")
+    )
+    repo.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
+    repo.create_agent(session_id, SessionAgent(agent_id="a", state={"secret": 1}, conversation_manager_state={}))
+    repo.create_message(session_id, "a", _message(0, "sealed " * 40))
+    rotated = ValkeySessionRepository(
+        client, key_prefix=prefix, key_provider=LocalKeyProvider({"k1": old_key, "k2": new_key}, "k2")
+    )
+    assert rotate_wrapping_key(rotated, session_id)
+    assert [m.message["content"] for m in rotated.list_messages(session_id, "a")] == [[{"text": "sealed " * 40}]]
+    rotated.delete_session(session_id)
+
+
 def _run_async_repository(client: Any, prefix: str, session_id: str) -> None:
     async def run() -> None:
         repo = AsyncValkeySessionRepository(client, key_prefix=prefix, ttl=60)
@@ -341,6 +360,7 @@ def _run_everything(backend: Any, kind: str, prefix: str, user: str | None, tag:
     try:
         _run_manager(client, prefix, f"manager-{tag}")
         _run_repository(client, prefix, f"repo:{{{tag}}}")
+        _run_sealed_repository(client, prefix, f"sealed {tag}")
         _run_storage(client, prefix)
     finally:
         client.close()

