@@ -149,6 +149,7 @@ def measure(count: int, runs: int, restores: int) -> dict[str, Any]:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "server": version.decode() if isinstance(version, bytes) else str(version),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         },
         "modes": rows,
         "target": {
@@ -185,7 +186,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Target: {target['what']}: worst {target['worst_ratio']:.2f}x, **{'PASS' if target['pass'] else 'FAIL'}**.",
         "",
         f"Machine: {machine['platform']}, {machine['cpus']} CPUs, Python {machine['python']}, "
-        f"server {machine['server']}; {results['date']}.",
+        f"server {machine['server']}; load average {', '.join(map(str, machine['load_average']))} "
+        f"(other processes shared the 2 cores); {results['date']}.",
         "",
     ]
     return "\n".join(lines)

@@ -539,3 +539,14 @@ def test_options_off_change_nothing(client: Any) -> None:
         "created_at",
     ]
     assert client.hget(keys.session, "dek") is None
+
+
+def test_sealing_benchmark_quick_run(tmp_path: Any) -> None:
+    """``benchmarks/sealing_bench.py --quick`` runs end to end and writes both result files."""
+    from benchmarks import sealing_bench
+
+    assert sealing_bench.main(["--quick", "--output-dir", str(tmp_path)]) == 0
+    results = orjson.loads((tmp_path / "sealing.json").read_bytes())
+    assert set(results["modes"]) == {"none", "zstd", "aes-gcm", "both"}
+    assert results["modes"]["zstd"]["stored_bytes_per_message"] < results["modes"]["none"]["stored_bytes_per_message"]
+    assert "| aes-gcm |" in (tmp_path / "sealing.md").read_text(encoding="utf-8")
