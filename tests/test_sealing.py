@@ -158,6 +158,18 @@ def test_round_trip(client: Any, mode: str) -> None:
 
 
 @pytest.mark.backends("valkey9", "cluster")
+def test_every_client_kind_including_glide(store_client: Any) -> None:
+    repo = ValkeySessionRepository(store_client, compress_threshold=256, key_provider=PROVIDER)
+    messages = _fill(repo)
+    reader = ValkeySessionRepository(store_client, key_provider=PROVIDER)
+    assert reader.list_messages("s1", "agent") == messages
+    assert reader.read_multi_agent("s1", "swarm") == {"type": "swarm", "history": [TEXT], "n": 1}
+    assert rotate_wrapping_key(reader, "s1") is True
+    reader.fork_session("s1", "fork")
+    assert ValkeySessionRepository(store_client, key_provider=PROVIDER).list_messages("fork", "agent") == messages
+
+
+@pytest.mark.backends("valkey9", "cluster")
 def test_async_face_round_trip(backend: Backend) -> None:
     kind = backend.client_kinds()[0]
     face: Any = BlockingFace(

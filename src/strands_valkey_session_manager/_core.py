@@ -472,9 +472,9 @@ class SessionCore(CatalogPlans, TransferPlans):
         if provider is None:
             raise ValueError("rotate_wrapping_key needs a repository with a key_provider")
         keys = self.session_keys(session_id)
-        reads = [CommandCall("exists", (keys.session,)), CommandCall("hget", (keys.session, "dek"))]
-        exists, stored = yield Step("rotate_wrapping_key", session_id, keys.session, reads)
-        if not exists:
+        reads = [CommandCall("hget", (keys.session, "record")), CommandCall("hget", (keys.session, "dek"))]
+        record, stored = yield Step("rotate_wrapping_key", session_id, keys.session, reads)
+        if record is None:
             raise SessionException(f"Session {session_id} does not exist")
         if stored is None:
             return False
