@@ -219,8 +219,14 @@ class ClientAdapter(_Family):
         node is primary went stale loads it elsewhere), the script is sent whole with EVAL, which is
         routed by its keys like any command.
         """
+        script = self._scripts[name]
         try:
-            return self._scripts[name](keys=keys, args=args)
+            # EVALSHA sent directly: valkey-py's Script.__call__ costs microseconds on the hot path.
+            return self.client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except self._no_script:
+            pass
+        try:
+            return script(keys=keys, args=args)  # loads the script, then EVALSHA again
         except self._no_script:
             return self.client.eval(_lua.source(name), len(keys), *keys, *args)
 

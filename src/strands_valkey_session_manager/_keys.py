@@ -130,10 +130,12 @@ class SessionKeys:
 class KeyLayout:
     """Builds the keys of a session under one prefix."""
 
-    __slots__ = ("prefix",)
+    __slots__ = ("_sessions", "prefix")
 
     def __init__(self, prefix: str = DEFAULT_KEY_PREFIX) -> None:
         self.prefix = validate_key_prefix(prefix)
+        # A process talks to few sessions, each many times: build their keys once.
+        self._sessions: dict[str, SessionKeys] = {}
 
     def tag(self, session_id: str) -> str:
         """Key stem shared by every key of the session: ``<prefix>:{<encoded id>}``."""
@@ -141,6 +143,15 @@ class KeyLayout:
 
     def session(self, session_id: str) -> SessionKeys:
         """All keys of one session."""
+        keys = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        if keys is None:
+            keys = self._build(session_id)
+            if len(self._sessions) >= 1024:
+                self._sessions.clear()
+            self._sessions[session_id] = keys
+        return keys
+
+    def _build(self, session_id: str) -> SessionKeys:
         stem = self.tag(session_id)
         return SessionKeys(
             session=f"{stem}:session",

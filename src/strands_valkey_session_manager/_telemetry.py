@@ -31,8 +31,23 @@ if trace is not None and metrics is not None:
     _read = _meter.create_counter("svsm.bytes.read", unit="By", description="reply bytes received")
     _duration = _meter.create_histogram("svsm.operation.duration", unit="ms", description="operation time")
     _restored = _meter.create_histogram("svsm.restore.messages", description="messages per list_messages")
+    _PROXY_METER_PROVIDER: Any = type(metrics.get_meter_provider())
+    try:  # the proxy class is private; fall back to the type of the default provider
+        from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+        _PROXY_METER_PROVIDER = _ProxyMeterProvider
+    except ImportError:  # pragma: no cover
+        pass
 else:  # pragma: no cover
     _tracer = None
+
+
+def _configured() -> bool:
+    """Whether an application installed a tracer or meter provider (the API's defaults are proxies
+    that drop everything, so measuring for them only costs time on the hot path)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) or not isinstance(
+        metrics.get_meter_provider(), _PROXY_METER_PROVIDER
+    )
 
 
 def _size(value: Any) -> int:
@@ -67,9 +82,12 @@ class Operation:
 
     def step(self, operation: str, session_id: str, call: Any) -> None:
         """A round trip is about to be sent."""
-        if _tracer is None:
+        if self._trips < 0 or _tracer is None:
             return
         if self._span is None:
+            if not _configured():
+                self._trips = -1  # nobody collects: measure nothing for this operation
+                return
             self._name, self._session_id = operation, session_id
             self._started = time.perf_counter()
             self._span = _tracer.start_span(f"svsm.{operation}", attributes={"svsm.session_id": session_id})
@@ -78,7 +96,7 @@ class Operation:
 
     def reply(self, reply: Any) -> None:
         """A round trip's reply arrived."""
-        if self._span is not None:
+        if self._span is not None and self._trips > 0:
             self._bytes_read += _size(reply)
 
     def finish(self, result: Any = None, error: BaseException | None = None) -> None:
