@@ -35,6 +35,7 @@ import redis.cluster
 import valkey
 import valkey.asyncio
 import valkey.cluster
+import valkey.commands.core
 from strands import Agent
 from strands.types.exceptions import StorageError
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
@@ -82,6 +83,9 @@ STORAGE_COMMANDS = ("get", "set", "type")
 ACL_COMMANDS = tuple(sorted({*REPOSITORY_COMMANDS, *STORAGE_COMMANDS}))
 #: Cluster clients read the topology and the command table when they connect.
 CLUSTER_COMMANDS = ("cluster|slots", "command")
+#: Sent only when a script is still unknown to the node after SCRIPT LOAD (a valkey-py cluster client
+#: whose view went stale in a failover): the whole script with EVAL, routed by its keys.
+FALLBACK_COMMANDS = ("eval",)
 #: Sent by the clients when they connect; a refusal is ignored, so granting them is optional.
 HANDSHAKE_COMMANDS = frozenset({"client|setinfo", "hello", "auth", "select", "ping"})
 
@@ -91,8 +95,9 @@ PASSWORD = "correct horse battery staple"
 
 
 def acl_rules(prefix: str, *, cluster: bool = False) -> list[str]:
-    """The rules after ``ACL SETUSER <user> on >password``: keys under the prefix, the commands."""
-    commands = [*ACL_COMMANDS, *(CLUSTER_COMMANDS if cluster else ())]
+    """The rules after ``ACL SETUSER <user> on >password``: keys under the prefix, the commands (and on
+    a cluster the topology commands and the EVAL fallback)."""
+    commands = [*ACL_COMMANDS, *((*CLUSTER_COMMANDS, *FALLBACK_COMMANDS) if cluster else ())]
     return ["resetkeys", f"~{prefix}:*", "resetchannels", "-@all", *(f"+{c}" for c in commands)]
 
 
@@ -110,6 +115,8 @@ def test_documented_rule_set_is_the_tested_one(document: str) -> None:
     assert documented_command() in text
     cluster_extra = " ".join(f"+{c}" for c in CLUSTER_COMMANDS)
     assert cluster_extra in text
+    for command in FALLBACK_COMMANDS:
+        assert f"`+{command}`" in text
 
 
 # -- the scripts ------------------------------------------------------------------------------
@@ -465,6 +472,35 @@ def test_acl_user_runs_the_whole_package_on_a_cluster(backend: Any) -> None:
 def test_cluster_clients_need_the_topology_commands(backend: Any) -> None:
     with _acl_user(backend, USER, acl_rules(PREFIX)), pytest.raises(Exception, match=r"(?i)cluster|permission"):
         _client(backend, "valkey-cluster-str").close()
+
+
+@pytest.mark.backends("valkey9")
+@pytest.mark.parametrize("granted", [False, True], ids=["without-eval", "with-eval"])
+def test_eval_fallback_needs_eval(backend: Any, granted: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When NOSCRIPT persists after SCRIPT LOAD, the adapter sends the whole script with EVAL; a user
+    without ``+eval`` then gets AccessDeniedError, one with it carries on."""
+
+    def load_does_not_help(self: Any, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        raise valkey.exceptions.NoScriptError("No matching script")
+
+    rules = acl_rules(PREFIX) + [f"+{c}" for c in FALLBACK_COMMANDS if granted]
+    with _acl_user(backend, USER, rules):
+        client = _client(backend, "valkey-py-str")
+        admin = _admin(backend.nodes[0])
+        try:
+            repo = ValkeySessionRepository(client, key_prefix=PREFIX)
+            admin.script_flush()
+            monkeypatch.setattr(valkey.commands.core.Script, "__call__", load_does_not_help)
+            session = Session(session_id="fallback", session_type=SessionType.AGENT)
+            if granted:
+                repo.create_session(session)
+                assert repo.session_info("fallback") is not None
+            else:
+                with pytest.raises(AccessDeniedError, match="eval"):
+                    repo.create_session(session)
+        finally:
+            client.close()
+            admin.close()
 
 
 # -- nothing outside the prefix ---------------------------------------------------------------
