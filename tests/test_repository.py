@@ -242,7 +242,7 @@ def test_agents_messages_never_mix(repo: ValkeySessionRepository) -> None:
 
 
 def test_long_history_lists_completely(repo: ValkeySessionRepository) -> None:
-    _with_history(repo, 2500)  # more than two of the script's 1000-record chunks
+    _with_history(repo, 2500)  # many of the script's 100-record chunks
     listed = repo.list_messages("s1", "agent", offset=1)
     assert [m.message_id for m in listed] == list(range(1, 2500))
 

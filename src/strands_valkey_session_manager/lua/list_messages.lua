@@ -1,5 +1,5 @@
 -- list_messages: one agent's message records in id order, sliced by offset and count.
--- Records come back as JSON arrays of at most 1000 records each, so the client parses a few large
+-- Records come back as JSON arrays of at most 100 records each, so the client parses a few large
 -- strings instead of one reply element per message, and no reply element grows without bound.
 -- ARGV[1] touch: ttl ms to extend the session with (0: the session's), or -1 not to touch
 -- ARGV[2] lex min of the agent's members ('[<agent>:')   ARGV[3] lex max ('(<agent>;')
@@ -9,8 +9,8 @@
 local members = redis.call('ZRANGEBYLEX', KEYS[4], ARGV[2], ARGV[3], 'LIMIT', ARGV[4], ARGV[5])
 local chunks = {tonumber(redis.call('HGET', KEYS[1], 'v:' .. ARGV[6]) or '0')}
 local n = #members
-for first = 1, n, 1000 do
-  local last = math.min(first + 999, n)
+for first = 1, n, 100 do
+  local last = math.min(first + 99, n)
   local records = redis.call('HMGET', KEYS[3], unpack(members, first, last))
   for i = 1, #records do
     if not records[i] then
