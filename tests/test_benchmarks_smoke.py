@@ -66,3 +66,17 @@ def test_quick_benchmark_writes_results_to_output_dir(tmp_path: Path) -> None:
         assert heading in markdown
     # The committed results stay as they were.
     assert _snapshot(COMMITTED_RESULTS) == committed_before
+
+
+def test_write_behind_benchmark_quick_mode_runs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.write_behind", "--quick", "--output-dir", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "write_behind.json").read_text())["rows"]
+    assert [row["stored"] for row in rows] == [row["messages"] for row in rows]
