@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Write-behind holds the loop {ratio:.1f}x less per message; every message is stored after the flush.",
         "",
-        f"Machine: {machine.get('cpu')}, load average {machine.get('load_average_start')}, Python {machine.get('python')}.",
+        f"Machine: {machine.get('cpu')}, load average {machine.get('load_average_start')}, "
+        f"Python {machine.get('python')}.",
     ]
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "write_behind.json").write_text(json.dumps({"rows": rows, "machine": machine}, indent=2))
