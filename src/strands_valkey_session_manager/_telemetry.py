@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - exercised only where OpenTelemetry is 
     metrics = None  # type: ignore[assignment]
 
 _SCOPE = "strands_valkey_session_manager"
+_UNKNOWN = object()
 
 if trace is not None and metrics is not None:
     _tracer: Any = trace.get_tracer(_SCOPE)
@@ -32,7 +33,9 @@ if trace is not None and metrics is not None:
     _duration = _meter.create_histogram("svsm.operation.duration", unit="ms", description="operation time")
     _restored = _meter.create_histogram("svsm.restore.messages", description="messages per list_messages")
     _PROXY_METER_PROVIDER: Any = type(metrics.get_meter_provider())
+    _metrics_internal: Any = None
     try:  # the proxy class is private; fall back to the type of the default provider
+        from opentelemetry.metrics import _internal as _metrics_internal
         from opentelemetry.metrics._internal import _ProxyMeterProvider
 
         _PROXY_METER_PROVIDER = _ProxyMeterProvider
@@ -44,10 +47,16 @@ else:  # pragma: no cover
 
 def _configured() -> bool:
     """Whether an application installed a tracer or meter provider (the API's defaults are proxies
-    that drop everything, so measuring for them only costs time on the hot path)."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) or not isinstance(
-        metrics.get_meter_provider(), _PROXY_METER_PROVIDER
-    )
+    that drop everything, so measuring for them only costs time on the hot path). Reads the API's
+    module globals (``get_tracer_provider()`` consults the environment on every call), falling back
+    to the public calls if those globals ever move."""
+    tracer_provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    meter_provider = getattr(_metrics_internal, "_METER_PROVIDER", _UNKNOWN)
+    if tracer_provider is _UNKNOWN or meter_provider is _UNKNOWN:
+        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) or not isinstance(
+            metrics.get_meter_provider(), _PROXY_METER_PROVIDER
+        )
+    return tracer_provider is not None or meter_provider is not None
 
 
 def _size(value: Any) -> int:
