@@ -33,7 +33,13 @@ from ._keys import (
 from ._keys import message_member as _member
 from ._lifetime import Duration, created_ms, to_ms
 from .catalog import CatalogPlans
-from .exceptions import CorruptRecordError, DecryptionError, SessionConflictError, SessionTooLargeError
+from .exceptions import (
+    CorruptRecordError,
+    DecryptionError,
+    SessionConflictError,
+    SessionLockedError,
+    SessionTooLargeError,
+)
 from .transfer import TransferPlans
 
 if TYPE_CHECKING:
@@ -77,6 +83,8 @@ class SessionCore(CatalogPlans, TransferPlans):
         self._user_id, self._tags = _check_owner(user_id, tags)
         # (session id, agent id) -> the agent version this repository's view is based on.
         self._versions: dict[tuple[str, str], int] | None = {} if check_versions else None
+        # (session id, agent id) -> fencing token of a lease this repository holds (lock=True).
+        self._lease_tokens: dict[tuple[str, str], int] = {}
         # Sealing (_seal.py): compression and encryption options; per-session data keys known to
         # this repository, and fresh ones waiting for their create_session to succeed.
         self._sealer = _seal.Sealer(compress_threshold, key_provider)
@@ -208,7 +216,16 @@ class SessionCore(CatalogPlans, TransferPlans):
         keys = self.session_keys(session_id)
         seal = yield from self._p_seal("update_agent", session_id, keys.agents, agent_id)
         body = self._sized(_codec.encode_agent_update(session_agent, seal), keys.agents)
-        args = (self._ttl_ms, 2, agent_id, body, "1", agent_id, self._expected(session_id, agent_id))
+        args = (
+            self._ttl_ms,
+            2,
+            agent_id,
+            body,
+            "1",
+            agent_id,
+            self._expected(session_id, agent_id),
+            self._token(session_id, agent_id),
+        )
         version = yield Step("update_agent", session_id, keys.agents, ScriptCall("update_record", keys.all(), args))
         if not version:
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
@@ -222,7 +239,14 @@ class SessionCore(CatalogPlans, TransferPlans):
         keys = self.session_keys(session_id)
         seal = yield from self._p_seal("create_message", session_id, keys.messages, member)
         record = self._sized(_codec.encode_message(session_message, seal), keys.messages)
-        args = (self._ttl_ms, agent_id, member, record, self._expected(session_id, agent_id))
+        args = (
+            self._ttl_ms,
+            agent_id,
+            member,
+            record,
+            self._expected(session_id, agent_id),
+            self._token(session_id, agent_id),
+        )
         version = yield Step(
             "create_message", session_id, keys.messages, ScriptCall("append_message", keys.all(), args)
         )
@@ -245,7 +269,16 @@ class SessionCore(CatalogPlans, TransferPlans):
         keys = self.session_keys(session_id)
         seal = yield from self._p_seal("update_message", session_id, keys.messages, member)
         body = self._sized(_codec.encode_message_update(session_message, seal), keys.messages)
-        args = (self._ttl_ms, 3, member, body, "1", agent_id, self._expected(session_id, agent_id))
+        args = (
+            self._ttl_ms,
+            3,
+            member,
+            body,
+            "1",
+            agent_id,
+            self._expected(session_id, agent_id),
+            self._token(session_id, agent_id),
+        )
         version = yield Step("update_message", session_id, keys.messages, ScriptCall("update_record", keys.all(), args))
         if not version:
             raise SessionException(f"Message {session_message.message_id} does not exist")
@@ -535,6 +568,11 @@ class SessionCore(CatalogPlans, TransferPlans):
             SessionConflictError: If a write found the agent changed by another writer.
         """
         version = int(version)
+        if version == -3:
+            raise SessionLockedError(
+                f"session_id=<{session_id}>, agent_id=<{agent_id}> | another owner holds this agent's lease; "
+                "nothing was written"
+            )
         if version == -1:
             raise SessionConflictError(
                 f"session_id=<{session_id}>, agent_id=<{agent_id}> | another writer changed the agent after "
@@ -543,6 +581,38 @@ class SessionCore(CatalogPlans, TransferPlans):
             )
         if self._versions is not None and (wrote or (session_id, agent_id) not in self._versions):
             self._versions[(session_id, agent_id)] = version
+
+    def _token(self, session_id: str, agent_id: str) -> str:
+        """The fencing token of our lease on the agent, or '' when we hold none."""
+        token = self._lease_tokens.get((session_id, agent_id))
+        return "" if token is None else str(token)
+
+    def _p_lease(self, session_id: str, agent_id: str, owner: str, lease_ms: int, op: str) -> Plan[int]:
+        """Acquire, renew or release an agent's lease; returns the fencing token.
+
+        Raises:
+            SessionLockedError: If another owner holds a live lease (or, renewing, ours was lost).
+            SessionException: If the session does not exist.
+        """
+        _check_id(agent_id, "agent_id")
+        keys = self.session_keys(session_id)
+        args = (agent_id, owner, lease_ms, op, self._token(session_id, agent_id))
+        reply = yield Step(f"{op}_lease", session_id, keys.session, ScriptCall("lease", keys.all(), args))
+        code = int(reply[0])
+        if code == 0:
+            raise SessionException(f"Session {session_id} does not exist")
+        if code == -1:
+            holder = _codec.text(reply[1])
+            self._lease_tokens.pop((session_id, agent_id), None)
+            raise SessionLockedError(
+                f"session_id=<{session_id}>, agent_id=<{agent_id}> | the agent is locked by owner <{holder}> for "
+                f"another {int(reply[2]) / 1000:.1f} s" + (" (our lease was lost)" if op == "renew" else "")
+            )
+        if op == "release":
+            self._lease_tokens.pop((session_id, agent_id), None)
+        else:
+            self._lease_tokens[(session_id, agent_id)] = code
+        return code
 
     @staticmethod
     def _member(agent_id: str, message_id: int) -> str:

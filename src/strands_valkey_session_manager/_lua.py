@@ -19,6 +19,7 @@ SESSION_SCRIPTS = (
     "read_field",
     "delete_session",
     "session_info",
+    "lease",
     "session_dek",
 )
 # ValkeyStorage's scripts, with ``lua/_storage_prelude.lua`` in front.

@@ -29,6 +29,14 @@ class SessionConflictError(ValkeySessionError):
     """
 
 
+class SessionLockedError(ValkeySessionError):
+    """Another owner holds the agent's lease (``lock=True``); nothing was written.
+
+    Raised at once when a second manager tries to take an agent another one owns, and for writes
+    fenced out because their lease expired and was taken over.
+    """
+
+
 class AccessDeniedError(ValkeySessionError):
     """The server's ACL does not allow a command or key this package needs (NOPERM)."""
 

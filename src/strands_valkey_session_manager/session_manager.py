@@ -12,7 +12,8 @@ from strands.types.session import Session, SessionAgent, SessionMessage
 
 from ._client import run_plan
 from ._keys import DEFAULT_KEY_PREFIX
-from ._lifetime import Duration
+from ._lease import Lease
+from ._lifetime import Duration, to_ms
 from ._seal import KeyProvider
 from ._write_behind import WriteBehind
 from .encryption import rotate_wrapping_key
@@ -48,6 +49,11 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             event loop does not wait for a round trip per message. Every write is applied before
             an invocation returns (and by :meth:`flush`/:meth:`close`, or at normal interpreter
             exit); a failed write is raised at the next write or flush as ``WriteBehindError``.
+        lock: Own each agent exclusively: initializing an agent takes a lease (a second owner gets
+            ``SessionLockedError`` at once), renewed in the background every third of
+            ``lock_ttl``; writes carry its fencing token, so once a crashed owner's lease has
+            expired and been taken over, its late writes are refused. :meth:`close` releases.
+        lock_ttl: Lease time (seconds or ``timedelta``): how long a crashed owner blocks others.
         compress_threshold: Compress records whose content exceeds this many bytes (zstd, when it
             shrinks them); ``None`` (default) never compresses.
         key_provider: Encrypt records under a per-session data key wrapped by this
@@ -71,6 +77,8 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         retries: int = 2,
         retry_backoff: float = 0.05,
         write_behind: bool = False,
+        lock: bool = False,
+        lock_ttl: Duration = 30.0,
         compress_threshold: int | None = None,
         key_provider: KeyProvider | None = None,
         **kwargs: Any,
@@ -93,6 +101,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         )
         self._owns_client = False
         self._write_behind = WriteBehind(session_id) if write_behind else None
+        self._lease = Lease(self, session_id, to_ms(lock_ttl, "lock_ttl")) if lock else None
         RepositorySessionManager.__init__(self, session_id=session_id, session_repository=self, **kwargs)
 
     @classmethod
@@ -134,10 +143,12 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         return manager
 
     def close(self) -> None:
-        """Apply queued writes (write-behind), then close the client if this manager created it
-        (:meth:`from_url`)."""
+        """Apply queued writes (write-behind), release the agents' leases (``lock=True``), then close
+        the client if this manager created it (:meth:`from_url`)."""
         if self._write_behind is not None:
             self._write_behind.close()
+        if self._lease is not None:
+            self._lease.release_all()
         if self._owns_client:
             self.client.close()
             self._owns_client = False
@@ -159,6 +170,16 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         """
         if self._write_behind is not None:
             self._write_behind.flush()
+
+    def initialize(self, agent: Any, **kwargs: Any) -> None:
+        """Restore or create the agent; with ``lock=True`` take its lease first (fails fast).
+
+        Raises:
+            SessionLockedError: If another manager holds the agent's lease.
+        """
+        if self._lease is not None:
+            self._lease.acquire(agent.agent_id)
+        super().initialize(agent, **kwargs)
 
     def register_hooks(self, registry: HookRegistry, **kwargs: Any) -> None:
         """The SDK's session hooks, plus a flush when an invocation ends (write-behind)."""

@@ -65,6 +65,20 @@ local function repeated_write(agent_id, expected, key, field, value)
   return false
 end
 
+-- Exclusive ownership (lock=True): while a live lease 'lease:<agent id>' = '<token> <expires ms>
+-- <owner>' exists, only writes carrying its fencing token are admitted; an expired lease admits all.
+local function fenced(agent_id, token, now)
+  local lease = redis.call('HGET', KEYS[1], 'lease:' .. agent_id)
+  if not lease then
+    return false
+  end
+  local held, expires = string.match(lease, '^(%d+) (%d+) ')
+  if tonumber(expires) <= now then
+    return false
+  end
+  return held ~= (token or '')
+end
+
 local function bump_version(agent_id)
   return redis.call('HINCRBY', KEYS[1], 'v:' .. agent_id, 1)
 end

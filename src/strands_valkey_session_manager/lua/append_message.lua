@@ -5,20 +5,24 @@
 -- ARGV[1] ttl ms (0: the session's)   ARGV[2] agent id (raw)
 -- ARGV[3] message member (encoded agent id ':' 20-digit id)   ARGV[4] message record (JSON)
 -- ARGV[5] the agent version the writer last saw ('' not to check)
--- Returns the agent's new version; 0 when the agent does not exist; -1 when the version moved on
--- (nothing is written in either case).
+-- ARGV[6] the writer's lease token ('' or absent: none)
+-- Returns the agent's new version; 0 when the agent does not exist; -1 when the version moved on;
+-- -3 when another owner holds the agent's lease (nothing is written in those cases).
 local version_field, count_field = 'v:' .. ARGV[2], 'n:' .. ARGV[2]
 local state = redis.call('HMGET', KEYS[1], version_field, count_field, 'ttl', 'deadline')
 if not state[1] then
   return 0
 end
 local version = tonumber(state[1])
+local now = now_ms()
+if fenced(ARGV[2], ARGV[6], now) then
+  return -3
+end
 if ARGV[5] ~= '' and version ~= tonumber(ARGV[5]) then
   return repeated_write(ARGV[2], ARGV[5], KEYS[3], ARGV[3], ARGV[4]) or -1
 end
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 local count = tonumber(state[2] or '0') + redis.call('ZADD', KEYS[4], 0, ARGV[3])
-local now = now_ms()
 redis.call('HSET', KEYS[1], version_field, version + 1, count_field, count, 'updated', now)
 expire_session(now, tonumber(ARGV[1]), state[3], state[4])
 return version + 1

@@ -6,6 +6,7 @@
 -- ARGV[5] '1' to keep created_at, '0' to store ARGV[4] as it is
 -- ARGV[6] agent id whose version the write bumps ('' for none)
 -- ARGV[7] the agent version the writer last saw ('' not to check)
+-- ARGV[8] the writer's lease token ('' or absent: none); -3 when another owner holds the lease
 -- Returns the agent's new version (1 when no agent is named); 0 when the field does not exist;
 -- -1 when the version moved on (nothing is written in either case).
 -- Error reply 'SVSM-CORRUPT' when the stored record has no trailing created_at.
@@ -21,6 +22,9 @@ if ARGV[5] == '1' then
     return redis.error_reply('SVSM-CORRUPT stored record has no trailing created_at')
   end
   value = value .. ',"created_at":' .. created .. '}'
+end
+if ARGV[6] ~= '' and fenced(ARGV[6], ARGV[8], now_ms()) then
+  return -3
 end
 if ARGV[6] ~= '' and version_conflict(ARGV[6], ARGV[7]) then
   return repeated_write(ARGV[6], ARGV[7], key, ARGV[3], value) or -1

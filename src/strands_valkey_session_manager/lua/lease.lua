@@ -1,0 +1,37 @@
+-- lease: exclusive ownership of one agent (lock=True), with a fencing token.
+-- The lease is the session hash field 'lease:<agent id>' = '<token> <expires ms> <owner>'; tokens
+-- come from 'fence:<agent id>' and only ever grow, so a writer whose lease was taken over after it
+-- expired is refused by the write scripts (see fenced() in the prelude).
+-- ARGV[1] agent id   ARGV[2] owner id   ARGV[3] lease time ms   ARGV[4] 'acquire' | 'renew' | 'release'
+-- ARGV[5] the owner's token (renew, release)
+-- Returns {token} on success ({1} for release); {0} when the session does not exist;
+-- {-1, holder, ms left} when another owner holds a live lease (or, for renew, ours was lost).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0}
+end
+local field = 'lease:' .. ARGV[1]
+local now = now_ms()
+local lease = redis.call('HGET', KEYS[1], field)
+local token, expires, owner = nil, 0, ''
+if lease then
+  local t, e, o = string.match(lease, '^(%d+) (%d+) (.*)$')
+  token, expires, owner = t, tonumber(e), o
+end
+local live = lease and expires > now
+if ARGV[4] == 'release' then
+  if lease and owner == ARGV[2] and token == ARGV[5] then
+    redis.call('HDEL', KEYS[1], field)
+  end
+  return {1}
+end
+if ARGV[4] == 'renew' then
+  if not (lease and owner == ARGV[2] and token == ARGV[5]) then
+    return {-1, owner, live and (expires - now) or 0}
+  end
+elseif live and owner ~= ARGV[2] then
+  return {-1, owner, expires - now}
+else
+  token = tostring(redis.call('HINCRBY', KEYS[1], 'fence:' .. ARGV[1], 1))
+end
+redis.call('HSET', KEYS[1], field, token .. ' ' .. (now + tonumber(ARGV[3])) .. ' ' .. ARGV[2])
+return {tonumber(token)}
