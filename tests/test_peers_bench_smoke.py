@@ -1,0 +1,38 @@
+"""Smoke test for the peer comparison benchmark: ``python -m benchmarks.peers --quick`` into a temp dir."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("matplotlib") is None,
+        reason="matplotlib is not installed (it comes with the `bench` extra, not `test`)",
+    ),
+]
+
+
+def test_peers_quick_writes_json_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.peers", "--quick", "--output-dir", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "peers.json").read_text(encoding="utf-8"))
+    assert data["restore"] and data["append"]
+    assert list(out.glob("*.png"))
+    assert (out / "BENCHMARKS.md").exists()
