@@ -37,7 +37,6 @@ import valkey
 import valkey.cluster
 from strands import Agent, tool
 from strands.types.content import Messages
-from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 from strands.types.streaming import StreamEvent
 from strands.types.tools import ToolSpec
@@ -941,12 +940,6 @@ def test_a_lost_reply_to_a_write_is_repeated_to_the_same_outcome() -> None:
         assert [s.session_id for s in repo.list_sessions().sessions] == [session_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SessionException,
-    reason="bug: delete_session is retried on a lost reply, but the repeat finds the session gone (deleted "
-    "by the first attempt) and raises 'Session ... does not exist'",
-)
 def test_a_lost_reply_to_delete_session_is_not_an_error() -> None:
     """Repro: the reply to ``delete_session``'s script is lost after the server deleted the session;
     the retry (ARCHITECTURE.md: "every operation is safe to repeat") raises ``SessionException``

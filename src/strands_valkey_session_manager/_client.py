@@ -52,6 +52,19 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
 
 
+def repeat_aware(method: _F) -> _F:
+    """Mark a method whose repeats (after a lost reply) must know they are repeats: the retry
+    wrappers then pass ``_repeated=True`` from the second attempt on."""
+    method._repeat_aware = True  # type: ignore[attr-defined]
+    return method
+
+
+def _for_attempt(method: Callable[..., Any], kwargs: dict[str, Any], attempt: int) -> dict[str, Any]:
+    if attempt and getattr(method, "_repeat_aware", False):
+        return {**kwargs, "_repeated": True}
+    return kwargs
+
+
 def retrying(method: _F) -> _F:
     """Repeat a repository method on :class:`SessionStoreUnavailableError`, per ``self._db.retry``."""
 
@@ -61,7 +74,7 @@ def retrying(method: _F) -> _F:
         attempt = 0
         while True:
             try:
-                return method(self, *args, **kwargs)
+                return method(self, *args, **_for_attempt(method, kwargs, attempt))
             except SessionStoreUnavailableError as e:
                 if attempt >= policy.retries:
                     raise
@@ -84,7 +97,7 @@ def aretrying(method: _F) -> _F:
         attempt = 0
         while True:
             try:
-                return await method(self, *args, **kwargs)
+                return await method(self, *args, **_for_attempt(method, kwargs, attempt))
             except SessionStoreUnavailableError:
                 if attempt >= policy.retries:
                     raise

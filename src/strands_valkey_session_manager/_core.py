@@ -165,12 +165,14 @@ class SessionCore(CatalogPlans, TransferPlans):
         (raw,) = yield from self._p_read("read_session", session_id, keys.session, [self._read_call(keys, 1, "record")])
         return None if raw is None else self._decoded(_codec.decode_session, raw, session_id, keys.session)
 
-    def _p_delete_session(self, session_id: str) -> Plan[None]:
+    def _p_delete_session(self, session_id: str, missing_ok: bool = False) -> Plan[None]:
         keys = self.session_keys(session_id)
         entry = yield Step("delete_session", session_id, keys.session, ScriptCall("delete_session", keys.all()))
         # Its data key went with the session hash (crypto-shredding): forget it here too.
         self._data_keys.pop(session_id, None)
         if entry is None:
+            if missing_ok:
+                return
             raise SessionException(f"Session {session_id} does not exist")
         member, owner, labels = (_codec.text(v) for v in entry)
         if member:

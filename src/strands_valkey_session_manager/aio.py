@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import RetryPolicy, adapter_for, aretrying, arun_plan
+from ._client import RetryPolicy, adapter_for, aretrying, arun_plan, repeat_aware
 from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
@@ -85,9 +85,10 @@ class AsyncValkeySessionRepository(SessionCore):
         return await arun_plan(self._db, self._p_read_session(session_id))
 
     @aretrying
-    async def delete_session(self, session_id: str) -> None:
+    @repeat_aware
+    async def delete_session(self, session_id: str, *, _repeated: bool = False) -> None:
         """Delete the session and everything in it (raises if it does not exist)."""
-        await arun_plan(self._db, self._p_delete_session(session_id))
+        await arun_plan(self._db, self._p_delete_session(session_id, missing_ok=_repeated))
 
     @aretrying
     async def create_agent(self, session_id: str, session_agent: SessionAgent) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from strands.session.session_repository import SessionRepository
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import RetryPolicy, adapter_for, retrying, run_plan
+from ._client import RetryPolicy, adapter_for, repeat_aware, retrying, run_plan
 from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
@@ -130,6 +130,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         return run_plan(self._db, self._p_read_session(session_id))
 
     @retrying
+    @repeat_aware
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
         """Delete the session with all its agents, messages and orchestrator state, and its
         catalog entries.
@@ -140,7 +141,8 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         Raises:
             SessionException: If the session does not exist.
         """
-        run_plan(self._db, self._p_delete_session(session_id))
+        # A repeat after a lost reply finds the session gone because the first attempt deleted it.
+        run_plan(self._db, self._p_delete_session(session_id, missing_ok=bool(kwargs.get("_repeated"))))
 
     # -- agents -------------------------------------------------------------------------------
 
