@@ -218,20 +218,10 @@ class SessionCore(CatalogPlans, TransferPlans):
         keys = self.session_keys(session_id)
         seal = yield from self._p_seal("update_agent", session_id, keys.agents, agent_id)
         body = self._sized(_codec.encode_agent_update(session_agent, seal), keys.agents)
-        args = (
-            self._ttl_ms,
-            2,
-            agent_id,
-            body,
-            "1",
-            agent_id,
-            self._expected(session_id, agent_id),
-            self._token(session_id, agent_id),
+        missing = f"Agent {agent_id} in session {session_id} does not exist"
+        yield from self._p_update_record(
+            "update_agent", session_id, agent_id, keys, index=2, field=agent_id, body=body, missing=missing
         )
-        version = yield Step("update_agent", session_id, keys.agents, ScriptCall("update_record", keys.all(), args))
-        if not version:
-            raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
-        self._saw(session_id, agent_id, version, wrote=True)
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -271,19 +261,31 @@ class SessionCore(CatalogPlans, TransferPlans):
         keys = self.session_keys(session_id)
         seal = yield from self._p_seal("update_message", session_id, keys.messages, member)
         body = self._sized(_codec.encode_message_update(session_message, seal), keys.messages)
-        args = (
-            self._ttl_ms,
-            3,
-            member,
-            body,
-            "1",
-            agent_id,
-            self._expected(session_id, agent_id),
-            self._token(session_id, agent_id),
+        missing = f"Message {session_message.message_id} does not exist"
+        yield from self._p_update_record(
+            "update_message", session_id, agent_id, keys, index=3, field=member, body=body, missing=missing
         )
-        version = yield Step("update_message", session_id, keys.messages, ScriptCall("update_record", keys.all(), args))
+
+    def _p_update_record(
+        self,
+        operation: str,
+        session_id: str,
+        agent_id: str,
+        keys: SessionKeys,
+        *,
+        index: int,
+        field: str,
+        body: bytes,
+        missing: str,
+    ) -> Plan[None]:
+        """Replace an agent's record or message (``update_record.lua``), keeping ``created_at`` and
+        checking the agent's version and lease; ``missing`` is the error when the field is absent."""
+        guards = (agent_id, self._expected(session_id, agent_id), self._token(session_id, agent_id))
+        args = (self._ttl_ms, index, field, body, "1", *guards)
+        key = keys.all()[index - 1]
+        version = yield Step(operation, session_id, key, ScriptCall("update_record", keys.all(), args))
         if not version:
-            raise SessionException(f"Message {session_message.message_id} does not exist")
+            raise SessionException(missing)
         self._saw(session_id, agent_id, version, wrote=True)
 
     def _p_list_messages(
