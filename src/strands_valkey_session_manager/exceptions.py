@@ -59,3 +59,31 @@ class DecryptionError(CorruptRecordError):
     The message names the session and key. Raised instead of returning anything decrypted wrongly;
     it is also what every read of a crypto-shredded session's copied records raises.
     """
+
+
+class SessionNotFoundError(ValkeySessionError):
+    """The session this write belongs to no longer exists; nothing was written.
+
+    It expired (``ttl``/``max_age``), was deleted or pruned, or the server lost it (a restart
+    without persistence, a failover that dropped it). The conversation cannot continue in place:
+    create the session again (a new session manager) and, if the application kept it, replay the
+    history into it.
+    """
+
+
+class DamagedSessionError(CorruptRecordError):
+    """Some keys of a session are gone while others remain (eviction under memory pressure, a
+    manual ``DEL``): its counters and versions disagree with the surviving keys.
+
+    The message names the session and what is missing. Nothing is written into such a session;
+    inspect it with ``session_info``/``svsm show`` and delete it (or repair it from an export).
+    """
+
+
+class ReplicationTimeoutError(SessionStoreUnavailableError):
+    """A write was applied by the primary but fewer replicas than ``wait_for_replicas``
+    acknowledged it within ``wait_timeout``.
+
+    The write is **not acknowledged**: a failover now may lose it. It may be retried (every write
+    is safe to repeat).
+    """
