@@ -5,10 +5,14 @@ from .catalog import SessionInfo, SessionPage
 from .encryption import KeyProvider, LocalKeyProvider
 from .exceptions import (
     AccessDeniedError,
+    AgentExistsError,
     CorruptRecordError,
+    DamagedSessionError,
     DecryptionError,
+    ReplicationTimeoutError,
     SessionConflictError,
     SessionLockedError,
+    SessionNotFoundError,
     SessionStoreUnavailableError,
     SessionTooLargeError,
     ValkeySessionError,
@@ -20,14 +24,18 @@ from .storage import ValkeyStorage
 
 __all__ = [
     "AccessDeniedError",
+    "AgentExistsError",
     "AsyncValkeySessionRepository",
     "CorruptRecordError",
+    "DamagedSessionError",
     "DecryptionError",
     "KeyProvider",
     "LocalKeyProvider",
+    "ReplicationTimeoutError",
     "SessionConflictError",
     "SessionInfo",
     "SessionLockedError",
+    "SessionNotFoundError",
     "SessionPage",
     "SessionStoreUnavailableError",
     "SessionTooLargeError",

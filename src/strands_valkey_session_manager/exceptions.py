@@ -87,3 +87,11 @@ class ReplicationTimeoutError(SessionStoreUnavailableError):
     The write is **not acknowledged**: a failover now may lose it. It may be retried (every write
     is safe to repeat).
     """
+
+
+class AgentExistsError(SessionConflictError):
+    """``create_agent`` found the agent already created (by another process, after this one
+    read that it was missing); nothing was written, the stored agent and its messages are kept.
+
+    The session manager adopts such an agent: it restores it instead of starting it afresh.
+    """
