@@ -620,11 +620,20 @@ def server_command(
         int | None, typer.Option("--port", min=1, max=65535, metavar="PORT", help="Port (default: a free one).")
     ] = None,
     flavour: Annotated[Flavour, typer.Option("--flavour", help="Which server binary.")] = Flavour.valkey9,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            metavar="DIR",
+            help="Keep the data in DIR (append-only file, fsync always) and load it again at the next start; "
+            "without it the data lives in memory only and is gone when the server stops.",
+        ),
+    ] = None,
 ) -> None:
     """Start an embedded server on 127.0.0.1 for local use; prints its URL, stops on Ctrl-C."""
     from .servers import start_server
 
-    server = start_server(flavour.value, port=port)
+    server = start_server(flavour.value, port=port, appendonly=data_dir is not None, data_dir=data_dir)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -124,6 +124,8 @@ class ServerProcess:
     workdir: Path
     process: subprocess.Popen[bytes]
     args: list[str] = field(repr=False)
+    #: Keep ``workdir`` (the data) at ``stop()``: a directory the caller chose.
+    keep_workdir: bool = False
 
     @property
     def url(self) -> str:
@@ -154,7 +156,8 @@ class ServerProcess:
         """Terminate the server (kill it if it hangs) and remove its directory. Safe to call twice."""
         self._terminate()
         _live.discard(self)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def kill9(self) -> None:
         """SIGKILL the server, as a crash would: no shutdown, no final fsync. The directory stays."""
@@ -209,11 +212,14 @@ def start_server(
     cluster_enabled: bool = False,
     extra_args: Sequence[str] = (),
     timeout: float = _START_TIMEOUT,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> ServerProcess:
     """Start a server on 127.0.0.1 and wait until it answers PING.
 
     ``flavour_or_binary`` is one of ``FLAVOURS`` or a path to a server binary. Without ``port`` a free
-    port is chosen, and another one if a different process takes it first.
+    port is chosen, and another one if a different process takes it first; a given ``port`` that
+    another server already answers on is a ``ServerError``. ``data_dir`` (created if missing) holds
+    the server's files and is kept at ``stop()``; by default a temporary directory is used and removed.
     """
     if isinstance(flavour_or_binary, str) and os.sep not in flavour_or_binary:
         # A bare name is a flavour; find_server_binary rejects unknown ones with the valid choices.
@@ -228,11 +234,17 @@ def start_server(
     attempts = 1 if port is not None else _PORT_ATTEMPTS
     for attempt in range(attempts):
         chosen = port if port is not None else free_port(cluster_bus=cluster_enabled)
-        workdir = Path(tempfile.mkdtemp(prefix=f"svsm-{name}-{chosen}-"))
+        if data_dir is None:
+            workdir = Path(tempfile.mkdtemp(prefix=f"svsm-{name}-{chosen}-"))
+        else:
+            workdir = Path(data_dir).resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
         args = _server_args(
             binary, workdir, chosen, appendonly=appendonly, cluster_enabled=cluster_enabled, extra_args=extra_args
         )
-        server = ServerProcess(HOST, chosen, binary, workdir, _spawn(args, workdir), args)
+        server = ServerProcess(
+            HOST, chosen, binary, workdir, _spawn(args, workdir), args, keep_workdir=data_dir is not None
+        )
         _live.add(server)
         try:
             _wait_for_ping(server, time.monotonic() + timeout)
@@ -314,6 +326,25 @@ def _ping(host: str, port: int) -> bytes:
         return b""
 
 
+def _answering_pid(host: str, port: int) -> int | None:
+    """``process_id`` from ``INFO server`` of whoever answers on the port (None if unreadable)."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as sock:
+            sock.sendall(b"INFO server\r\n")
+            reply = b""
+            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return None
+    for line in reply.split(b"\r\n"):
+        if line.startswith(b"process_id:"):
+            return int(line.split(b":", 1)[1])
+    return None
+
+
 def _wait_for_ping(server: ServerProcess, deadline: float) -> None:
     while True:
         code = server.process.poll()
@@ -323,6 +354,9 @@ def _wait_for_ping(server: ServerProcess, deadline: float) -> None:
             )
         # -LOADING means the server is still replaying its AOF: keep waiting.
         if _ping(server.host, server.port).startswith(b"+PONG"):
+            # Another server already listening on the port answers too, while ours fails to bind.
+            if _answering_pid(server.host, server.port) != server.pid:
+                raise ServerError(f"port {server.port} is already in use by another server")
             return
         if time.monotonic() >= deadline:
             raise ServerError(
