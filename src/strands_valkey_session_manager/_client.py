@@ -12,6 +12,7 @@ import asyncio
 import functools
 import importlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -21,7 +22,13 @@ from typing import Any, Literal, Protocol, TypeVar, cast, overload
 
 from . import _lua
 from ._telemetry import Operation
-from .exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnavailableError
+from .exceptions import (
+    AccessDeniedError,
+    CorruptRecordError,
+    ReplicationTimeoutError,
+    SessionStoreUnavailableError,
+    ValkeySessionError,
+)
 
 _SUPPORTED = ("valkey", "redis")
 logger = logging.getLogger(__name__)
@@ -52,6 +59,128 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
 
 
+#: Default for ``wait_timeout``: how long a write waits for its replicas, in seconds.
+DEFAULT_WAIT_TIMEOUT = 1.0
+
+# Reads: calls that never change data (``touch_on_read`` extends lifetimes, which reads may lose).
+_READ_SCRIPTS = frozenset({"list_messages", "read_field", "session_info"})
+_READ_COMMANDS = frozenset({"hget", "hgetall", "hmget", "dump", "zrevrangebylex", "zrangebylex", "get", "exists"})
+# Operations whose writes are housekeeping of a read (stale catalog entries, found again if lost).
+_UNACKNOWLEDGED_OPERATIONS = frozenset({"list_sessions"})
+
+
+@dataclass(frozen=True)
+class Durability:
+    """When a write counts as done: ``wait_for_replicas``, ``wait_timeout``, ``wait_aof``.
+
+    With ``replicas > 0`` (or ``aof``) every write step is followed, in the same pipeline and on
+    the same connection and node, by ``WAIT replicas timeout_ms`` (or ``WAITAOF 1 replicas
+    timeout_ms``: the primary's own AOF fsynced too). Fewer acknowledgements than asked raise
+    :class:`ReplicationTimeoutError`: the primary applied the write, the replicas may not hold it.
+
+    That error is not retried. Repeating the write is safe for the data (no duplicate), but a
+    repeat that recognises its own earlier write writes nothing, so its ``WAIT`` (which counts
+    replicas that hold the connection's last write) would prove nothing about the first attempt.
+    """
+
+    replicas: int = 0
+    timeout: float = DEFAULT_WAIT_TIMEOUT
+    aof: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.replicas, int) or isinstance(self.replicas, bool) or self.replicas < 0:
+            raise ValueError(f"wait_for_replicas=<{self.replicas!r}> | must be a non-negative int")
+        timeout = self.timeout
+        if (
+            not isinstance(timeout, (int, float))
+            or isinstance(timeout, bool)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ValueError(f"wait_timeout=<{timeout!r}> | must be a positive number of seconds")
+        if not isinstance(self.aof, bool):
+            raise ValueError(f"wait_aof=<{self.aof!r}> | must be a bool")
+
+    @property
+    def active(self) -> bool:
+        """True when writes wait for anything."""
+        return self.replicas > 0 or self.aof
+
+    @property
+    def timeout_ms(self) -> int:
+        """The timeout as the server takes it (whole milliseconds, at least 1: 0 would block forever)."""
+        return max(1, round(self.timeout * 1000))
+
+    def command(self) -> tuple[str | int, ...]:
+        """The ``WAIT`` or ``WAITAOF`` command that follows a write."""
+        if self.aof:
+            return ("WAITAOF", 1, self.replicas, self.timeout_ms)
+        return ("WAIT", self.replicas, self.timeout_ms)
+
+    def check(self, replies: Sequence[Any], where: str) -> None:
+        """Judge the replies of the ``WAIT``/``WAITAOF`` commands sent after a write.
+
+        Raises:
+            ReplicationTimeoutError: If fewer replicas (or no local fsync) acknowledged in time.
+            ValkeySessionError: If the server has no ``WAITAOF`` (Redis before 7.2) or cannot
+                fsync (``appendonly no``): the write was applied, not acknowledged.
+        """
+        name = "WAITAOF" if self.aof else "WAIT"
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                text = str(reply)
+                if "unknown command" in text.lower() or "appendonly" in text.lower():
+                    raise ValkeySessionError(
+                        f"{where} | wait_aof=True needs WAITAOF (Valkey 8+, Redis 7.2+) on a server with "
+                        f"appendonly yes; the server refused it ({text}). The write was applied but is not "
+                        "acknowledged."
+                    ) from reply
+                raise ReplicationTimeoutError(
+                    f"{where} | {name} failed ({text}); the write was applied by the primary but is not acknowledged"
+                ) from reply
+            if self.aof:
+                local, replicas = (int(n) for n in reply)
+            else:
+                local, replicas = 1, int(reply)
+            if local < 1 or replicas < self.replicas:
+                detail = f"{replicas} of {self.replicas} replicas" + ("" if local else ", local AOF not fsynced")
+                raise ReplicationTimeoutError(
+                    f"{where} | {detail} acknowledged within {self.timeout_ms} ms; the write was applied by the "
+                    "primary but is not acknowledged: a failover now may lose it"
+                )
+
+
+NO_WAIT = Durability()
+
+
+def acknowledged(step: Step) -> bool:
+    """True when ``step`` writes, so that a :class:`Durability` waits for it."""
+    if step.operation in _UNACKNOWLEDGED_OPERATIONS:
+        return False
+    calls = (step.call,) if isinstance(step.call, (ScriptCall, CommandCall)) else step.call
+    for call in calls:
+        if isinstance(call, ScriptCall):
+            if call.name not in _READ_SCRIPTS:
+                return True
+        elif call.method not in _READ_COMMANDS:
+            return True
+    return False
+
+
+def as_calls(call: Call | Sequence[Call]) -> tuple[bool, list[Call]]:
+    """Whether ``call`` is a single call, and the calls as a list."""
+    if isinstance(call, (ScriptCall, CommandCall)):
+        return True, [call]
+    return False, list(call)
+
+
+def written_key(call: Call) -> str:
+    """The key that routes ``call`` on a cluster (every call names keys of one slot)."""
+    if isinstance(call, ScriptCall):
+        return str(call.keys[0])
+    return str(call.args[0])
+
+
 def repeat_aware(method: _F) -> _F:
     """Mark a method whose repeats (after a lost reply) must know they are repeats: the retry
     wrappers then pass ``_repeated=True`` from the second attempt on."""
@@ -66,7 +195,10 @@ def _for_attempt(method: Callable[..., Any], kwargs: dict[str, Any], attempt: in
 
 
 def retrying(method: _F) -> _F:
-    """Repeat a repository method on :class:`SessionStoreUnavailableError`, per ``self._db.retry``."""
+    """Repeat a repository method on :class:`SessionStoreUnavailableError`, per ``self._db.retry``.
+
+    Not on :class:`ReplicationTimeoutError` (see :class:`Durability`).
+    """
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -75,6 +207,8 @@ def retrying(method: _F) -> _F:
         while True:
             try:
                 return method(self, *args, **_for_attempt(method, kwargs, attempt))
+            except ReplicationTimeoutError:
+                raise  # see Durability: a repeat could not prove the first attempt replicated
             except SessionStoreUnavailableError as e:
                 if attempt >= policy.retries:
                     raise
@@ -98,6 +232,8 @@ def aretrying(method: _F) -> _F:
         while True:
             try:
                 return await method(self, *args, **_for_attempt(method, kwargs, attempt))
+            except ReplicationTimeoutError:
+                raise  # see Durability
             except SessionStoreUnavailableError:
                 if attempt >= policy.retries:
                     raise
@@ -162,6 +298,7 @@ class _Family:
         )
         self._scripts = {name: client.register_script(_lua.source(name)) for name in _lua.SCRIPT_NAMES}
         self._standalone = not hasattr(client, "get_nodes")
+        self.durability = NO_WAIT
 
     @contextmanager
     def errors(self, operation: str, session_id: str, key: str) -> Iterator[None]:
@@ -198,6 +335,56 @@ class _Family:
                 pipe.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
             else:
                 getattr(pipe, call.method)(*call.args)
+
+    def _queue_acknowledged(self, pipe: Any, calls: Sequence[Call], *, whole: bool = False) -> list[Any]:
+        """Queue ``calls`` (scripts whole with EVAL when ``whole``), then the durability wait on
+        each node they write to; returns those nodes (``[None]`` on a standalone server).
+
+        A keyless ``WAIT`` in a cluster pipeline would go to every primary (valkey-py's and
+        redis-py's default routing for it), so it is given the write's node explicitly: the
+        pipeline then sends it on the same connection, right after the node's share of the calls.
+        """
+        if whole:
+            for call in calls:
+                if isinstance(call, ScriptCall):
+                    pipe.execute_command("EVAL", _lua.source(call.name), len(call.keys), *call.keys, *call.args)
+                else:
+                    getattr(pipe, call.method)(*call.args)
+        else:
+            self._queue(pipe, calls)
+        command = self.durability.command()
+        if self._standalone:
+            pipe.execute_command(*command)
+            return [None]
+        nodes = {}
+        for call in calls:
+            node = self.client.get_node_from_key(written_key(call))
+            nodes[node.name] = node
+        for node in nodes.values():
+            pipe.execute_command(*command, target_nodes=node)
+        return list(nodes.values())
+
+    def _judge(self, calls: Sequence[Call], results: list[Any], nodes: list[Any], where: str) -> list[Any]:
+        """Split a round's replies into the calls' (returned) and the waits' (judged).
+
+        Raises the first error reply of the calls other than NOSCRIPT (their calls are run again by
+        the caller), then :class:`ReplicationTimeoutError` if the waits fell short, or if a call's
+        slot now belongs to another node than the one that was asked (a redirected write).
+        """
+        replies, waits = results[: len(calls)], results[len(calls) :]
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, self._no_script):
+                raise reply
+        self.durability.check(waits, where)
+        if not self._standalone:
+            asked = {node.name for node in nodes}
+            moved = [c for c in calls if self.client.get_node_from_key(written_key(c)).name not in asked]
+            if moved:
+                raise ReplicationTimeoutError(
+                    f"{where} | the slot of {written_key(moved[0])} moved to another node during the write; "
+                    "the write was applied but its replication is not acknowledged"
+                )
+        return replies
 
     def _unloaded(self, calls: Sequence[Call], results: Sequence[Any]) -> list[int]:
         """Positions of script calls the server did not know yet (to run again, loading them)."""
@@ -269,6 +456,34 @@ class ClientAdapter(_Family):
             return getattr(self.client, call.method)(*call.args)
         return self._raise_first_error(self.batch(call))
 
+    def execute_acknowledged(self, call: Call | Sequence[Call], where: str) -> Any:
+        """As :meth:`execute`, with the durability wait in the same pipeline (one round trip).
+
+        A script the server did not know yet is loaded and run again with its own wait (only on a
+        server's first use), sent whole with EVAL if a node still lacks it.
+
+        Raises:
+            ReplicationTimeoutError: If the write is applied but not acknowledged (see :class:`Durability`).
+        """
+        single, calls = as_calls(call)
+        replies = self._acknowledged_round(calls, where)
+        unloaded = self._unloaded(calls, replies)
+        if unloaded:
+            again = [calls[i] for i in unloaded]
+            for name in {c.name for c in again if isinstance(c, ScriptCall)}:
+                self.client.script_load(_lua.source(name))
+            redo = self._acknowledged_round(again, where)
+            if self._unloaded(again, redo):
+                redo = self._acknowledged_round(again, where, whole=True)
+            for i, reply in zip(unloaded, redo, strict=True):
+                replies[i] = reply
+        return replies[0] if single else replies
+
+    def _acknowledged_round(self, calls: Sequence[Call], where: str, *, whole: bool = False) -> list[Any]:
+        pipe = self._pipeline()
+        nodes = self._queue_acknowledged(pipe, calls, whole=whole)
+        return self._judge(calls, pipe.execute(raise_on_error=False), nodes, where)
+
 
 class AsyncClientAdapter(_Family):
     """The same, on an asyncio client of valkey-py or redis-py."""
@@ -304,6 +519,29 @@ class AsyncClientAdapter(_Family):
         if isinstance(call, CommandCall):
             return await getattr(self.client, call.method)(*call.args)
         return self._raise_first_error(await self.batch(call))
+
+    async def execute_acknowledged(self, call: Call | Sequence[Call], where: str) -> Any:
+        """As :meth:`ClientAdapter.execute_acknowledged`."""
+        if not self._standalone and not self.client.nodes_manager.slots_cache:
+            await self.client.initialize()  # the slot map is needed to route the waits
+        single, calls = as_calls(call)
+        replies = await self._acknowledged_round(calls, where)
+        unloaded = self._unloaded(calls, replies)
+        if unloaded:
+            again = [calls[i] for i in unloaded]
+            for name in {c.name for c in again if isinstance(c, ScriptCall)}:
+                await self.client.script_load(_lua.source(name))
+            redo = await self._acknowledged_round(again, where)
+            if self._unloaded(again, redo):
+                redo = await self._acknowledged_round(again, where, whole=True)
+            for i, reply in zip(unloaded, redo, strict=True):
+                replies[i] = reply
+        return replies[0] if single else replies
+
+    async def _acknowledged_round(self, calls: Sequence[Call], where: str, *, whole: bool = False) -> list[Any]:
+        pipe = self._pipeline()
+        nodes = self._queue_acknowledged(pipe, calls, whole=whole)
+        return self._judge(calls, await pipe.execute(raise_on_error=False), nodes, where)
 
 
 @dataclass(frozen=True)
@@ -341,10 +579,13 @@ class SyncAdapter(Protocol):
 
     client: Any
     retry: RetryPolicy
+    durability: Durability
 
     def errors(self, operation: str, session_id: str, key: str) -> AbstractContextManager[None]: ...
 
     def execute(self, call: Call | Sequence[Call]) -> Any: ...
+
+    def execute_acknowledged(self, call: Call | Sequence[Call], where: str) -> Any: ...
 
 
 class AsyncAdapter(Protocol):
@@ -352,32 +593,49 @@ class AsyncAdapter(Protocol):
 
     client: Any
     retry: RetryPolicy
+    durability: Durability
 
     def errors(self, operation: str, session_id: str, key: str) -> AbstractContextManager[None]: ...
 
     async def execute(self, call: Call | Sequence[Call]) -> Any: ...
 
+    async def execute_acknowledged(self, call: Call | Sequence[Call], where: str) -> Any: ...
+
 
 @overload
-def adapter_for(client: Any, retry: RetryPolicy | None, *, is_async: Literal[False]) -> SyncAdapter: ...
+def adapter_for(
+    client: Any, retry: RetryPolicy | None, *, is_async: Literal[False], durability: Durability = NO_WAIT
+) -> SyncAdapter: ...
 @overload
-def adapter_for(client: Any, retry: RetryPolicy | None, *, is_async: Literal[True]) -> AsyncAdapter: ...
-def adapter_for(client: Any, retry: RetryPolicy | None, *, is_async: bool) -> SyncAdapter | AsyncAdapter:
+def adapter_for(
+    client: Any, retry: RetryPolicy | None, *, is_async: Literal[True], durability: Durability = NO_WAIT
+) -> AsyncAdapter: ...
+def adapter_for(
+    client: Any, retry: RetryPolicy | None, *, is_async: bool, durability: Durability = NO_WAIT
+) -> SyncAdapter | AsyncAdapter:
     """The adapter for ``client``: Valkey GLIDE (``glide``/``glide_sync``) or valkey-py/redis-py.
 
     Raises:
         TypeError: If ``client`` is not a supported client of the wanted kind (sync or asyncio).
     """
+    adapter: SyncAdapter | AsyncAdapter
     if type(client).__module__.startswith("glide"):
         from ._glide import AsyncGlideAdapter, GlideAdapter  # only when a GLIDE client is in use
 
-        return AsyncGlideAdapter(client, retry) if is_async else GlideAdapter(client, retry)
-    return AsyncClientAdapter(client, retry) if is_async else ClientAdapter(client, retry)
+        adapter = AsyncGlideAdapter(client, retry) if is_async else GlideAdapter(client, retry)
+    else:
+        adapter = AsyncClientAdapter(client, retry) if is_async else ClientAdapter(client, retry)
+    adapter.durability = durability
+    return adapter
 
 
 #: An operation as a generator: it yields the round trips it needs and receives their replies, so
 #: the sync and the async face run the same code (``run_plan``/``arun_plan``).
 Plan = Generator[Step, Any, _T]
+
+
+def _where(step: Step) -> str:
+    return f"operation=<{step.operation}>, session_id=<{step.session_id}>, key=<{step.key}>"
 
 
 def run_plan(db: SyncAdapter, plan: Plan[_T]) -> _T:
@@ -389,7 +647,10 @@ def run_plan(db: SyncAdapter, plan: Plan[_T]) -> _T:
             step = plan.send(reply)
             measured.step(step.operation, step.session_id, step.call)
             with db.errors(step.operation, step.session_id, step.key):
-                reply = db.execute(step.call)
+                if db.durability.active and acknowledged(step):
+                    reply = db.execute_acknowledged(step.call, _where(step))
+                else:
+                    reply = db.execute(step.call)
             measured.reply(reply)
     except StopIteration as done:
         measured.finish(done.value)
@@ -408,7 +669,10 @@ async def arun_plan(db: AsyncAdapter, plan: Plan[_T]) -> _T:
             step = plan.send(reply)
             measured.step(step.operation, step.session_id, step.call)
             with db.errors(step.operation, step.session_id, step.key):
-                reply = await db.execute(step.call)
+                if db.durability.active and acknowledged(step):
+                    reply = await db.execute_acknowledged(step.call, _where(step))
+                else:
+                    reply = await db.execute(step.call)
             measured.reply(reply)
     except StopIteration as done:
         measured.finish(done.value)

@@ -26,9 +26,10 @@ from glide_shared.commands.batch import Batch, ClusterBatch
 from glide_shared.exceptions import CircuitBreakerError, ClosingError, RequestError
 from glide_shared.exceptions import ConnectionError as GlideConnectionError
 from glide_shared.exceptions import TimeoutError as GlideTimeoutError
+from glide_shared.routes import SlotKeyRoute, SlotType
 
 from . import _lua
-from ._client import Call, CommandCall, RetryPolicy, ScriptCall
+from ._client import NO_WAIT, Call, CommandCall, RetryPolicy, ScriptCall, as_calls, written_key
 from .exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnavailableError
 
 # "the server did not do it (or we cannot know)": worth a retry later, as in ``_client._Family``.
@@ -138,6 +139,7 @@ class _GlideFamily:
         self.retry = retry or RetryPolicy()
         self._cluster = isinstance(client, library.GlideClusterClient)
         self._scripts = _scripts(self._library)
+        self.durability = NO_WAIT
 
     @contextmanager
     def errors(self, operation: str, session_id: str, key: str) -> Iterator[None]:
@@ -169,6 +171,36 @@ class _GlideFamily:
             else:
                 _command(batch, call)
         return batch
+
+    def _wait_args(self) -> list[str | bytes | bytearray | memoryview]:
+        return [_arg(a) for a in self.durability.command()]
+
+    def _acknowledged_batch(self, calls: Sequence[Call]) -> Batch | ClusterBatch:
+        """The calls, then the durability wait, in one pipeline.
+
+        GLIDE keeps one multiplexed connection per node, so the wait follows the write on its
+        connection. On a cluster GLIDE routes a keyless ``WAIT``/``WAITAOF`` to every primary and
+        keeps the smallest count (its routing table for these commands; a batch cannot route one
+        command apart): the write's own primary is among them, and a primary whose replicas lag
+        makes the wait stricter, never looser.
+        """
+        batch = self._batch(calls)
+        batch.custom_command(self._wait_args())
+        return batch
+
+    def _judge(self, calls: Sequence[Call], results: list[Any], where: str) -> list[Any]:
+        """The calls' replies; raises their first error other than NOSCRIPT, then judges the wait."""
+        replies = results[: len(calls)]
+        for i, reply in enumerate(replies):
+            if isinstance(reply, Exception) and i not in self._unloaded(calls, replies):
+                raise reply
+        self.durability.check(results[len(calls) :], where)
+        return replies
+
+    def _separate_wait(self, call: ScriptCall) -> tuple[list[str | bytes | bytearray | memoryview], dict[str, Any]]:
+        """The wait after a script run on its own (its first use on a server): to the key's primary."""
+        route = {"route": SlotKeyRoute(SlotType.PRIMARY, written_key(call))} if self._cluster else {}
+        return self._wait_args(), route
 
     @staticmethod
     def _unloaded(calls: Sequence[Call], results: Sequence[Any]) -> list[int]:
@@ -216,6 +248,23 @@ class GlideAdapter(_GlideFamily):
             return _command(self.client, call)
         return self._raise_first_error(self.batch(call))
 
+    def execute_acknowledged(self, call: Call | Sequence[Call], where: str) -> Any:
+        """As :meth:`execute`, with the durability wait in the same batch (one round trip).
+
+        A script the server did not know yet is run again with ``invoke_script`` (which loads it)
+        and followed by its own wait (only on a server's first use).
+        """
+        single, calls = as_calls(call)
+        results = list(self.client.exec(self._acknowledged_batch(calls), raise_on_error=False) or ())
+        replies = self._judge(calls, results, where)
+        for i in self._unloaded(calls, replies):
+            again = calls[i]
+            assert isinstance(again, ScriptCall)
+            replies[i] = self.script(again)
+            args, route = self._separate_wait(again)
+            self.durability.check([self.client.custom_command(args, **route)], where)
+        return replies[0] if single else replies
+
 
 class AsyncGlideAdapter(_GlideFamily):
     """The same, on an asyncio GLIDE client (``glide``)."""
@@ -245,3 +294,16 @@ class AsyncGlideAdapter(_GlideFamily):
         if isinstance(call, CommandCall):
             return await _command(self.client, call)
         return self._raise_first_error(await self.batch(call))
+
+    async def execute_acknowledged(self, call: Call | Sequence[Call], where: str) -> Any:
+        """As :meth:`GlideAdapter.execute_acknowledged`."""
+        single, calls = as_calls(call)
+        results = list(await self.client.exec(self._acknowledged_batch(calls), raise_on_error=False) or ())
+        replies = self._judge(calls, results, where)
+        for i in self._unloaded(calls, replies):
+            again = calls[i]
+            assert isinstance(again, ScriptCall)
+            replies[i] = await self.script(again)
+            args, route = self._separate_wait(again)
+            self.durability.check([await self.client.custom_command(args, **route)], where)
+        return replies[0] if single else replies

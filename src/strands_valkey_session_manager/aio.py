@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import RetryPolicy, adapter_for, aretrying, arun_plan, repeat_aware
+from ._client import DEFAULT_WAIT_TIMEOUT, Durability, RetryPolicy, adapter_for, aretrying, arun_plan, repeat_aware
 from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
@@ -51,7 +51,11 @@ class AsyncValkeySessionRepository(SessionCore):
         retry_backoff: float = 0.05,
         compress_threshold: int | None = None,
         key_provider: KeyProvider | None = None,
+        wait_for_replicas: int = 0,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        wait_aof: bool = False,
     ) -> None:
+        durability = Durability(wait_for_replicas, wait_timeout, wait_aof)
         SessionCore.__init__(
             self,
             key_prefix=key_prefix,
@@ -65,7 +69,8 @@ class AsyncValkeySessionRepository(SessionCore):
             compress_threshold=compress_threshold,
             key_provider=key_provider,
         )
-        self._db = adapter_for(client, RetryPolicy(retries=retries, backoff=retry_backoff), is_async=True)
+        retry = RetryPolicy(retries=retries, backoff=retry_backoff)
+        self._db = adapter_for(client, retry, is_async=True, durability=durability)
 
     @property
     def client(self) -> Any:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from strands.session.session_repository import SessionRepository
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import RetryPolicy, adapter_for, repeat_aware, retrying, run_plan
+from ._client import DEFAULT_WAIT_TIMEOUT, Durability, RetryPolicy, adapter_for, repeat_aware, retrying, run_plan
 from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
@@ -62,6 +62,20 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
             ``encryption``) under a per-session data key wrapped by this
             :class:`~strands_valkey_session_manager.encryption.KeyProvider`; ``None`` (default)
             writes plaintext. Plaintext records stay readable either way.
+        wait_for_replicas: Every write (create, append, update, delete, fork, import, lease) is
+            acknowledged only once this many replicas hold it: ``WAIT`` rides in the write's own
+            pipeline, on the same node and connection, so round trips do not change. Fewer
+            replicas within ``wait_timeout`` raise
+            :class:`~strands_valkey_session_manager.exceptions.ReplicationTimeoutError`: the
+            primary applied the write, which is not acknowledged. It is not retried: a repeat that
+            finds its own earlier write writes nothing, so its ``WAIT`` would prove nothing about
+            the first attempt. ``0`` (default) sends no ``WAIT``. Reads never wait.
+        wait_timeout: Seconds a write waits for its replicas (default 1.0; positive). Keep the
+            client's socket timeout above it.
+        wait_aof: Wait with ``WAITAOF 1 <wait_for_replicas> <timeout>`` instead of ``WAIT``: the
+            write is also fsynced to the primary's AOF (and, with replicas, to theirs). Needs
+            Valkey 8+ or Redis 7.2+ with ``appendonly yes``; otherwise the first write raises
+            :class:`~strands_valkey_session_manager.exceptions.ValkeySessionError`.
 
     Raises:
         TypeError: If ``client`` is not a supported client.
@@ -84,7 +98,11 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         retry_backoff: float = 0.05,
         compress_threshold: int | None = None,
         key_provider: KeyProvider | None = None,
+        wait_for_replicas: int = 0,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        wait_aof: bool = False,
     ) -> None:
+        durability = Durability(wait_for_replicas, wait_timeout, wait_aof)
         SessionCore.__init__(
             self,
             key_prefix=key_prefix,
@@ -98,7 +116,8 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
             compress_threshold=compress_threshold,
             key_provider=key_provider,
         )
-        self._db = adapter_for(client, RetryPolicy(retries=retries, backoff=retry_backoff), is_async=False)
+        retry = RetryPolicy(retries=retries, backoff=retry_backoff)
+        self._db = adapter_for(client, retry, is_async=False, durability=durability)
 
     @property
     def client(self) -> Any:

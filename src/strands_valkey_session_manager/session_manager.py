@@ -10,7 +10,7 @@ from strands.hooks import AfterInvocationEvent, HookRegistry
 from strands.session.repository_session_manager import RepositorySessionManager
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import run_plan
+from ._client import DEFAULT_WAIT_TIMEOUT, run_plan
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lease import Lease
 from ._lifetime import Duration, to_ms
@@ -58,6 +58,13 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             shrinks them); ``None`` (default) never compresses.
         key_provider: Encrypt records under a per-session data key wrapped by this
             :class:`~strands_valkey_session_manager.encryption.KeyProvider`; ``None``: plaintext.
+        wait_for_replicas: A write is acknowledged only once this many replicas hold it (``WAIT``
+            in the write's pipeline, no extra round trip); fewer within ``wait_timeout`` raise
+            :class:`~strands_valkey_session_manager.exceptions.ReplicationTimeoutError` (not
+            retried). ``0`` (default): the primary's reply is the acknowledgement.
+        wait_timeout: Seconds a write waits for its replicas (default 1.0).
+        wait_aof: Wait with ``WAITAOF 1 <wait_for_replicas>`` instead: the primary's own AOF is
+            fsynced too (Valkey 8+, Redis 7.2+, ``appendonly yes``).
         **kwargs: Passed on to ``RepositorySessionManager``.
     """
 
@@ -81,6 +88,9 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         lock_ttl: Duration = 30.0,
         compress_threshold: int | None = None,
         key_provider: KeyProvider | None = None,
+        wait_for_replicas: int = 0,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        wait_aof: bool = False,
         **kwargs: Any,
     ) -> None:
         ValkeySessionRepository.__init__(
@@ -98,6 +108,9 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
             retry_backoff=retry_backoff,
             compress_threshold=compress_threshold,
             key_provider=key_provider,
+            wait_for_replicas=wait_for_replicas,
+            wait_timeout=wait_timeout,
+            wait_aof=wait_aof,
         )
         self._owns_client = False
         self._write_behind = WriteBehind(session_id) if write_behind else None
