@@ -118,9 +118,15 @@ class Durability:
         return ("WAIT", self.replicas, self.timeout_ms)
 
     def check(self, replies: Sequence[Any], where: str) -> None:
+        """Raise :meth:`verdict`'s error, if any."""
+        error = self.verdict(replies, where)
+        if error is not None:
+            raise error
+
+    def verdict(self, replies: Sequence[Any], where: str) -> ValkeySessionError | None:
         """Judge the replies of the ``WAIT``/``WAITAOF`` commands sent after a write.
 
-        Raises:
+        Returns (does not raise):
             ReplicationTimeoutError: If fewer replicas (or no local fsync) acknowledged in time.
             ValkeySessionError: If the server has no ``WAITAOF`` (Redis before 7.2) or cannot
                 fsync (``appendonly no``): the write was applied, not acknowledged.
@@ -129,25 +135,42 @@ class Durability:
         for reply in replies:
             if isinstance(reply, BaseException):
                 text = str(reply)
+                error: ValkeySessionError
                 if "unknown command" in text.lower() or "appendonly" in text.lower():
-                    raise ValkeySessionError(
+                    error = ValkeySessionError(
                         f"{where} | wait_aof=True needs WAITAOF (Valkey 8+, Redis 7.2+) on a server with "
                         f"appendonly yes; the server refused it ({text}). The write was applied but is not "
                         "acknowledged."
-                    ) from reply
-                raise ReplicationTimeoutError(
-                    f"{where} | {name} failed ({text}); the write was applied by the primary but is not acknowledged"
-                ) from reply
+                    )
+                else:
+                    error = ReplicationTimeoutError(
+                        f"{where} | {name} failed ({text}); the write was applied by the primary but is not "
+                        "acknowledged"
+                    )
+                error.__cause__ = reply
+                return error
             if self.aof:
                 local, replicas = (int(n) for n in reply)
             else:
                 local, replicas = 1, int(reply)
             if local < 1 or replicas < self.replicas:
                 detail = f"{replicas} of {self.replicas} replicas" + ("" if local else ", local AOF not fsynced")
-                raise ReplicationTimeoutError(
+                return ReplicationTimeoutError(
                     f"{where} | {detail} acknowledged within {self.timeout_ms} ms; the write was applied by the "
                     "primary but is not acknowledged: a failover now may lose it"
                 )
+        return None
+
+
+class Unacknowledged(Exception):
+    """Raised by an adapter's ``execute_acknowledged`` when the write ran but its wait failed:
+    carries the write's reply, for the plan to learn what it wrote (versions), and the error the
+    caller gets."""
+
+    def __init__(self, error: ValkeySessionError, reply: Any) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.reply = reply
 
 
 NO_WAIT = Durability()
@@ -267,6 +290,35 @@ def unavailable_errors(exceptions: Any) -> tuple[type[BaseException], ...]:
     return tuple(getattr(exceptions, name) for name in UNAVAILABLE_ERRORS if hasattr(exceptions, name))
 
 
+def queue_waits(pipe: Any, client: Any, keys: Sequence[str], durability: Durability) -> list[Any]:
+    """Queue ``durability``'s wait on ``pipe`` for each node that holds one of ``keys``; returns
+    those nodes (``[None]`` for a standalone client).
+
+    A keyless ``WAIT`` in a valkey-py/redis-py cluster pipeline would go to every primary (their
+    default routing for it), so it is given each written key's node: the pipeline then sends it on
+    the same connection, right after that node's share of the pipeline.
+    """
+    command = durability.command()
+    if not hasattr(client, "get_nodes"):
+        pipe.execute_command(*command)
+        return [None]
+    nodes = {}
+    for key in keys:
+        node = client.get_node_from_key(key)
+        nodes[node.name] = node
+    for node in nodes.values():
+        pipe.execute_command(*command, target_nodes=node)
+    return list(nodes.values())
+
+
+def moved_key(client: Any, keys: Sequence[str], nodes: Sequence[Any]) -> str | None:
+    """A key whose slot now belongs to another node than those in ``nodes`` (a redirected write), if any."""
+    if not hasattr(client, "get_nodes"):
+        return None
+    asked = {node.name for node in nodes}
+    return next((key for key in keys if client.get_node_from_key(key).name not in asked), None)
+
+
 class _Family:
     """What the sync and async adapters share: which library, its error classes, the mapping."""
 
@@ -338,12 +390,7 @@ class _Family:
 
     def _queue_acknowledged(self, pipe: Any, calls: Sequence[Call], *, whole: bool = False) -> list[Any]:
         """Queue ``calls`` (scripts whole with EVAL when ``whole``), then the durability wait on
-        each node they write to; returns those nodes (``[None]`` on a standalone server).
-
-        A keyless ``WAIT`` in a cluster pipeline would go to every primary (valkey-py's and
-        redis-py's default routing for it), so it is given the write's node explicitly: the
-        pipeline then sends it on the same connection, right after the node's share of the calls.
-        """
+        each node they write to (:func:`queue_waits`); returns those nodes."""
         if whole:
             for call in calls:
                 if isinstance(call, ScriptCall):
@@ -352,19 +399,11 @@ class _Family:
                     getattr(pipe, call.method)(*call.args)
         else:
             self._queue(pipe, calls)
-        command = self.durability.command()
-        if self._standalone:
-            pipe.execute_command(*command)
-            return [None]
-        nodes = {}
-        for call in calls:
-            node = self.client.get_node_from_key(written_key(call))
-            nodes[node.name] = node
-        for node in nodes.values():
-            pipe.execute_command(*command, target_nodes=node)
-        return list(nodes.values())
+        return queue_waits(pipe, self.client, [written_key(c) for c in calls], self.durability)
 
-    def _judge(self, calls: Sequence[Call], results: list[Any], nodes: list[Any], where: str) -> list[Any]:
+    def _judge(
+        self, calls: Sequence[Call], results: list[Any], nodes: list[Any], where: str
+    ) -> tuple[list[Any], ValkeySessionError | None]:
         """Split a round's replies into the calls' (returned) and the waits' (judged).
 
         Raises the first error reply of the calls other than NOSCRIPT (their calls are run again by
@@ -375,16 +414,14 @@ class _Family:
         for reply in replies:
             if isinstance(reply, Exception) and not isinstance(reply, self._no_script):
                 raise reply
-        self.durability.check(waits, where)
-        if not self._standalone:
-            asked = {node.name for node in nodes}
-            moved = [c for c in calls if self.client.get_node_from_key(written_key(c)).name not in asked]
-            if moved:
-                raise ReplicationTimeoutError(
-                    f"{where} | the slot of {written_key(moved[0])} moved to another node during the write; "
-                    "the write was applied but its replication is not acknowledged"
-                )
-        return replies
+        error = self.durability.verdict(waits, where)
+        moved = moved_key(self.client, [written_key(c) for c in calls], nodes)
+        if error is None and moved is not None:
+            error = ReplicationTimeoutError(
+                f"{where} | the slot of {moved} moved to another node during the write; "
+                "the write was applied but its replication is not acknowledged"
+            )
+        return replies, error
 
     def _unloaded(self, calls: Sequence[Call], results: Sequence[Any]) -> list[int]:
         """Positions of script calls the server did not know yet (to run again, loading them)."""
@@ -463,23 +500,29 @@ class ClientAdapter(_Family):
         server's first use), sent whole with EVAL if a node still lacks it.
 
         Raises:
-            ReplicationTimeoutError: If the write is applied but not acknowledged (see :class:`Durability`).
+            Unacknowledged: If the write ran but is not acknowledged (see :class:`Durability`).
         """
         single, calls = as_calls(call)
-        replies = self._acknowledged_round(calls, where)
+        replies, error = self._acknowledged_round(calls, where)
         unloaded = self._unloaded(calls, replies)
         if unloaded:
             again = [calls[i] for i in unloaded]
             for name in {c.name for c in again if isinstance(c, ScriptCall)}:
                 self.client.script_load(_lua.source(name))
-            redo = self._acknowledged_round(again, where)
+            redo, error_again = self._acknowledged_round(again, where)
             if self._unloaded(again, redo):
-                redo = self._acknowledged_round(again, where, whole=True)
+                redo, error_again = self._acknowledged_round(again, where, whole=True)
             for i, reply in zip(unloaded, redo, strict=True):
                 replies[i] = reply
-        return replies[0] if single else replies
+            error = error or error_again
+        result = replies[0] if single else replies
+        if error is not None:
+            raise Unacknowledged(error, result)
+        return result
 
-    def _acknowledged_round(self, calls: Sequence[Call], where: str, *, whole: bool = False) -> list[Any]:
+    def _acknowledged_round(
+        self, calls: Sequence[Call], where: str, *, whole: bool = False
+    ) -> tuple[list[Any], ValkeySessionError | None]:
         pipe = self._pipeline()
         nodes = self._queue_acknowledged(pipe, calls, whole=whole)
         return self._judge(calls, pipe.execute(raise_on_error=False), nodes, where)
@@ -525,20 +568,26 @@ class AsyncClientAdapter(_Family):
         if not self._standalone and not self.client.nodes_manager.slots_cache:
             await self.client.initialize()  # the slot map is needed to route the waits
         single, calls = as_calls(call)
-        replies = await self._acknowledged_round(calls, where)
+        replies, error = await self._acknowledged_round(calls, where)
         unloaded = self._unloaded(calls, replies)
         if unloaded:
             again = [calls[i] for i in unloaded]
             for name in {c.name for c in again if isinstance(c, ScriptCall)}:
                 await self.client.script_load(_lua.source(name))
-            redo = await self._acknowledged_round(again, where)
+            redo, error_again = await self._acknowledged_round(again, where)
             if self._unloaded(again, redo):
-                redo = await self._acknowledged_round(again, where, whole=True)
+                redo, error_again = await self._acknowledged_round(again, where, whole=True)
             for i, reply in zip(unloaded, redo, strict=True):
                 replies[i] = reply
-        return replies[0] if single else replies
+            error = error or error_again
+        result = replies[0] if single else replies
+        if error is not None:
+            raise Unacknowledged(error, result)
+        return result
 
-    async def _acknowledged_round(self, calls: Sequence[Call], where: str, *, whole: bool = False) -> list[Any]:
+    async def _acknowledged_round(
+        self, calls: Sequence[Call], where: str, *, whole: bool = False
+    ) -> tuple[list[Any], ValkeySessionError | None]:
         pipe = self._pipeline()
         nodes = self._queue_acknowledged(pipe, calls, whole=whole)
         return self._judge(calls, await pipe.execute(raise_on_error=False), nodes, where)
@@ -638,6 +687,19 @@ def _where(step: Step) -> str:
     return f"operation=<{step.operation}>, session_id=<{step.session_id}>, key=<{step.key}>"
 
 
+def _settle(plan: Plan[Any], reply: Any) -> None:
+    """Give a plan the reply of a write that is applied but not acknowledged, so that it learns
+    what it wrote (the agent version it made: the next write must not see its own write as another
+    writer's), then drop it. An error the plan raises on the reply (a conflict: nothing was
+    written) is the outcome, not the replication timeout."""
+    try:
+        plan.send(reply)
+    except StopIteration:
+        pass
+    finally:
+        plan.close()
+
+
 def run_plan(db: SyncAdapter, plan: Plan[_T]) -> _T:
     """Drive a plan on a synchronous client."""
     measured = Operation()
@@ -646,11 +708,16 @@ def run_plan(db: SyncAdapter, plan: Plan[_T]) -> _T:
         while True:
             step = plan.send(reply)
             measured.step(step.operation, step.session_id, step.call)
-            with db.errors(step.operation, step.session_id, step.key):
-                if db.durability.active and acknowledged(step):
-                    reply = db.execute_acknowledged(step.call, _where(step))
-                else:
-                    reply = db.execute(step.call)
+            try:
+                with db.errors(step.operation, step.session_id, step.key):
+                    if db.durability.active and acknowledged(step):
+                        reply = db.execute_acknowledged(step.call, _where(step))
+                    else:
+                        reply = db.execute(step.call)
+            except Unacknowledged as e:
+                measured.reply(e.reply)
+                _settle(plan, e.reply)
+                raise e.error from e.error.__cause__
             measured.reply(reply)
     except StopIteration as done:
         measured.finish(done.value)
@@ -668,11 +735,16 @@ async def arun_plan(db: AsyncAdapter, plan: Plan[_T]) -> _T:
         while True:
             step = plan.send(reply)
             measured.step(step.operation, step.session_id, step.call)
-            with db.errors(step.operation, step.session_id, step.key):
-                if db.durability.active and acknowledged(step):
-                    reply = await db.execute_acknowledged(step.call, _where(step))
-                else:
-                    reply = await db.execute(step.call)
+            try:
+                with db.errors(step.operation, step.session_id, step.key):
+                    if db.durability.active and acknowledged(step):
+                        reply = await db.execute_acknowledged(step.call, _where(step))
+                    else:
+                        reply = await db.execute(step.call)
+            except Unacknowledged as e:
+                measured.reply(e.reply)
+                _settle(plan, e.reply)
+                raise e.error from e.error.__cause__
             measured.reply(reply)
     except StopIteration as done:
         measured.finish(done.value)

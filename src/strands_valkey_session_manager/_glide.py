@@ -29,7 +29,7 @@ from glide_shared.exceptions import TimeoutError as GlideTimeoutError
 from glide_shared.routes import SlotKeyRoute, SlotType
 
 from . import _lua
-from ._client import NO_WAIT, Call, CommandCall, RetryPolicy, ScriptCall, as_calls, written_key
+from ._client import NO_WAIT, Call, CommandCall, RetryPolicy, ScriptCall, Unacknowledged, as_calls, written_key
 from .exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnavailableError
 
 # "the server did not do it (or we cannot know)": worth a retry later, as in ``_client._Family``.
@@ -188,14 +188,13 @@ class _GlideFamily:
         batch.custom_command(self._wait_args())
         return batch
 
-    def _judge(self, calls: Sequence[Call], results: list[Any], where: str) -> list[Any]:
-        """The calls' replies; raises their first error other than NOSCRIPT, then judges the wait."""
+    def _judge(self, calls: Sequence[Call], results: list[Any], where: str) -> tuple[list[Any], Any]:
+        """The calls' replies (raising their first error other than NOSCRIPT) and the wait's verdict."""
         replies = results[: len(calls)]
         for i, reply in enumerate(replies):
             if isinstance(reply, Exception) and i not in self._unloaded(calls, replies):
                 raise reply
-        self.durability.check(results[len(calls) :], where)
-        return replies
+        return replies, self.durability.verdict(results[len(calls) :], where)
 
     def _separate_wait(self, call: ScriptCall) -> tuple[list[str | bytes | bytearray | memoryview], dict[str, Any]]:
         """The wait after a script run on its own (its first use on a server): to the key's primary."""
@@ -256,14 +255,17 @@ class GlideAdapter(_GlideFamily):
         """
         single, calls = as_calls(call)
         results = list(self.client.exec(self._acknowledged_batch(calls), raise_on_error=False) or ())
-        replies = self._judge(calls, results, where)
+        replies, error = self._judge(calls, results, where)
         for i in self._unloaded(calls, replies):
             again = calls[i]
             assert isinstance(again, ScriptCall)
             replies[i] = self.script(again)
             args, route = self._separate_wait(again)
-            self.durability.check([self.client.custom_command(args, **route)], where)
-        return replies[0] if single else replies
+            error = error or self.durability.verdict([self.client.custom_command(args, **route)], where)
+        result = replies[0] if single else replies
+        if error is not None:
+            raise Unacknowledged(error, result)
+        return result
 
 
 class AsyncGlideAdapter(_GlideFamily):
@@ -299,11 +301,14 @@ class AsyncGlideAdapter(_GlideFamily):
         """As :meth:`GlideAdapter.execute_acknowledged`."""
         single, calls = as_calls(call)
         results = list(await self.client.exec(self._acknowledged_batch(calls), raise_on_error=False) or ())
-        replies = self._judge(calls, results, where)
+        replies, error = self._judge(calls, results, where)
         for i in self._unloaded(calls, replies):
             again = calls[i]
             assert isinstance(again, ScriptCall)
             replies[i] = await self.script(again)
             args, route = self._separate_wait(again)
-            self.durability.check([await self.client.custom_command(args, **route)], where)
-        return replies[0] if single else replies
+            error = error or self.durability.verdict([await self.client.custom_command(args, **route)], where)
+        result = replies[0] if single else replies
+        if error is not None:
+            raise Unacknowledged(error, result)
+        return result

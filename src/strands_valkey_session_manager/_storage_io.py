@@ -23,7 +23,7 @@ import importlib
 import inspect
 import os
 import threading
-from collections.abc import Callable, Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +38,8 @@ except ImportError:  # strands-agents before the unified storage API (1.0 has no
 
 
 from . import _lua
-from ._client import unavailable_errors
+from ._client import NO_WAIT, Durability, moved_key, queue_waits, unavailable_errors
+from .exceptions import ReplicationTimeoutError, ValkeySessionError
 
 __all__ = [
     "SCRIPT_NAMES",
@@ -51,6 +52,7 @@ __all__ = [
     "Script",
     "Step",
     "StorageError",
+    "StorageReplicationTimeoutError",
     "StorageUnavailableError",
     "StorageValueTooLargeError",
     "SyncExecutor",
@@ -78,6 +80,15 @@ class StorageUnavailableError(ValkeyStorageError):
     """The server could not be reached, timed out, or refused for now (READONLY, OOM, LOADING, cluster down).
 
     A write that raises this left no index entry without its value; it may be retried.
+    """
+
+
+class StorageReplicationTimeoutError(StorageUnavailableError, ReplicationTimeoutError):
+    """A write or delete was applied by the primary but fewer replicas than ``wait_for_replicas``
+    acknowledged it within ``wait_timeout`` (or, with ``wait_aof``, its AOF was not fsynced).
+
+    The write is **not acknowledged**: a failover now may lose it. Both a ``StorageError`` and a
+    :class:`~strands_valkey_session_manager.exceptions.ReplicationTimeoutError`.
     """
 
 
@@ -118,6 +129,20 @@ class Batch:
 
 Step = Call | Script | Batch
 Plan = Generator[Step, Any, _T]
+
+
+_WRITE_COMMANDS: Final = frozenset({"ZADD", "ZREM", "SET", "DEL"})
+
+
+def _acknowledged_calls(step: Step) -> tuple[Call | Script, ...]:
+    """The calls of ``step`` if it writes (the durability wait follows it), else ``()``."""
+    calls = step.calls if isinstance(step, Batch) else (step,)
+    writes = any(isinstance(c, Script) or str(c.args[0]).upper() in _WRITE_COMMANDS for c in calls)
+    return calls if writes else ()
+
+
+def _routing_key(call: Call | Script) -> str:
+    return call.keys[0] if isinstance(call, Script) else str(call.args[1])
 
 
 def is_cross_slot(error: BaseException) -> bool:
@@ -189,7 +214,9 @@ class Executor:
         self.split_groups = self.cluster
         self.errors = _ErrorMap(_family(client))
         self._scripts = {name: client.register_script(_lua.source(name)) for name in SCRIPT_NAMES}
+        self._no_script: type[BaseException] = importlib.import_module(f"{_family(client)}.exceptions").NoScriptError
         self.closed = False
+        self.durability: Durability = NO_WAIT
 
     async def run(self, plan: Plan[_T], operation: str, key: str) -> _T:
         """Run ``plan``, mapping client errors to storage errors that name ``operation`` and ``key``."""
@@ -218,6 +245,47 @@ class Executor:
         # A cluster pipeline is never a transaction; a standalone one must be asked not to be.
         return self.client.pipeline() if self.cluster else self.client.pipeline(transaction=False)
 
+    def _queue_acknowledged(self, pipe: Any, calls: Sequence[Call | Script], *, whole: bool) -> list[Any]:
+        """Queue ``calls`` (scripts whole with EVAL when ``whole``) and the durability wait."""
+        for call in calls:
+            if isinstance(call, Call):
+                pipe.execute_command(*call.args, **self._options(call))
+            elif whole:
+                pipe.execute_command("EVAL", _lua.source(call.name), len(call.keys), *call.keys, *call.args)
+            else:
+                sha = self._scripts[call.name].sha
+                pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+        return queue_waits(pipe, self.client, [_routing_key(c) for c in calls], self.durability)
+
+    def _judge(self, calls: Sequence[Call | Script], results: Sequence[Any], nodes: list[Any], key: str) -> list[Any]:
+        """The calls' replies (NOSCRIPT left in place for the caller); raises their first other
+        error, then :class:`StorageReplicationTimeoutError` if the wait fell short."""
+        replies, waits = list(results[: len(calls)]), results[len(calls) :]
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, self._no_script):
+                raise reply
+        where = f"key=<{key}>"
+        try:
+            self.durability.check(waits, where)
+        except ReplicationTimeoutError as e:
+            raise StorageReplicationTimeoutError(str(e)) from e
+        except ValkeySessionError as e:
+            raise ValkeyStorageError(str(e)) from e
+        moved = moved_key(self.client, [_routing_key(c) for c in calls], nodes)
+        if moved is not None:
+            raise StorageReplicationTimeoutError(
+                f"{where} | the slot of {moved} moved to another node during the write; "
+                "the write was applied but its replication is not acknowledged"
+            )
+        return replies
+
+    def _unloaded(self, calls: Sequence[Call | Script], replies: Sequence[Any]) -> list[int]:
+        return [i for i, (c, r) in enumerate(zip(calls, replies, strict=True)) if isinstance(r, self._no_script)]
+
+    @staticmethod
+    def _shape(step: Step, replies: list[Any]) -> Any:
+        return replies if isinstance(step, Batch) else replies[0]
+
 
 class SyncExecutor(Executor):
     """A synchronous client: each plan runs whole in a worker thread."""
@@ -232,12 +300,15 @@ class SyncExecutor(Executor):
             try:
                 step = next(plan)
                 while True:
-                    step = plan.send(self._execute(step))
+                    step = plan.send(self._execute(step, key))
             except StopIteration as done:
                 result: _T = done.value
                 return result
 
-    def _execute(self, step: Step) -> Any:
+    def _execute(self, step: Step, key: str = "") -> Any:
+        acknowledged = _acknowledged_calls(step) if self.durability.active else ()
+        if acknowledged:
+            return self._shape(step, self._execute_acknowledged(acknowledged, key))
         if isinstance(step, Call):
             return self.client.execute_command(*step.args, **self._options(step))
         if isinstance(step, Script):
@@ -249,6 +320,29 @@ class SyncExecutor(Executor):
             for call in step.calls:
                 pipe.execute_command(*call.args, **self._options(call))
             return pipe.execute()
+        finally:
+            pipe.reset()
+
+    def _execute_acknowledged(self, calls: Sequence[Call | Script], key: str) -> list[Any]:
+        """A write step and its durability wait, in one pipeline (see ``_client.Durability``)."""
+        replies = self._acknowledged_round(calls, key, whole=False)
+        unloaded = self._unloaded(calls, replies)
+        if unloaded:
+            again = [calls[i] for i in unloaded]
+            for name in {c.name for c in again if isinstance(c, Script)}:
+                self.client.script_load(_lua.source(name))
+            redo = self._acknowledged_round(again, key, whole=False)
+            if self._unloaded(again, redo):
+                redo = self._acknowledged_round(again, key, whole=True)
+            for i, reply in zip(unloaded, redo, strict=True):
+                replies[i] = reply
+        return replies
+
+    def _acknowledged_round(self, calls: Sequence[Call | Script], key: str, *, whole: bool) -> list[Any]:
+        pipe = self._pipeline()
+        try:
+            nodes = self._queue_acknowledged(pipe, calls, whole=whole)
+            return self._judge(calls, pipe.execute(raise_on_error=False), nodes, key)
         finally:
             pipe.reset()
 
@@ -335,12 +429,15 @@ class AsyncExecutor(Executor):
             try:
                 step = next(plan)
                 while True:
-                    step = plan.send(await self._execute(step))
+                    step = plan.send(await self._execute(step, key))
             except StopIteration as done:
                 result: _T = done.value
                 return result
 
-    async def _execute(self, step: Step) -> Any:
+    async def _execute(self, step: Step, key: str = "") -> Any:
+        acknowledged = _acknowledged_calls(step) if self.durability.active else ()
+        if acknowledged:
+            return self._shape(step, await self._execute_acknowledged(acknowledged, key))
         if isinstance(step, Call):
             return await self.client.execute_command(*step.args, **self._options(step))
         if isinstance(step, Script):
@@ -353,6 +450,29 @@ class AsyncExecutor(Executor):
                 # Queues the command and returns the pipeline, which is awaitable: do not await it.
                 pipe.execute_command(*call.args, **self._options(call))
             return await pipe.execute()
+        finally:
+            await _maybe_await(pipe.reset)
+
+    async def _execute_acknowledged(self, calls: Sequence[Call | Script], key: str) -> list[Any]:
+        """As :meth:`SyncExecutor._execute_acknowledged`."""
+        replies = await self._acknowledged_round(calls, key, whole=False)
+        unloaded = self._unloaded(calls, replies)
+        if unloaded:
+            again = [calls[i] for i in unloaded]
+            for name in {c.name for c in again if isinstance(c, Script)}:
+                await self.client.script_load(_lua.source(name))
+            redo = await self._acknowledged_round(again, key, whole=False)
+            if self._unloaded(again, redo):
+                redo = await self._acknowledged_round(again, key, whole=True)
+            for i, reply in zip(unloaded, redo, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _acknowledged_round(self, calls: Sequence[Call | Script], key: str, *, whole: bool) -> list[Any]:
+        pipe = self._pipeline()
+        try:
+            nodes = self._queue_acknowledged(pipe, calls, whole=whole)
+            return self._judge(calls, await pipe.execute(raise_on_error=False), nodes, key)
         finally:
             await _maybe_await(pipe.reset)
 

@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _storage_keys
+from ._client import DEFAULT_WAIT_TIMEOUT, Durability
 from ._codec import text
 from ._keys import validate_key_prefix
 from ._storage_io import (
@@ -49,6 +50,7 @@ from ._storage_io import (
     Plan,
     Script,
     StorageError,
+    StorageReplicationTimeoutError,
     StorageUnavailableError,
     StorageValueTooLargeError,
     ValkeyStorageError,
@@ -69,6 +71,7 @@ __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
     "DEFAULT_NAMESPACE",
     "InvalidStorageArgumentError",
+    "StorageReplicationTimeoutError",
     "StorageUnavailableError",
     "StorageValueTooLargeError",
     "ValkeyStorage",
@@ -105,6 +108,13 @@ class ValkeyStorage:
             :class:`StorageValueTooLargeError` before any I/O.
         search_strategy: Optional SDK search strategy: ``write`` indexes through it and ``search``
             delegates to it. Without one, ``search`` is the SDK's keyword scan.
+        wait_for_replicas: ``write`` and ``delete`` are acknowledged only once this many replicas
+            hold them (``WAIT`` in the same pipeline: no extra round trip); fewer within
+            ``wait_timeout`` raise :class:`StorageReplicationTimeoutError` (also a
+            ``ReplicationTimeoutError``): applied by the primary, not acknowledged. ``0``: no wait.
+        wait_timeout: Seconds a write waits for its replicas (default 1.0; positive).
+        wait_aof: Wait with ``WAITAOF 1 <wait_for_replicas>`` instead (the primary's AOF fsynced
+            too; Valkey 8+, Redis 7.2+, ``appendonly yes``).
 
     Raises:
         TypeError: If ``client`` is not a supported client.
@@ -118,10 +128,15 @@ class ValkeyStorage:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         *,
         search_strategy: SearchStrategy[ValkeyStorage] | None = None,
+        wait_for_replicas: int = 0,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        wait_aof: bool = False,
     ) -> None:
         if not isinstance(max_value_bytes, int) or isinstance(max_value_bytes, bool) or max_value_bytes <= 0:
             raise ValueError(f"max_value_bytes=<{max_value_bytes!r}> | must be a positive int")
+        durability = Durability(wait_for_replicas, wait_timeout, wait_aof)
         self._executor: Executor = executor_for(client, owned=False)
+        self._executor.durability = durability
         self._layout = _storage_keys.StorageLayout(validate_key_prefix(namespace))
         self._max_value_bytes = max_value_bytes
         self._search_strategy = search_strategy
