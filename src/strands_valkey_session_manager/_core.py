@@ -167,6 +167,8 @@ class SessionCore(CatalogPlans, TransferPlans):
 
     def _p_delete_session(self, session_id: str, missing_ok: bool = False) -> Plan[None]:
         keys = self.session_keys(session_id)
+        # Data keys kept outside the dataset are destroyed first, so no copy opens once this returns.
+        self._shred(session_id)
         entry = yield Step("delete_session", session_id, keys.session, ScriptCall("delete_session", keys.all()))
         # Its data key went with the session hash (crypto-shredding): forget it here too.
         self._data_keys.pop(session_id, None)
@@ -410,6 +412,18 @@ class SessionCore(CatalogPlans, TransferPlans):
             fresh = self._pending_keys[session_id] = _seal.DataKey.fresh(provider, self._key_context(session_id))
         return fresh
 
+    def _shred(self, session_id: str) -> None:
+        """Destroy the session's data keys when the key provider keeps them (``encryption.py``); a
+        fresh key waiting for this session's create (an import that overwrites) is stored again."""
+        provider = self._sealer.key_provider
+        if not isinstance(provider, _seal.ShreddingKeyProvider):
+            return
+        context = self._key_context(session_id)
+        provider.destroy(context)
+        pending = self._pending_keys.get(session_id)
+        if pending is not None and pending.key is not None:
+            pending.wrapped = bytes(provider.wrap(pending.key, context))
+
     def _p_read(self, operation: str, session_id: str, key: str, calls: list[Call]) -> Plan[list[Any]]:
         """One round trip of read ``calls``, with ``HGET dek`` added when this repository encrypts
         and does not know the session's data key yet (learnt from the reply). Returns the replies
@@ -542,6 +556,8 @@ class SessionCore(CatalogPlans, TransferPlans):
                 "by another writer meanwhile; nothing was written"
             )
         self._data_keys[session_id] = new
+        if isinstance(provider, _seal.ShreddingKeyProvider):
+            provider.retire(old.wrapped, context)
         logger.info("session_id=<%s> | re-wrapped the session's data key", session_id)
         return True
 

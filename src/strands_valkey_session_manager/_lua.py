@@ -21,6 +21,7 @@ SESSION_SCRIPTS = (
     "session_info",
     "lease",
     "session_dek",
+    "reencrypt_session",
 )
 # ValkeyStorage's scripts, with ``lua/_storage_prelude.lua`` in front.
 STORAGE_SCRIPTS = ("storage_write", "storage_delete")

@@ -8,17 +8,20 @@ A sealed record keeps the plaintext envelope the scripts rely on (ids, ``updated
 The blob is one flags byte, then the payload:
 
 * bit 0 (:data:`COMPRESSED`): the inner JSON is a zstd frame;
-* bit 1 (:data:`ENCRYPTED`): the payload is a 12-byte nonce and the AES-256-GCM ciphertext with
-  its tag, under the session's data key. The associated data is the flags byte, the session id,
-  the record's key name and its hash field (message member, agent id or orchestrator id), so a
-  value cannot be moved to another session, key or position, nor its flags changed, undetected.
+* bit 1 (:data:`ENCRYPTED`): the payload is encrypted under the session's data key, with associated
+  data made of the flags byte, the session id, the record's key name and its hash field (message
+  member, agent id or orchestrator id), so a value cannot be moved to another session, key or
+  position, nor its flags changed, undetected;
+* bit 2 (:data:`SIV`, always set with bit 1 on writes): the payload is AES-SIV (RFC 5297, a
+  deterministic AEAD) under a 512-bit key derived from the data key with HKDF-SHA256: the 16-byte
+  synthetic IV, then the ciphertext. Without bit 2 an encrypted payload is the format of earlier
+  versions, still read: a 12-byte nonce (keyed BLAKE2b of associated data and plaintext) and
+  AES-256-GCM ciphertext with its tag.
 
-The nonce is synthetic: keyed BLAKE2b (a MAC), under a key derived from the data key, of the
-associated data and the plaintext, 12 bytes. The same record at the same place therefore seals to the same
-bytes, which keeps every write safe to repeat (the scripts recognise a repeated write by its
-identical value, ``repeated_write`` in ``lua/_prelude.lua``); two different plaintexts get the same
-nonce only by a 96-bit collision. What an observer learns is that two seals of one position hold
-the same content.
+AES-SIV is deterministic by design: the same record at the same place seals to the same bytes,
+which keeps every write safe to repeat (the scripts recognise a repeated write by its identical
+value, ``repeated_write`` in ``lua/_prelude.lua``). What an observer learns is that two seals of
+one position under one data key hold the same content.
 
 Other bits are reserved; a blob that sets one is refused. Compression happens only above a
 threshold and only when it shrinks the record; with encryption off a record that is not worth
@@ -31,8 +34,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import os
 import struct
 import sys
@@ -43,15 +44,19 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from ._codec import SEALED_MARKER, CodecError
+from .exceptions import AccessDeniedError, SessionStoreUnavailableError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 
 COMPRESSED: Final = 0x01
 ENCRYPTED: Final = 0x02
-_KNOWN_FLAGS: Final = COMPRESSED | ENCRYPTED
+SIV: Final = 0x04
+_KNOWN_FLAGS: Final = COMPRESSED | ENCRYPTED | SIV
+# Shortest encrypted payload: AES-SIV's 16-byte synthetic IV; the earlier AES-GCM format's nonce and tag.
+_MIN_SIV: Final = 16
+_MIN_LEGACY: Final = 12 + 16
 _NONCE_BYTES: Final = 12
-_TAG_BYTES: Final = 16
 DATA_KEY_BYTES: Final = 32
 #: Largest inner JSON a compressed blob may expand to (the server's own value limit).
 MAX_INFLATED_BYTES: Final = 512 * 1024 * 1024
@@ -89,6 +94,23 @@ class KeyProvider(Protocol):
         ...
 
 
+@runtime_checkable
+class ShreddingKeyProvider(Protocol):
+    """A :class:`KeyProvider` that keeps data keys itself (outside the dataset) and can destroy them.
+
+    ``delete_session`` calls :meth:`destroy` before it deletes the session's records, so once it
+    returns no copy of the records (backup, replica, dump) can be decrypted through this provider.
+    """
+
+    def destroy(self, context: dict[str, str]) -> None:
+        """Destroy every data key of the session named by ``context``; no error when there is none."""
+        ...
+
+    def retire(self, wrapped: bytes, context: dict[str, str]) -> None:
+        """Destroy one data key (made by ``wrap``) that no stored record uses any more."""
+        ...
+
+
 def _aesgcm(key: bytes) -> AESGCM:
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -97,6 +119,19 @@ def _aesgcm(key: bytes) -> AESGCM:
             "encryption needs the 'cryptography' package: pip install 'strands-valkey-session-manager[encryption]'"
         ) from e
     return AESGCM(key)
+
+
+def _aessiv(data_key: bytes) -> AESSIV:
+    """AES-SIV (RFC 5297) under the 512-bit record key derived from ``data_key`` (HKDF-SHA256)."""
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+        from cryptography.hazmat.primitives.hashes import SHA256
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    except ImportError as e:  # pragma: no cover - exercised only without the extra
+        raise MissingExtraError(
+            "encryption needs the 'cryptography' package: pip install 'strands-valkey-session-manager[encryption]'"
+        ) from e
+    return AESSIV(HKDF(algorithm=SHA256(), length=64, salt=None, info=b"svsm record key aes-siv").derive(data_key))
 
 
 _zstd_local = threading.local()
@@ -191,31 +226,35 @@ def associated_data(flags: int, session_id: str, key: str, field: str) -> bytes:
 
 
 class Cipher:
-    """AES-256-GCM under one data key, with synthetic nonces (see the module docstring)."""
+    """Records' encryption under one data key: AES-SIV for writing, and reading both formats
+    (see the module docstring). Its repr shows no key material."""
+
+    __slots__ = ("_invalid", "_legacy", "_siv")
 
     def __init__(self, key: bytes) -> None:
         from cryptography.exceptions import InvalidTag
 
-        self._aead = _aesgcm(key)
+        self._siv = _aessiv(key)
+        self._legacy = _aesgcm(key)
         self._invalid: type[Exception] = InvalidTag
-        self._nonce_key = hmac.new(key, b"svsm nonce key", hashlib.sha256).digest()
+
+    def __repr__(self) -> str:
+        return "Cipher(AES-SIV)"
 
     def encrypt(self, payload: bytes, aad: bytes) -> bytes:
-        """Nonce followed by ciphertext and tag."""
-        # The associated data is self-delimiting (length-prefixed parts), so aad + payload is unambiguous.
-        mac = hashlib.blake2b(aad, digest_size=_NONCE_BYTES, key=self._nonce_key)
-        mac.update(payload)
-        nonce = mac.digest()
-        return nonce + self._aead.encrypt(nonce, payload, aad)
+        """The synthetic IV followed by the ciphertext (deterministic: same input, same bytes)."""
+        return self._siv.encrypt(payload, [aad])
 
-    def decrypt(self, sealed: bytes, aad: bytes) -> bytes:
-        """Inverse of :meth:`encrypt`.
+    def decrypt(self, sealed: bytes, aad: bytes, flags: int = ENCRYPTED | SIV) -> bytes:
+        """Inverse of :meth:`encrypt`; with ``flags`` lacking :data:`SIV`, the earlier AES-GCM format.
 
         Raises:
             UnsealError: If the tag does not verify.
         """
         try:
-            return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad)
+            if flags & SIV:
+                return self._siv.decrypt(sealed, [aad])
+            return self._legacy.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad)
         except self._invalid as e:
             raise UnsealError(
                 "decryption failed: the record was altered, moved from another session or position, "
@@ -223,13 +262,20 @@ class Cipher:
             ) from e
 
 
-@dataclass
+@dataclass(repr=False)
 class DataKey:
-    """One session's data key: the wrapped form stored in the session hash, unwrapped on first use."""
+    """One session's data key: the wrapped form stored in the session hash, unwrapped on first use.
+
+    Its repr shows the wrapped form's length and whether the key is unwrapped, never key material.
+    """
 
     wrapped: bytes
     key: bytes | None = None
     _cipher: Cipher | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        state = "unwrapped" if self.key is not None else "wrapped"
+        return f"DataKey(<{len(self.wrapped)} bytes wrapped>, {state})"
 
     @classmethod
     def fresh(cls, provider: KeyProvider, context: dict[str, str]) -> DataKey:
@@ -250,7 +296,7 @@ class DataKey:
             raise UnsealError(f"the stored data key is not base64: {e}") from e
 
     def cipher(self, provider: KeyProvider | None, context: dict[str, str]) -> Cipher:
-        """The AES-GCM cipher of this key, unwrapping it with ``provider`` the first time.
+        """The cipher of this key, unwrapping it with ``provider`` the first time.
 
         Raises:
             UnsealError: If there is no provider or it cannot unwrap the key.
@@ -261,6 +307,8 @@ class DataKey:
                     raise UnsealError("the record is encrypted and this repository has no key_provider")
                 try:
                     key = bytes(provider.unwrap(self.wrapped, context))
+                except (SessionStoreUnavailableError, AccessDeniedError):
+                    raise  # a key store out of reach: retry later, the data is not bad
                 except Exception as e:
                     raise UnsealError(f"the key provider cannot unwrap the session's data key: {e!r}") from e
                 if len(key) != DATA_KEY_BYTES:
@@ -268,6 +316,12 @@ class DataKey:
                 self.key = key
             self._cipher = Cipher(self.key)
         return self._cipher
+
+
+def destroy_session_keys(provider: KeyProvider | None, context: dict[str, str]) -> None:
+    """Destroy a session's data keys when ``provider`` keeps them (:class:`ShreddingKeyProvider`)."""
+    if isinstance(provider, ShreddingKeyProvider):
+        provider.destroy(context)
 
 
 @dataclass(frozen=True)
@@ -289,7 +343,7 @@ class Sealer:
         if threshold is not None:
             _zstd()  # fail at construction, not at the first large record
         if self.key_provider is not None:
-            _aesgcm(bytes(DATA_KEY_BYTES))
+            Cipher(bytes(DATA_KEY_BYTES))
 
     @property
     def active(self) -> bool:
@@ -318,11 +372,16 @@ class Sealer:
                 flags |= COMPRESSED
                 payload = packed
         if cipher is not None:
-            flags |= ENCRYPTED
+            flags |= ENCRYPTED | SIV
             payload = cipher.encrypt(payload, binding.aad(flags, field))
         if not flags:
             return None
         return _b64encode(bytes((flags,)) + payload).decode("ascii")
+
+
+def _unsupported(flags: int) -> bool:
+    """Whether ``flags`` is no format this module reads (unknown bits, nothing set, SIV alone)."""
+    return not flags or bool(flags & ~_KNOWN_FLAGS) or (flags & (SIV | ENCRYPTED)) == SIV
 
 
 def open_blob(blob: Any, cipher_for: Callable[[], Cipher], binding: Binding, field: str) -> bytes:
@@ -346,12 +405,12 @@ def open_blob(blob: Any, cipher_for: Callable[[], Cipher], binding: Binding, fie
     if not raw:
         raise UnsealError("sealed member is empty")
     flags, payload = raw[0], raw[1:]
-    if flags & ~_KNOWN_FLAGS or not flags:
+    if _unsupported(flags):
         raise UnsealError(f"unsupported sealed record format (flags {flags:#04x})")
     if flags & ENCRYPTED:
-        if len(payload) < _NONCE_BYTES + _TAG_BYTES:
+        if len(payload) < (_MIN_SIV if flags & SIV else _MIN_LEGACY):
             raise UnsealError("encrypted payload is too short")
-        payload = cipher_for().decrypt(payload, binding.aad(flags, field))
+        payload = cipher_for().decrypt(payload, binding.aad(flags, field), flags)
     if flags & COMPRESSED:
         payload = _inflate(payload)
     return payload
@@ -404,7 +463,7 @@ def open_many(blobs: list[Any], fields: list[str], cipher_for: Callable[[], Ciph
         except (binascii.Error, ValueError, TypeError):
             raw = b""
         flags = raw[0] if raw else 0
-        if not flags or flags & ~_KNOWN_FLAGS or (flags & ENCRYPTED and len(raw) < 1 + _NONCE_BYTES + _TAG_BYTES):
+        if _unsupported(flags) or (flags & ENCRYPTED and len(raw) <= (_MIN_SIV if flags & SIV else _MIN_LEGACY)):
             opened.append(open_blob(blob, cipher_for, binding, name))  # raises the precise error
             continue
         payload = raw[1:]
@@ -412,7 +471,7 @@ def open_many(blobs: list[Any], fields: list[str], cipher_for: Callable[[], Ciph
             if cipher is None:
                 cipher = cipher_for()
             encoded = name.encode("utf-8", "surrogatepass")
-            payload = cipher.decrypt(payload, binding.head(flags) + pack(len(encoded)) + encoded)
+            payload = cipher.decrypt(payload, binding.head(flags) + pack(len(encoded)) + encoded, flags)
         if flags & COMPRESSED:
             payload = _inflate(payload)
         opened.append(payload)

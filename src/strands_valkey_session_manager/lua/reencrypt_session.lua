@@ -1,0 +1,53 @@
+-- reencrypt_session: swap a session's records for their re-encryption under a new data key, and its
+-- wrapped data key (field 'dek') for the new one, only if nothing changed since the caller read them.
+-- ARGV[1] fingerprint of the agents, messages and multi hashes as read (see fingerprint() below)
+-- ARGV[2] the wrapped data key read ('' for none)   ARGV[3] the new wrapped data key
+-- ARGV[4], ARGV[5], ARGV[6] the new records of the agents, messages and multi hashes, each packed
+--   as '<field length>:<field><value length>:<value>' repeated, so the argument count is fixed
+--   whatever the size of the session.
+-- Returns -2 when the session does not exist, 0 when a record or the data key changed since the
+-- read (nothing is written then: the caller reads again), 1 when swapped. A swap also bumps every
+-- agent's version 'v:<agent id>', so a writer checking versions that still holds the old data key
+-- is refused (a conflict) instead of writing a record under a key the session no longer has.
+
+-- A hash's content as one digest, independent of field order: the sorted SHA-1s of
+-- '<field length>:<field><value>', hashed again.
+local function digest(key)
+  local all = redis.call('HGETALL', key)
+  local each = {}
+  for i = 1, #all, 2 do
+    each[#each + 1] = redis.sha1hex(#all[i] .. ':' .. all[i] .. all[i + 1])
+  end
+  table.sort(each)
+  return redis.sha1hex(table.concat(each))
+end
+
+local function store(key, packed)
+  local pos, size = 1, #packed
+  while pos <= size do
+    local colon = string.find(packed, ':', pos, true)
+    local stop = colon + tonumber(string.sub(packed, pos, colon - 1))
+    local field = string.sub(packed, colon + 1, stop)
+    colon = string.find(packed, ':', stop + 1, true)
+    pos = colon + tonumber(string.sub(packed, stop + 1, colon - 1)) + 1
+    redis.call('HSET', key, field, string.sub(packed, colon + 1, pos - 1))
+  end
+end
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -2
+end
+if (redis.call('HGET', KEYS[1], 'dek') or '') ~= ARGV[2] then
+  return 0
+end
+if digest(KEYS[2]) .. digest(KEYS[3]) .. digest(KEYS[5]) ~= ARGV[1] then
+  return 0
+end
+store(KEYS[2], ARGV[4])
+store(KEYS[3], ARGV[5])
+store(KEYS[5], ARGV[6])
+redis.call('HSET', KEYS[1], 'dek', ARGV[3])
+for _, agent_id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  redis.call('HINCRBY', KEYS[1], 'v:' .. agent_id, 1)
+end
+return 1

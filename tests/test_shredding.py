@@ -1,0 +1,187 @@
+"""Crypto-shredding against backups, on real servers: a dataset backup (RDB from SAVE, AOF with
+``appendonly yes``) taken before ``delete_session`` and restored on a fresh server opens the
+sessions that were not deleted and none that was, when data keys live in a key store outside the
+dataset (a directory, or a separate server). With ``LocalKeyProvider`` the wrapped data key travels
+with the backup and the wrapping key stays live: the restored copy still opens (the documented
+limit of that configuration)."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import valkey
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
+
+from strands_valkey_session_manager import DecryptionError, LocalKeyProvider, ValkeySessionRepository
+from strands_valkey_session_manager.encryption import (
+    FileKeyStore,
+    KeyProvider,
+    KeyStoreProvider,
+    ValkeyKeyStore,
+    reencrypt_session,
+    rotate_wrapping_key,
+)
+from strands_valkey_session_manager.exceptions import SessionStoreUnavailableError
+from strands_valkey_session_manager.servers import ServerProcess, start_server
+
+TEXT = "a confidential note that must not survive deletion " * 8
+
+
+@pytest.fixture(scope="module")
+def key_server() -> Iterator[ServerProcess]:
+    """The key store's own server: never the dataset's."""
+    with start_server("valkey9", appendonly=True) as server:
+        yield server
+
+
+def _provider(kind: str, tmp_path: Path, key_server: ServerProcess) -> KeyProvider:
+    if kind == "file":
+        return KeyStoreProvider(FileKeyStore(tmp_path / "keys"))
+    if kind == "valkey":
+        client = valkey.Valkey(key_server.host, key_server.port)
+        client.flushall()
+        return KeyStoreProvider(ValkeyKeyStore(client))
+    return LocalKeyProvider({"k1": LocalKeyProvider.generate_key()}, "k1")
+
+
+def _fill(repo: ValkeySessionRepository, session_id: str) -> list[SessionMessage]:
+    repo.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
+    repo.create_agent(session_id, SessionAgent(agent_id="agent", state={"note": TEXT}, conversation_manager_state={}))
+    messages = [
+        SessionMessage(message={"role": "user", "content": [{"text": f"{i} {TEXT}"}]}, message_id=i) for i in range(3)
+    ]
+    for message in messages:
+        repo.create_message(session_id, "agent", message)
+    return messages
+
+
+def _backup(server: ServerProcess, client: Any, kind: str, into: Path) -> None:
+    """A copy of the server's persistence files as they are now."""
+    if kind == "rdb":
+        client.save()
+        into.mkdir()
+        shutil.copy2(server.workdir / "dump.rdb", into / "dump.rdb")
+    else:
+        shutil.copytree(server.workdir / "appendonlydir", into / "appendonlydir")
+
+
+@pytest.mark.parametrize("backup", ["rdb", "aof"])
+@pytest.mark.parametrize("keys", ["file", "valkey", "local"])
+def test_backup_taken_before_delete_does_not_open_the_deleted_session(
+    tmp_path: Path, key_server: ServerProcess, keys: str, backup: str
+) -> None:
+    provider = _provider(keys, tmp_path, key_server)
+    with start_server("valkey9", appendonly=backup == "aof", data_dir=tmp_path / "live") as live:
+        client = valkey.Valkey(live.host, live.port)
+        repo = ValkeySessionRepository(client, key_provider=provider)
+        _fill(repo, "doomed")
+        kept = _fill(repo, "kept")
+        _backup(live, client, backup, tmp_path / "backup")
+        repo.delete_session("doomed")
+        client.close()
+
+    with start_server("valkey9", appendonly=backup == "aof", data_dir=tmp_path / "backup") as restored:
+        client = valkey.Valkey(restored.host, restored.port)
+        assert client.exists("strands:{doomed}:messages") == 1  # the backup does hold the records
+        reader = ValkeySessionRepository(client, key_provider=provider)
+        assert reader.list_messages("kept", "agent") == kept
+        if keys == "local":
+            # The wrapped data key is in the backup and the wrapping key is live: no shredding.
+            assert len(reader.list_messages("doomed", "agent")) == 3
+            return
+        with pytest.raises(DecryptionError, match=r"session_id=<doomed>.*not in the key store"):
+            reader.list_messages("doomed", "agent")
+        with pytest.raises(DecryptionError, match="not in the key store"):
+            ValkeySessionRepository(client, key_provider=provider).read_agent("doomed", "agent")
+        client.close()
+
+
+def test_delete_destroys_the_key_files_and_keeps_others(tmp_path: Path, standalone_client: Any) -> None:
+    store = FileKeyStore(tmp_path / "keys")
+    repo = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    _fill(repo, "a")
+    _fill(repo, "b")
+    directories = sorted(p for p in (tmp_path / "keys").iterdir())
+    assert len(directories) == 2
+    for directory in directories:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        (key_file,) = directory.iterdir()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and len(key_file.read_bytes()) == 32
+    repo.delete_session("a")
+    assert len(list((tmp_path / "keys").iterdir())) == 1
+    assert (
+        len(
+            ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store)).list_messages("b", "agent")
+        )
+        == 3
+    )
+    # The session hash names the key, it does not hold it.
+    dek = standalone_client.hget("strands:{b}:session", "dek")
+    assert dek is not None and len(dek) < 64
+
+
+def test_import_that_overwrites_keeps_its_new_key(tmp_path: Path, standalone_client: Any) -> None:
+    """An import with overwrite seals under a fresh key, then deletes the old session (destroying
+    its keys): the fresh key is stored again, so the imported session opens."""
+    provider = KeyStoreProvider(FileKeyStore(tmp_path / "keys"))
+    repo = ValkeySessionRepository(standalone_client, key_provider=provider)
+    messages = _fill(repo, "s")
+    repo.import_session(repo.export_session("s"), overwrite=True)
+    assert ValkeySessionRepository(standalone_client, key_provider=provider).list_messages("s", "agent") == messages
+
+
+def test_key_store_server_out_of_reach_is_unavailable_not_corrupt(tmp_path: Path, standalone_client: Any) -> None:
+    with start_server("valkey9") as key_server:
+        key_client = valkey.Valkey(key_server.host, key_server.port)
+        provider = KeyStoreProvider(ValkeyKeyStore(key_client))
+        _fill(ValkeySessionRepository(standalone_client, key_provider=provider), "s")
+    reader = ValkeySessionRepository(standalone_client, key_provider=provider, retries=0)
+    with pytest.raises(SessionStoreUnavailableError, match="key_store_get"):
+        reader.list_messages("s", "agent")
+    with pytest.raises(SessionStoreUnavailableError, match="key_store_destroy"):
+        reader.delete_session("s")
+    assert standalone_client.exists("strands:{s}:session") == 1  # nothing deleted: the key lives on
+
+
+def test_key_store_on_the_dataset_server_is_refused(key_server: ServerProcess, standalone_client: Any) -> None:
+    same = ValkeyKeyStore(valkey.Valkey(key_server.host, key_server.port, db=1))
+    with pytest.raises(ValueError, match="same server"):
+        same.check_separate_from(valkey.Valkey(key_server.host, key_server.port, db=0))
+    same.check_separate_from(standalone_client)  # another server: fine
+
+
+def test_legacy_sessions_open_and_move_into_the_key_store(tmp_path: Path, standalone_client: Any) -> None:
+    """Sessions sealed under a LocalKeyProvider open through ``legacy``; re-encryption moves them
+    into the key store, after which deleting them shreds them (the legacy wrapped key is gone)."""
+    local = LocalKeyProvider({"k1": LocalKeyProvider.generate_key()}, "k1")
+    messages = _fill(ValkeySessionRepository(standalone_client, key_provider=local), "old")
+    old_dek = standalone_client.hget("strands:{old}:session", "dek")
+    provider = KeyStoreProvider(FileKeyStore(tmp_path / "keys"), legacy=local)
+    repo = ValkeySessionRepository(standalone_client, key_provider=provider)
+    assert repo.list_messages("old", "agent") == messages
+    with pytest.raises(DecryptionError, match="no legacy provider"):
+        ValkeySessionRepository(
+            standalone_client, key_provider=KeyStoreProvider(FileKeyStore(tmp_path / "keys"))
+        ).list_messages("old", "agent")
+    assert reencrypt_session(repo, "old") is True
+    assert standalone_client.hget("strands:{old}:session", "dek").startswith("c3ZzbS1rczE6")  # svsm-ks1:
+    assert ValkeySessionRepository(standalone_client, key_provider=provider).list_messages("old", "agent") == messages
+    # The old wrapped key, put back as a backup would have it, no longer opens what is stored now.
+    standalone_client.hset("strands:{old}:session", "dek", old_dek)
+    with pytest.raises(DecryptionError):
+        ValkeySessionRepository(standalone_client, key_provider=local).list_messages("old", "agent")
+
+
+def test_rotation_in_a_key_store_retires_the_previous_entry(tmp_path: Path, standalone_client: Any) -> None:
+    provider = KeyStoreProvider(FileKeyStore(tmp_path / "keys"))
+    repo = ValkeySessionRepository(standalone_client, key_provider=provider)
+    messages = _fill(repo, "s")
+    assert rotate_wrapping_key(repo, "s") is True
+    (directory,) = (tmp_path / "keys").iterdir()
+    assert len(list(directory.iterdir())) == 1
+    assert ValkeySessionRepository(standalone_client, key_provider=provider).list_messages("s", "agent") == messages
