@@ -386,6 +386,7 @@ def test_failover_without_wait_loses_acknowledged_appends(own_pair: _Pair) -> No
 # -- WAITAOF -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour", ["valkey9", "valkey8"])
 def test_wait_aof_acknowledges_fsynced_writes(flavour: str) -> None:
     pair = _Pair(flavour, appendonly=True)
@@ -486,7 +487,9 @@ def _glide_standalone(pair: _Pair, *, is_async: bool) -> Any:
     import importlib
 
     library: Any = importlib.import_module("glide" if is_async else "glide_sync")
-    config = library.GlideClientConfiguration([library.NodeAddress(pair.primary.host, pair.primary.port)])
+    # GLIDE's default request timeout (250 ms) must exceed the wait: a client timeout is not a verdict.
+    address = library.NodeAddress(pair.primary.host, pair.primary.port)
+    config = library.GlideClientConfiguration([address], request_timeout=5000)
     return library.GlideClient.create(config)
 
 
@@ -571,7 +574,8 @@ def _glide_cluster(cluster: ClusterProcess) -> Any:
     import glide_sync
 
     addresses = [glide_sync.NodeAddress(h, p) for h, p in cluster.startup_nodes]
-    return glide_sync.GlideClusterClient.create(glide_sync.GlideClusterClientConfiguration(addresses))
+    config = glide_sync.GlideClusterClientConfiguration(addresses, request_timeout=5000)
+    return glide_sync.GlideClusterClient.create(config)
 
 
 @pytest.mark.parametrize("kind", ["valkey-py", "glide"])
