@@ -84,8 +84,9 @@ class ReplicationTimeoutError(SessionStoreUnavailableError):
     """A write was applied by the primary but fewer replicas than ``wait_for_replicas``
     acknowledged it within ``wait_timeout``.
 
-    The write is **not acknowledged**: a failover now may lose it. It may be retried (every write
-    is safe to repeat).
+    The write is **not acknowledged**: a failover now may lose it. It is not retried
+    automatically: repeating it is safe for the data, but a repeat that finds its own earlier
+    write writes nothing, so its ``WAIT`` would prove nothing about the first attempt.
     """
 
 
