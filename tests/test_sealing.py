@@ -28,6 +28,7 @@ from strands_valkey_session_manager.encryption import (
     ValkeyKeyStore,
     areencrypt_session,
     arotate_wrapping_key,
+    reencrypt_session,
     rotate_wrapping_key,
 )
 from strands_valkey_session_manager.transfer import SessionExport
@@ -508,6 +509,16 @@ def test_records_sealed_in_the_earlier_format_still_open(standalone_client: Any)
     reader.create_message("legacy", "agent", _message(2, "new"))
     assert base64.b64decode(_raw(client, keys.messages, _member(plain, "agent", 2))[SEALED])[0] & SIV
     assert len(ValkeySessionRepository(client, key_provider=provider).list_messages("legacy", "agent")) == 3
+    # Rewritten, or re-encrypted, records come out in the current format.
+    reader.update_message("legacy", "agent", _message(1, "rewritten"))
+    assert base64.b64decode(_raw(client, keys.messages, _member(plain, "agent", 1))[SEALED])[0] & SIV
+    assert not base64.b64decode(_raw(client, keys.messages, _member(plain, "agent", 0))[SEALED])[0] & SIV
+    assert reencrypt_session(reader, "legacy") is True
+    for field, value in client.hgetall(keys.messages).items():
+        assert base64.b64decode(orjson.loads(value)[SEALED])[0] & SIV, field
+    assert base64.b64decode(_raw(client, keys.agents, "agent")[SEALED])[0] & SIV
+    again = ValkeySessionRepository(client, key_provider=provider).list_messages("legacy", "agent")
+    assert [m.message["content"][0]["text"] for m in again] == ["sealed the old way", "rewritten", "new"]
 
 
 # -- no key material in any repr or str --------------------------------------------------------

@@ -82,6 +82,8 @@ def test_backup_taken_before_delete_does_not_open_the_deleted_session(
         _fill(repo, "doomed")
         kept = _fill(repo, "kept")
         _backup(live, client, backup, tmp_path / "backup")
+        if keys == "file":
+            shutil.copytree(tmp_path / "keys", tmp_path / "keys-backup")
         repo.delete_session("doomed")
         client.close()
 
@@ -98,6 +100,14 @@ def test_backup_taken_before_delete_does_not_open_the_deleted_session(
             reader.list_messages("doomed", "agent")
         with pytest.raises(DecryptionError, match="not in the key store"):
             ValkeySessionRepository(client, key_provider=provider).read_agent("doomed", "agent")
+        # The backup alone, without the live key store, opens nothing.
+        empty = KeyStoreProvider(FileKeyStore(tmp_path / "empty"))
+        with pytest.raises(DecryptionError, match="not in the key store"):
+            ValkeySessionRepository(client, key_provider=empty).list_messages("kept", "agent")
+        if keys == "file":
+            # A backup of the key store taken before the delete is the limit of shredding.
+            copy = KeyStoreProvider(FileKeyStore(tmp_path / "keys-backup"))
+            assert len(ValkeySessionRepository(client, key_provider=copy).list_messages("doomed", "agent")) == 3
         client.close()
 
 
@@ -114,6 +124,12 @@ def test_delete_destroys_the_key_files_and_keeps_others(tmp_path: Path, standalo
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and len(key_file.read_bytes()) == 32
     repo.delete_session("a")
     assert len(list((tmp_path / "keys").iterdir())) == 1
+    _fill(repo, "c")
+    for session_id in ("b", "c"):
+        standalone_client.hset(f"strands:{{{session_id}}}:session", "updated", 1)  # last written in 1970
+    assert repo.prune(older_than=60) == 2  # prune deletes, so it destroys keys too
+    assert list((tmp_path / "keys").iterdir()) == []
+    _fill(repo, "b")
     assert (
         len(
             ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store)).list_messages("b", "agent")
@@ -185,3 +201,16 @@ def test_rotation_in_a_key_store_retires_the_previous_entry(tmp_path: Path, stan
     (directory,) = (tmp_path / "keys").iterdir()
     assert len(list(directory.iterdir())) == 1
     assert ValkeySessionRepository(standalone_client, key_provider=provider).list_messages("s", "agent") == messages
+
+
+def test_what_does_not_destroy_a_key(tmp_path: Path, standalone_client: Any) -> None:
+    """Keys are destroyed only by ``delete_session`` through a repository holding the provider:
+    not when the session's keys vanish otherwise (expiry), nor by a repository without it (the
+    ``svsm`` CLI, the web viewer)."""
+    provider = KeyStoreProvider(FileKeyStore(tmp_path / "keys"))
+    repo = ValkeySessionRepository(standalone_client, key_provider=provider)
+    _fill(repo, "expired")
+    _fill(repo, "elsewhere")
+    standalone_client.delete(*repo.session_keys("expired").all())  # what expiry does
+    ValkeySessionRepository(standalone_client).delete_session("elsewhere")
+    assert len(list((tmp_path / "keys").iterdir())) == 2  # both keys are still there
