@@ -174,6 +174,8 @@ def test_every_client_kind_including_glide(store_client: Any) -> None:
     assert reader.list_messages("s1", "agent") == messages
     assert reader.read_multi_agent("s1", "swarm") == {"type": "swarm", "history": [TEXT], "n": 1}
     assert rotate_wrapping_key(reader, "s1") is True
+    assert reencrypt_session(reader, "s1") is True
+    assert ValkeySessionRepository(store_client, key_provider=PROVIDER).list_messages("s1", "agent") == messages
     reader.fork_session("s1", "fork")
     assert ValkeySessionRepository(store_client, key_provider=PROVIDER).list_messages("fork", "agent") == messages
 

@@ -214,3 +214,27 @@ def test_what_does_not_destroy_a_key(tmp_path: Path, standalone_client: Any) -> 
     standalone_client.delete(*repo.session_keys("expired").all())  # what expiry does
     ValkeySessionRepository(standalone_client).delete_session("elsewhere")
     assert len(list((tmp_path / "keys").iterdir())) == 2  # both keys are still there
+
+
+@pytest.mark.backends("valkey9", "cluster")
+def test_valkey_key_store_on_every_client_kind(store_client: Any, key_server: ServerProcess) -> None:
+    """The key store's client may be valkey-py, redis-py or GLIDE, standalone or cluster (here the
+    key store is the test backend and the dataset the module's other server)."""
+    store = ValkeyKeyStore(store_client)
+    store.put("s", "a" * 32, b"k" * 32)
+    assert store.get("s", "a" * 32) == b"k" * 32 and store.get("s", "b" * 32) is None
+    store.delete("s", "a" * 32)
+    assert store.get("s", "a" * 32) is None
+    dataset = valkey.Valkey(key_server.host, key_server.port)
+    dataset.flushall()
+    provider = KeyStoreProvider(store)
+    repo = ValkeySessionRepository(dataset, key_provider=provider)
+    messages = _fill(repo, "s")
+    assert ValkeySessionRepository(dataset, key_provider=provider).list_messages("s", "agent") == messages
+    dek = dataset.hget("strands:{s}:session", "dek")
+    repo.delete_session("s")
+    _fill(repo, "s")  # same id again, new key; the old one is gone from the key store
+    dataset.hset("strands:{s}:session", "dek", dek)
+    with pytest.raises(DecryptionError, match="not in the key store"):
+        ValkeySessionRepository(dataset, key_provider=provider).list_messages("s", "agent")
+    dataset.close()

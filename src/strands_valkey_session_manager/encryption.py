@@ -362,8 +362,8 @@ class ValkeyKeyStore:
         self._run("key_store_delete", session_id, "hdel", key_id)
 
     def destroy(self, session_id: str) -> None:
-        """``DEL`` of the session's hash."""
-        self._run("key_store_destroy", session_id, "delete")
+        """``UNLINK`` of the session's hash."""
+        self._run("key_store_destroy", session_id, "unlink")
 
     def check_separate_from(self, dataset_client: Any) -> None:
         """Raise ``ValueError`` when ``dataset_client`` talks to the key store's own server.
