@@ -26,6 +26,7 @@ from strands_valkey_session_manager.encryption import (
     FileKeyStore,
     KeyStoreProvider,
     ValkeyKeyStore,
+    areencrypt_all_sessions,
     areencrypt_session,
     arotate_wrapping_key,
     reencrypt_session,
@@ -191,6 +192,7 @@ def test_async_face_round_trip(backend: Backend) -> None:
         assert face.list_messages("s1", "agent") == messages
         assert face.run(arotate_wrapping_key(face._target, "s1")) is True
         assert face.run(areencrypt_session(face._target, "s1")) is True
+        assert face.run(areencrypt_all_sessions(face._target)) == 1
         assert face.read_message("s1", "agent", 2) == messages[2]
     finally:
         face.close()

@@ -7,6 +7,7 @@ limit of that configuration)."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import stat
 from collections.abc import Iterator
@@ -231,6 +232,10 @@ def test_valkey_key_store_on_every_client_kind(store_client: Any, key_server: Se
     repo = ValkeySessionRepository(dataset, key_provider=provider)
     messages = _fill(repo, "s")
     assert ValkeySessionRepository(dataset, key_provider=provider).list_messages("s", "agent") == messages
+    repo.fork_session("s", "fork")  # the fork's own key goes to the key store too
+    assert ValkeySessionRepository(dataset, key_provider=provider).list_messages("fork", "agent") == messages
+    fork_key_id = base64.b64decode(dataset.hget("strands:{fork}:session", "dek")).decode()[-32:]
+    assert store.get("fork", fork_key_id) is not None
     dek = dataset.hget("strands:{s}:session", "dek")
     repo.delete_session("s")
     _fill(repo, "s")  # same id again, new key; the old one is gone from the key store
