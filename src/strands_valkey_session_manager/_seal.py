@@ -1,4 +1,4 @@
-"""Sealed records: compression (zstd) and encryption (AES-256-GCM) of a record's content.
+"""Sealed records: compression (zstd) and encryption (AES-SIV, RFC 5297) of a record's content.
 
 A sealed record keeps the plaintext envelope the scripts rely on (ids, ``updated_at``, and
 ``created_at`` last) and carries everything else in one base64 member, :data:`SEALED_MARKER`::
