@@ -17,6 +17,7 @@ ungated repository, and the structural invariants every session must keep whatev
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import socket
 import threading
@@ -116,7 +117,7 @@ class GatedRepository(ValkeySessionRepository):
         self.__dict__["_gate"] = gate
         super().__init__(client, **kwargs)
 
-    @property  # type: ignore[override]
+    @property
     def _db(self) -> Any:
         return self.__dict__["_gated_db"]
 
@@ -132,7 +133,7 @@ class GatedManager(ValkeySessionManager):
         self.__dict__["_gate"] = gate
         super().__init__(session_id=session_id, client=client, **kwargs)
 
-    @property  # type: ignore[override]
+    @property
     def _db(self) -> Any:
         return self.__dict__["_gated_db"]
 
@@ -181,6 +182,10 @@ class Run:
 
     def describe(self) -> str:
         return f"prefix={self.prefix} trace={self.trace} outcomes={self.outcomes}"
+
+
+def _step_taken(gate: Gate) -> bool:
+    return not gate._permit
 
 
 class Controller:
@@ -235,7 +240,7 @@ class Controller:
                     gate._permit = True
                     self.cond.notify_all()
                     # Wait for that step to be taken, then for the actor to park again or finish.
-                    if not self.cond.wait_for(lambda g=gate: not g._permit, timeout=WAIT_LIMIT):
+                    if not self.cond.wait_for(functools.partial(_step_taken, gate), timeout=WAIT_LIMIT):
                         raise AssertionError(f"{gate.name} did not take its step; {run.describe()}")
                     self._await(gate, run)
         finally:
@@ -248,6 +253,7 @@ class Controller:
         run.outcomes = outcomes
 
     def _await(self, gate: Gate, run: Run) -> None:
+        """Wait until ``gate``'s actor has parked at its next step or finished (under ``cond``)."""
         if not self.cond.wait_for(lambda: self._quiet(gate), timeout=WAIT_LIMIT):
             raise AssertionError(f"{gate.name} neither parked nor finished; {run.describe()}")
 
@@ -305,8 +311,7 @@ def explore(
             try:
                 check(run)
             except AssertionError as e:
-                e.add_note(f"scenario {name}: {run.describe()}")
-                raise
+                raise AssertionError(f"{e}\nscenario {name}: {run.describe()}") from e
         finally:
             if teardown is not None:
                 teardown(env)
@@ -379,7 +384,9 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def check_integrity(client: Any, prefix: str, copies: dict[str, str] | None = None) -> None:
+def check_integrity(
+    client: Any, prefix: str, copies: dict[str, str] | None = None, skip: set[str] | frozenset[str] = frozenset()
+) -> None:
     """Structural invariants of every session under ``prefix``, whatever the interleaving was.
 
     - no key of a session outlives its session hash (no orphans a delete could not find);
@@ -387,6 +394,8 @@ def check_integrity(client: Any, prefix: str, copies: dict[str, str] | None = No
       :func:`text_of` names them; ``copies`` maps a fork to the session its texts name);
     - the per-agent counts and versions agree with the stored agents and messages;
     - every session is listed in the catalog exactly once, under the member it records.
+
+    Sessions in ``skip`` (damaged on purpose by a test) are not checked.
     """
     layout = KeyLayout(prefix)
     repo = ValkeySessionRepository(client, key_prefix=prefix)
@@ -397,6 +406,8 @@ def check_integrity(client: Any, prefix: str, copies: dict[str, str] | None = No
         by_session.setdefault(tag, set()).add(kind)
     listed = {m.session_id for m in repo.iter_sessions()}
     for tag, kinds in by_session.items():
+        if _decode_tag(tag) in skip:
+            continue
         assert "session" in kinds, f"orphan keys {sorted(kinds)} of session {tag!r}: no session hash"
         session_id = _decode_tag(tag)
         keys_of = layout.session(session_id)
@@ -442,6 +453,8 @@ class LostReplyProxy:
         self._sockets: list[socket.socket] = []
         self._marker: bytes | None = None
         self._swallowing: set[socket.socket] = set()
+        self._open = 0  # connection pairs not yet closed
+        self._closed = threading.Condition(self._lock)
         self.lost = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -455,6 +468,13 @@ class LostReplyProxy:
     def armed(self) -> bool:
         with self._lock:
             return self._marker is not None
+
+    def wait_closed(self, timeout: float = WAIT_LIMIT) -> None:
+        """Wait until every connection through the proxy is closed (after the server dropped them:
+        a ``CLIENT KILL``, a restart), so the client meets a closed socket on its next command."""
+        with self._closed:
+            if not self._closed.wait_for(lambda: self._open == 0, timeout=timeout):
+                raise AssertionError(f"{self._open} proxied connection(s) still open after {timeout} s")
 
     def close(self) -> None:
         self._listener.close()
@@ -476,6 +496,7 @@ class LostReplyProxy:
             server.settimeout(None)
             with self._lock:
                 self._sockets += [client, server]
+                self._open += 1
             threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
             threading.Thread(target=self._replies, args=(server, client), daemon=True).start()
 
@@ -500,6 +521,9 @@ class LostReplyProxy:
                 client.sendall(data)
         _shut(client)
         _shut(server)
+        with self._closed:
+            self._open -= 1
+            self._closed.notify_all()
 
 
 def _shut(sock: socket.socket) -> None:

@@ -76,7 +76,7 @@ class Env:
 @pytest.fixture(scope="module")
 def clients(valkey9_server: ServerProcess) -> Iterator[tuple[Any, Any, Any]]:
     """A raw client for setup and checks, and one client per actor (two real connections)."""
-    made = [valkey.Valkey(valkey9_server.host, valkey9_server.port, decode_responses=True) for _ in range(3)]
+    made: list[Any] = [valkey.Valkey(valkey9_server.host, valkey9_server.port, decode_responses=True) for _ in range(3)]
     try:
         yield made[0], made[1], made[2]
     finally:
@@ -495,7 +495,7 @@ def test_fork_against_a_lease(clients: tuple[Any, Any, Any]) -> None:
 
 
 def _lease(repo: Any, owner: str, op: str, session_id: str = SID) -> int:
-    return run_plan(repo._db, repo._p_lease(session_id, AID, owner, LEASE_MS, op))
+    return int(run_plan(repo._db, repo._p_lease(session_id, AID, owner, LEASE_MS, op)))
 
 
 def test_two_owners_take_one_lease(clients: tuple[Any, Any, Any]) -> None:
