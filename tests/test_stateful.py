@@ -41,6 +41,7 @@ from strands_valkey_session_manager import (
     DamagedSessionError,
     SessionConflictError,
     SessionNotFoundError,
+    ValkeySessionManager,
     ValkeySessionRepository,
 )
 from strands_valkey_session_manager.servers import HOST, ServerProcess, start_server
@@ -415,3 +416,35 @@ def test_two_repositories_against_the_model(world: World) -> None:
     assert STATS["examples"] >= EXAMPLES
     assert STATS["faults"] > 0 and STATS["acknowledged"] > 0
     assert STATS["lost"] == 0
+
+
+# -- minimised from the machine above ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("write", ["update_agent", "update_message"])
+def test_an_update_into_a_session_whose_hash_was_evicted_is_refused(world: World, write: str) -> None:
+    """Only the session hash of a session is evicted; a repository that never read the agent
+    updates it. ``update_record.lua`` checks only that the record's field exists (it does, in the
+    leftover agents/messages hash), so the update is acknowledged, and its version bump and
+    ``updated`` stamp create a new session hash without a record. After that ``read_session``
+    says the session does not exist while ``create_session`` says it does: no session manager can
+    open that id again, and the acknowledged update is unreachable. The update must be refused
+    (the session is gone or damaged), writing nothing."""
+    prefix = interleave.fresh_prefix("hl")
+    admin = world.admin
+    repo = ValkeySessionRepository(admin, key_prefix=prefix)
+    repo.create_session(session("s"))
+    repo.create_agent("s", agent("a", n=0))
+    repo.create_message("s", "a", message("s", "a", 0, "seed"))
+    keys = repo.session_keys("s")
+    admin.delete(keys.session)
+    writer = ValkeySessionRepository(admin, key_prefix=prefix, check_versions=True)
+    with pytest.raises((SessionNotFoundError, DamagedSessionError)):
+        if write == "update_agent":
+            writer.update_agent("s", agent("a", n=1))
+        else:
+            writer.update_message("s", "a", message("s", "a", 0, "redacted"))
+    assert not admin.exists(keys.session), f"a session hash without a record: {admin.hgetall(keys.session)}"
+    # The id stays usable: a new conversation can start under it.
+    manager = ValkeySessionManager("s", admin, key_prefix=prefix)
+    assert manager.read_session("s") is not None
