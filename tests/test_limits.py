@@ -389,24 +389,8 @@ _READS: dict[str, tuple[Any, frozenset[str]]] = {
     "read_multi_agent": (lambda r: r.read_multi_agent("s", "o"), frozenset({"multi"})),
     "session_info": (lambda r: r.session_info("s"), frozenset({"session", "agents"})),
 }
-_MISNAMED = {("agents", "session_info"), ("order", "list_messages"), ("session", "list_messages")}
 _WRONG_TYPE_CASES = [
-    pytest.param(
-        attr,
-        read,
-        id=f"{attr}-{read}",
-        marks=[
-            pytest.mark.xfail(
-                strict=True,
-                reason="bug: the error names another key of the session (WRONGTYPE does not say which key "
-                "and the repository names the first key of the operation)",
-            )
-        ]
-        if (attr, read) in _MISNAMED
-        else [],
-    )
-    for read, (_, touched) in _READS.items()
-    for attr in sorted(touched)
+    pytest.param(attr, read, id=f"{attr}-{read}") for read, (_, touched) in _READS.items() for attr in sorted(touched)
 ]
 
 

@@ -143,3 +143,35 @@ def test_import_rejects_bad_record_naming_the_line(store_client: Any) -> None:
 def test_export_of_missing_session_raises(store_client: Any) -> None:
     with pytest.raises(SessionException, match="does not exist"):
         ValkeySessionRepository(store_client).export_session("missing")
+
+
+@pytest.mark.backends("valkey9", "redis7", "cluster")
+def test_fork_drops_the_sources_leases_and_fences(client: Any) -> None:
+    """A fork is a new session: the source owner's leases (``lease:<agent>``) and fencing counters
+    (``fence:<agent>``) stay with the source, so another owner can take the fork's agents at once."""
+    from strands import Agent
+
+    from strands_valkey_session_manager import SessionLockedError, ValkeySessionManager
+    from strands_valkey_session_manager.scripted_model import ScriptedModel
+
+    owner = ValkeySessionManager(session_id="src", client=client, lock=True)
+    Agent(agent_id="a", model=ScriptedModel(["hi back"]), session_manager=owner, callback_handler=None)("hi")
+    owner.fork_session("src", "dst")
+    fields = {(k.decode() if isinstance(k, bytes) else k) for k in client.hkeys(owner.session_keys("dst").session)}
+    assert not [f for f in fields if f.startswith(("lease:", "fence:"))], fields
+    assert {"v:a", "n:a"} <= fields
+    rival = ValkeySessionManager(session_id="dst", client=client, lock=True)
+    agent = Agent(agent_id="a", model=ScriptedModel(["again"]), session_manager=rival, callback_handler=None)
+    assert len(agent.messages) == 2
+    agent("once more")
+    assert len(rival.list_messages("dst", "a")) == 4
+    # The source is still its owner's.
+    with pytest.raises(SessionLockedError):
+        Agent(
+            agent_id="a",
+            model=ScriptedModel([]),
+            session_manager=ValkeySessionManager(session_id="src", client=client, lock=True),
+            callback_handler=None,
+        )
+    owner.close()
+    rival.close()

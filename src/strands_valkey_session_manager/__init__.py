@@ -1,7 +1,7 @@
 """Session manager for Strands Agents on plain Valkey and Redis, standalone or cluster."""
 
 from .aio import AsyncValkeySessionRepository
-from .catalog import SessionInfo, SessionPage
+from .catalog import DamagedSession, SessionInfo, SessionPage
 from .encryption import KeyProvider, LocalKeyProvider
 from .exceptions import (
     AccessDeniedError,
@@ -27,6 +27,7 @@ __all__ = [
     "AgentExistsError",
     "AsyncValkeySessionRepository",
     "CorruptRecordError",
+    "DamagedSession",
     "DamagedSessionError",
     "DecryptionError",
     "KeyProvider",

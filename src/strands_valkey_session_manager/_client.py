@@ -65,8 +65,8 @@ DEFAULT_WAIT_TIMEOUT = 1.0
 # Reads: calls that never change data (``touch_on_read`` extends lifetimes, which reads may lose).
 _READ_SCRIPTS = frozenset({"list_messages", "read_field", "session_info"})
 _READ_COMMANDS = frozenset({"hget", "hgetall", "hmget", "dump", "zrevrangebylex", "zrangebylex", "get", "exists"})
-# Operations whose writes are housekeeping of a read (stale catalog entries, found again if lost).
-_UNACKNOWLEDGED_OPERATIONS = frozenset({"list_sessions"})
+# Operations whose writes are housekeeping (stale or expired catalog entries, found again if lost).
+_UNACKNOWLEDGED_OPERATIONS = frozenset({"list_sessions", "sweep_catalog"})
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ._keys import (
 )
 from ._keys import message_member as _member
 from ._lifetime import Duration, created_ms, to_ms
-from .catalog import CatalogPlans
+from .catalog import CatalogPlans, damaged_leftovers, expected_expiry
 from .exceptions import (
     CorruptRecordError,
     DecryptionError,
@@ -149,15 +149,23 @@ class SessionCore(CatalogPlans, TransferPlans):
             dek,
         )
         # The catalog entry goes first: if the script never runs, listing drops the entry as stale.
-        calls: list[CommandCall | ScriptCall] = [CommandCall("zadd", (index, {member: 0})) for index in indexes]
+        # First of all, the read of due expiry entries of the shard, swept below (catalog.py).
+        calls: list[CommandCall | ScriptCall] = [
+            *self._expiry_calls(session.session_id, member, owner, labels, expected_expiry(self._ttl_ms, deadline)),
+            *(CommandCall("zadd", (index, {member: 0})) for index in indexes),
+        ]
         calls.append(ScriptCall("create_session", keys.all(), args))
-        *_, created_now = yield Step("create_session", session.session_id, keys.session, calls)
+        due, *_, created_now = yield Step("create_session", session.session_id, keys.session, calls)
         self._pending_keys.pop(session.session_id, None)
         if created_now == 1 and fresh is not None:
             self._data_keys[session.session_id] = fresh
-        if created_now == -1:
+        if isinstance(created_now, list) or created_now == -1:
             unlist = [CommandCall("zrem", (index, member)) for index in indexes]
             yield Step("create_session", session.session_id, keys.session, unlist)
+        if due:
+            yield from self._p_sweep_due(due)
+        if isinstance(created_now, list):
+            raise damaged_leftovers(session.session_id, keys, created_now[1:])
         return bool(created_now == 1)
 
     def _p_read_session(self, session_id: str) -> Plan[Session | None]:

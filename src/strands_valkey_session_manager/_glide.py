@@ -92,6 +92,12 @@ def _zrevrangebylex(target: Any, key: Any, high: Any, low: Any, *offset_count: A
     return target.custom_command(["ZREVRANGEBYLEX", _arg(key), _arg(high), _arg(low), *limit])
 
 
+def _zrangebylex(target: Any, key: Any, low: Any, high: Any, *offset_count: Any) -> Any:
+    """valkey-py's ``zrangebylex(name, min, max, start=None, num=None)``."""
+    limit = ("LIMIT", *(_arg(n) for n in offset_count)) if offset_count else ()
+    return target.custom_command(["ZRANGEBYLEX", _arg(key), _arg(low), _arg(high), *limit])
+
+
 # The client methods the plans name in a CommandCall (valkey-py signatures), on a GLIDE client or
 # batch; ``target`` is either, so one table serves single calls and batches, sync and async.
 _COMMANDS: dict[str, Callable[..., Any]] = {
@@ -100,6 +106,7 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "zadd": lambda target, key, mapping: target.zadd(_arg(key), {_arg(m): float(s) for m, s in mapping.items()}),
     "zrem": lambda target, key, *members: target.zrem(_arg(key), [_arg(m) for m in members]),
     "zrevrangebylex": _zrevrangebylex,
+    "zrangebylex": _zrangebylex,
     "dump": lambda target, key: target.dump(_arg(key)),
 }
 

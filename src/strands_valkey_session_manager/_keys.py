@@ -173,6 +173,22 @@ class KeyLayout:
             return f"{self.prefix}:catalog:tag:{{t:{encode_id(tag, 'tag')}:{shard}}}"
         return f"{self.prefix}:catalog:{{catalog:{shard}}}"
 
+    def catalog_expiry(self, shard: int) -> str:
+        """The expiry index of one catalog shard (same slot as the shard's catalog index): members
+        from :func:`expiry_member`, so lex order is expiry order."""
+        return f"{self.prefix}:catalog:expiry:{{catalog:{shard}}}"
+
+    def staging(self, session_id: str) -> SessionKeys:
+        """Where an import that overwrites writes before its swap: the session's slot, other names."""
+        stem = self.tag(session_id)
+        return SessionKeys(
+            session=f"{stem}:import:session",
+            agents=f"{stem}:import:agents",
+            messages=f"{stem}:import:messages",
+            order=f"{stem}:import:order",
+            multi=f"{stem}:import:multi",
+        )
+
     def catalog_indexes(self, session_id: str, user_id: str | None, tags: tuple[str, ...]) -> list[str]:
         """Every catalog index that lists a session: the global one, its user's and its tags'."""
         shard = self.catalog_shard(session_id)
@@ -191,3 +207,25 @@ def catalog_member(created_ms: int, session_id: str) -> str:
 def session_id_of_member(member: str) -> str:
     """Invert :func:`catalog_member` to the session id."""
     return decode_id(member.split(":", 1)[1])
+
+
+def expiry_member(expires_ms: int, member: str, user_id: str | None, tags: tuple[str, ...]) -> str:
+    """Expiry index member: ``<expires ms, 15 digits>:<catalog member>:<user>:<tag>,<tag>`` (ids
+    encoded, so they hold no ``:`` or ``,``): everything needed to unlist the session once it is gone."""
+    user = "" if user_id is None else encode_id(user_id, "user_id")
+    return f"{expires_ms:015d}:{member}:{user}:{','.join(encode_id(t, 'tag') for t in tags)}"
+
+
+def parse_expiry_member(entry: str) -> tuple[int, str, str | None, tuple[str, ...]]:
+    """Invert :func:`expiry_member`: (expires ms, catalog member, user id, tags).
+
+    Raises:
+        ValueError: If ``entry`` is not such a member.
+    """
+    expires, created, session, user, tags = entry.split(":", 4)
+    return (
+        int(expires),
+        f"{created}:{session}",
+        decode_id(user) if user else None,
+        tuple(decode_id(t) for t in tags.split(",")) if tags else (),
+    )

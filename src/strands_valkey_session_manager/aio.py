@@ -18,7 +18,7 @@ from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
 from ._seal import KeyProvider
-from .catalog import SessionInfo, SessionPage
+from .catalog import DamagedSession, SessionInfo, SessionPage
 from .transfer import SessionExport, export_lines
 
 if TYPE_CHECKING:
@@ -178,9 +178,15 @@ class AsyncValkeySessionRepository(SessionCore):
         *,
         dry_run: bool = False,
         on_session: Callable[[SessionInfo, bool], None] | None = None,
+        on_damaged: Callable[[DamagedSession], None] | None = None,
     ) -> int:
-        """Delete every session whose last write is older than ``older_than``."""
-        return await arun_plan(self._db, self._p_prune(older_than, dry_run, on_session))
+        """Delete every session whose last write is older than ``older_than`` (see the sync face)."""
+        return await arun_plan(self._db, self._p_prune(older_than, dry_run, on_session, on_damaged))
+
+    @aretrying
+    async def sweep_catalog(self) -> int:
+        """Remove the catalog entries of every expired session; returns how many (see the sync face)."""
+        return await arun_plan(self._db, self._p_sweep_catalog())
 
     async def fork_session(
         self, source_id: str, target_id: str, *, user_id: str | None = None, tags: Sequence[str] | None = None

@@ -4,27 +4,45 @@ Each session is listed in a few lexicographic zsets (see ``_keys.KeyLayout.catal
 members are ``<created ms, 15 digits>:<encoded session id>``, so reverse lex order is newest-first
 and a member is its own cursor. The entries are written in the same pipeline as the session and
 removed when it is deleted; an entry whose session has expired (or never got written) is
-dropped when a listing meets it, and ``prune`` sweeps the whole catalog.
+dropped when a listing meets it.
+
+Sessions with a lifetime are also filed in their shard's expiry index (``catalog_expiry``, same
+slot as the shard) under the expiry known at create. Every create sweeps up to
+``SWEEP_PER_CREATE`` due entries of its own shard (checking that each session is really gone, and
+filing a session that lives on under its current expiry), and ``sweep_catalog``/``prune`` sweep
+every shard, so the catalog of expired sessions empties without anyone listing it.
+
+A damaged session (a key of the wrong type, leftover keys after its session hash was evicted) is
+skipped by listings and reported in :attr:`SessionPage.damaged`; it never fails the listing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from strands.types.exceptions import SessionException
-
 from . import _codec
 from ._client import CommandCall, Plan, ScriptCall, Step
-from ._keys import CATALOG_SHARDS, KeyLayout, SessionKeys, session_id_of_member
+from ._keys import (
+    CATALOG_SHARDS,
+    KeyLayout,
+    SessionKeys,
+    expiry_member,
+    parse_expiry_member,
+    session_id_of_member,
+)
 from ._lifetime import Duration, now_ms, to_ms
-from .exceptions import CorruptRecordError
+from .exceptions import CorruptRecordError, DamagedSessionError
 
 MAX_PAGE = 1000
+#: Due expiry entries a create sweeps in its own shard.
+SWEEP_PER_CREATE = 8
+# Due expiry entries read per shard and pass by sweep_catalog.
+_SWEEP_PAGE = 100
+_KEY_NAMES = ("session", "agents", "messages", "order", "multi")
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,8 @@ class SessionInfo:
     message_counts: dict[str, int] = field(default_factory=dict)
     #: Seconds until the session expires, or ``None`` when it does not expire.
     expires_in: float | None = None
+    #: The session's catalog member (``<created ms>:<encoded id>``), as stored in its hash.
+    catalog_member: str = field(default="", compare=False, repr=False)
 
     @property
     def agent_ids(self) -> list[str]:
@@ -53,28 +73,58 @@ class SessionInfo:
 
 
 @dataclass(frozen=True)
+class DamagedSession:
+    """A listed session whose keys cannot be read as a session: skipped, reported."""
+
+    session_id: str
+    #: The key at fault (the session hash when it is missing and other keys remain).
+    key: str
+    #: What is wrong: the server's error for a key of the wrong type, or which keys are left over.
+    reason: str
+
+
+@dataclass(frozen=True)
 class SessionPage:
     """One page of ``list_sessions``."""
 
     sessions: list[SessionInfo]
     #: Pass to ``list_sessions(cursor=...)`` for the next page; ``None`` when there is none.
     cursor: str | None
+    #: Damaged sessions met on this page, skipped (delete them with ``delete_session``).
+    damaged: list[DamagedSession] = field(default_factory=list)
+
+
+def damaged_leftovers(session_id: str, keys: SessionKeys, indexes: Sequence[Any]) -> DamagedSessionError:
+    """The error of a create refused because keys of a session whose hash is gone remain."""
+    left = [keys.all()[int(i) - 1] for i in indexes]
+    return DamagedSessionError(
+        f"session_id=<{session_id}>, key=<{keys.session}> | the session hash is missing but other keys of the "
+        f"session remain ({', '.join(left)}): they hold the rest of a conversation, so nothing was written. "
+        "Delete the session (delete_session, svsm delete) or import over it (import_session overwrite=True)"
+    )
 
 
 class CatalogPlans:
     """Catalog operations as plans (see ``_core.py``), shared by the sync and asyncio faces."""
 
     _layout: KeyLayout
+    _data_keys: dict[str, Any]
 
     if TYPE_CHECKING:  # provided by SessionCore
 
         def session_keys(self, session_id: str) -> SessionKeys: ...
-        def _p_delete_session(self, session_id: str) -> Plan[None]: ...
+        def _p_delete_session(self, session_id: str, missing_ok: bool = False) -> Plan[None]: ...
+        def _shred(self, session_id: str) -> None: ...
 
     def _p_session_info(self, session_id: str) -> Plan[SessionInfo | None]:
         keys = self.session_keys(session_id)
         reply = yield Step("session_info", session_id, keys.session, ScriptCall("session_info", keys.all()))
-        return None if reply is None else _info(session_id, keys.session, reply)[0]
+        if reply is None:
+            return None
+        decoded = _info(session_id, keys, reply)
+        if isinstance(decoded, DamagedSession):
+            raise DamagedSessionError(f"session_id=<{session_id}>, key=<{decoded.key}> | {decoded.reason}")
+        return decoded
 
     def _p_list_sessions(
         self, user_id: str | None, tag: str | None, cursor: str | None, limit: int
@@ -87,6 +137,7 @@ class CatalogPlans:
         indexes = [self._layout.catalog_index(s, user_id=user_id, tag=index_tag) for s in range(CATALOG_SHARDS)]
         start = "+" if cursor is None else f"({cursor}"
         found: list[SessionInfo] = []
+        damaged: list[DamagedSession] = []
         candidates: list[str] = []
         while len(found) < limit:
             want = limit - len(found)
@@ -95,37 +146,75 @@ class CatalogPlans:
             shards = [[_codec.text(m) for m in reply] for reply in replies]
             candidates = list(heapq.merge(*shards, reverse=True))[:want]
             if not candidates:
-                return SessionPage(found, None)
-            found.extend((yield from self._p_resolve(candidates, indexes, tag if user_id is not None else None)))
+                return SessionPage(found, None, damaged)
+            tag_filter = tag if user_id is not None else None
+            found.extend((yield from self._p_resolve(candidates, indexes, tag_filter, damaged)))
             start = f"({candidates[-1]}"
             if len(candidates) < want:  # every shard is exhausted
-                return SessionPage(found, None)
-        return SessionPage(found, candidates[-1])
+                return SessionPage(found, None, damaged)
+        return SessionPage(found, candidates[-1], damaged)
 
     def _p_prune(
-        self, older_than: Duration, dry_run: bool, on_session: Callable[[SessionInfo, bool], None] | None
+        self,
+        older_than: Duration,
+        dry_run: bool,
+        on_session: Callable[[SessionInfo, bool], None] | None,
+        on_damaged: Callable[[DamagedSession], None] | None = None,
     ) -> Plan[int]:
         cutoff = now_ms() - to_ms(older_than, "older_than")
+        if not dry_run:
+            yield from self._p_sweep_catalog()
         doomed = 0
         cursor: str | None = None
         while True:
             page = yield from self._p_list_sessions(None, None, cursor, 200)
             for info in page.sessions:
-                stale = info.updated_at.timestamp() * 1000 < cutoff
-                if stale:
-                    doomed += 1
-                    if not dry_run:
-                        # Deleted (or expired) meanwhile is what prune wanted anyway.
-                        with contextlib.suppress(SessionException):
-                            yield from self._p_delete_session(info.session_id)
+                stale = _ms(info.updated_at) < cutoff
+                if stale and not dry_run:
+                    # The delete checks again, in its own atomic step, that the session is still
+                    # idle and still the one listed: a write after the listing keeps it.
+                    stale = yield from self._p_delete_idle(info, cutoff)
+                doomed += stale
                 if on_session is not None:
                     on_session(info, stale)
+            if on_damaged is not None:
+                for entry in page.damaged:
+                    on_damaged(entry)
             if page.cursor is None:
                 return doomed
             cursor = page.cursor
 
-    def _p_resolve(self, candidates: Sequence[str], indexes: Sequence[str], tag: str | None) -> Plan[list[SessionInfo]]:
-        """Read the candidates' metadata; drop (and unlist) entries whose session is gone."""
+    def _p_delete_idle(self, info: SessionInfo, cutoff: int) -> Plan[bool]:
+        """Delete a session only if it is still idle since before ``cutoff`` and still listed under
+        the same member; True when deleted. Its data keys kept outside the dataset are destroyed
+        after the delete (a session kept must keep them)."""
+        session_id = info.session_id
+        keys = self.session_keys(session_id)
+        call = ScriptCall("delete_session", keys.all(), (cutoff, info.catalog_member))
+        entry = yield Step("delete_session", session_id, keys.session, call)
+        if entry is None or entry == 0:
+            return False  # gone meanwhile, or written since the listing
+        self._shred(session_id)
+        self._data_keys.pop(session_id, None)
+        unlist = self._unlist_calls(session_id, entry)
+        if unlist:
+            yield Step("delete_session", session_id, unlist[0].args[0], unlist)
+        return True
+
+    def _unlist_calls(self, session_id: str, entry: Sequence[Any]) -> list[CommandCall]:
+        """The ZREMs of a deleted session's catalog entries, from ``delete_session.lua``'s reply."""
+        member, owner, labels = (_codec.text(v) for v in entry)
+        if not member:
+            return []
+        tags = tuple(_codec.loads(labels)) if labels else ()
+        indexes = self._layout.catalog_indexes(session_id, owner or None, tags)
+        return [CommandCall("zrem", (index, member)) for index in indexes]
+
+    def _p_resolve(
+        self, candidates: Sequence[str], indexes: Sequence[str], tag: str | None, damaged: list[DamagedSession]
+    ) -> Plan[list[SessionInfo]]:
+        """Read the candidates' metadata; drop (and unlist) entries whose session is gone, report
+        (in ``damaged``) and skip damaged sessions."""
         session_ids = [session_id_of_member(m) for m in candidates]
         reads = [ScriptCall("session_info", self.session_keys(s).all()) for s in session_ids]
         replies = yield Step("list_sessions", "*", indexes[0], reads)
@@ -135,22 +224,116 @@ class CatalogPlans:
             if reply is None:
                 stale.append(CommandCall("zrem", (indexes[self._layout.catalog_shard(session_id)], member)))
                 continue
-            info, listed_as = _info(session_id, self.session_keys(session_id).session, reply)
-            if listed_as != member:  # a duplicate entry left by a create that lost a race
+            keys = self.session_keys(session_id)
+            try:
+                decoded = _info(session_id, keys, reply)
+            except CorruptRecordError as e:
+                damaged.append(DamagedSession(session_id, keys.session, str(e).split(" | ", 1)[-1]))
+                continue
+            if isinstance(decoded, DamagedSession):
+                damaged.append(decoded)
+            elif decoded.catalog_member != member:  # a duplicate entry left by a create that lost a race
                 stale.append(CommandCall("zrem", (indexes[self._layout.catalog_shard(session_id)], member)))
-            elif tag is None or tag in info.tags:
-                found.append(info)
+            elif tag is None or tag in decoded.tags:
+                found.append(decoded)
         if stale:
             yield Step("list_sessions", "*", indexes[0], stale)
         return found
 
+    # -- expiry index -----------------------------------------------------------------------------
 
-def _info(session_id: str, key: str, reply: Sequence[Any]) -> tuple[SessionInfo, str]:
+    def _expiry_calls(
+        self, session_id: str, member: str, user_id: str | None, tags: tuple[str, ...], expires_ms: int
+    ) -> list[CommandCall]:
+        """What a create adds to its pipeline: the read of up to ``SWEEP_PER_CREATE`` due entries of
+        its shard (first), and its own expiry entry when the session has a lifetime."""
+        index = self._layout.catalog_expiry(self._layout.catalog_shard(session_id))
+        calls = [CommandCall("zrangebylex", (index, "-", f"({now_ms():015d}", 0, SWEEP_PER_CREATE))]
+        if expires_ms:
+            calls.append(CommandCall("zadd", (index, {expiry_member(expires_ms, member, user_id, tags): 0})))
+        return calls
+
+    def _p_sweep_catalog(self) -> Plan[int]:
+        """Remove the catalog entries of every expired session (all shards); returns how many."""
+        indexes = [self._layout.catalog_expiry(s) for s in range(CATALOG_SHARDS)]
+        removed = 0
+        for _ in range(1000):  # each pass removes or refiles what it read: bounded in practice
+            reads = [CommandCall("zrangebylex", (i, "-", f"({now_ms():015d}", 0, _SWEEP_PAGE)) for i in indexes]
+            replies = yield Step("sweep_catalog", "*", indexes[0], reads)
+            due = [_codec.text(m) for reply in replies for m in reply]
+            if not due:
+                break
+            removed += yield from self._p_sweep_due(due)
+        return removed
+
+    def _p_sweep_due(self, due: Sequence[Any]) -> Plan[int]:
+        """Check the sessions of due expiry entries and act: a session gone (or replaced under the
+        same id) is unlisted, one that lives on is filed again under its current expiry, a damaged
+        one keeps its catalog entry (listings report it). Returns the sessions unlisted."""
+        entries: list[tuple[str, str, str, str | None, tuple[str, ...]]] = []
+        for raw in due:
+            entry = _codec.text(raw)
+            try:
+                _, member, user_id, tags = parse_expiry_member(entry)
+                session_id = session_id_of_member(member)
+                index = self._layout.catalog_expiry(self._layout.catalog_shard(session_id))
+            except (ValueError, IndexError):
+                continue  # not ours: left alone
+            entries.append((entry, index, member, user_id, tags))
+        if not entries:
+            return 0
+        ids = [session_id_of_member(e[2]) for e in entries]
+        reads = [ScriptCall("session_info", self.session_keys(s).all()) for s in ids]
+        replies = yield Step("sweep_catalog", "*", entries[0][1], reads)
+        now = now_ms()
+        writes: list[CommandCall] = []
+        removed = 0
+        for (entry, index, member, user_id, tags), session_id, reply in zip(entries, ids, replies, strict=True):
+            writes.append(CommandCall("zrem", (index, entry)))
+            if reply is None or (len(reply) == 3 and _listed_as(reply) != member):
+                removed += 1
+                for catalog in self._layout.catalog_indexes(session_id, user_id, tags):
+                    writes.append(CommandCall("zrem", (catalog, member)))
+            elif len(reply) == 3 and int(reply[2]) >= 0:
+                refiled = expiry_member(now + int(reply[2]), member, user_id, tags)
+                writes.append(CommandCall("zadd", (index, {refiled: 0})))
+        yield Step("sweep_catalog", "*", entries[0][1], writes)
+        return removed
+
+
+def expected_expiry(ttl_ms: int, deadline_ms: int) -> int:
+    """When a session created now expires (unix ms; 0: never), as ``touch`` in the create computes
+    it, by this client's clock: now + ttl, capped by the deadline."""
+    expires = now_ms() + ttl_ms if ttl_ms else 0
+    if deadline_ms and (not expires or deadline_ms < expires):
+        expires = deadline_ms
+    return expires
+
+
+def _listed_as(reply: Sequence[Any]) -> str:
+    """The ``catalog`` field in a ``session_info`` reply of an undamaged session."""
+    flat = reply[0]
+    for i in range(0, len(flat), 2):
+        if _codec.text(flat[i]) == "catalog":
+            return _codec.text(flat[i + 1])
+    return ""
+
+
+def _info(session_id: str, keys: SessionKeys, reply: Sequence[Any]) -> SessionInfo | DamagedSession:
     """Build the catalog view from the ``session_info`` script's reply.
 
     Raises:
         CorruptRecordError: If a field of the session hash is not what this package writes.
     """
+    if len(reply) == 4:
+        at, reason, *left = reply[3]
+        key = keys.all()[int(at) - 1]
+        if _codec.text(reason) == "missing":
+            names = ", ".join(keys.all()[int(i) - 1] for i in left)
+            return DamagedSession(
+                session_id, key, f"the session hash is missing but other keys of the session remain ({names})"
+            )
+        return DamagedSession(session_id, key, f"server refused: {_codec.text(reason)}")
     try:
         flat, agent_ids, pttl = reply
         # Values are decoded only where used: the session record itself is not the catalog's business.
@@ -160,7 +343,7 @@ def _info(session_id: str, key: str, reply: Sequence[Any]) -> tuple[SessionInfo,
         tags = tuple(_codec.loads(fields["tags"])) if fields.get("tags") else ()
         if not all(isinstance(tag, str) for tag in tags):
             raise _codec.CodecError("tags are not a list of strings")
-        info = SessionInfo(
+        return SessionInfo(
             session_id=session_id,
             created_at=_datetime(created),
             updated_at=_datetime(int(fields.get("updated", created))),
@@ -168,12 +351,21 @@ def _info(session_id: str, key: str, reply: Sequence[Any]) -> tuple[SessionInfo,
             tags=tags,
             message_counts=counts,
             expires_in=None if int(pttl) < 0 else int(pttl) / 1000,
+            catalog_member=_codec.text(fields.get("catalog", "")),
         )
-        listed_as = _codec.text(fields.get("catalog", ""))
     except (ValueError, TypeError, OverflowError) as e:  # CodecError and UnicodeDecodeError are ValueErrors
-        raise CorruptRecordError(f"session_id=<{session_id}>, key=<{key}> | catalog fields are not valid: {e}") from e
-    return info, listed_as
+        raise CorruptRecordError(
+            f"session_id=<{session_id}>, key=<{keys.session}> | catalog fields are not valid: {e}"
+        ) from e
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _datetime(ms: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _ms(moment: datetime) -> int:
+    """Unix ms of a datetime made by :func:`_datetime` (exact: no float rounding)."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)

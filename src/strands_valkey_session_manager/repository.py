@@ -20,7 +20,7 @@ from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
 from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
 from ._seal import KeyProvider
-from .catalog import SessionInfo, SessionPage
+from .catalog import DamagedSession, SessionInfo, SessionPage
 from .transfer import SessionExport, export_lines
 
 if TYPE_CHECKING:
@@ -302,18 +302,31 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         *,
         dry_run: bool = False,
         on_session: Callable[[SessionInfo, bool], None] | None = None,
+        on_damaged: Callable[[DamagedSession], None] | None = None,
     ) -> int:
         """Delete every session whose last write is older than ``older_than``.
+
+        Each delete checks again, in the same atomic step, that the session has not been written
+        since the listing (and is still the session listed): a write meanwhile keeps it. Damaged
+        sessions are skipped and reported. Sweeps the catalog of expired sessions first.
 
         Args:
             older_than: Idle time (seconds or ``timedelta``).
             dry_run: Only count what would be deleted.
             on_session: Called with each visited session and whether it is (or would be) deleted.
+            on_damaged: Called with each damaged session met (skipped, not deleted).
 
         Returns:
             The number of sessions deleted (or that would be).
         """
-        return run_plan(self._db, self._p_prune(older_than, dry_run, on_session))
+        return run_plan(self._db, self._p_prune(older_than, dry_run, on_session, on_damaged))
+
+    @retrying
+    def sweep_catalog(self) -> int:
+        """Remove the catalog entries (and expiry entries) of every expired session, in all shards;
+        returns how many sessions were unlisted. Creates sweep a few entries of their own shard
+        each; this sweeps everything due at once. Two round trips per pass plus one read."""
+        return run_plan(self._db, self._p_sweep_catalog())
 
     # -- copies -------------------------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 -- create_session: create the session hash unless it exists; for a fork, fill the other four keys
--- from another session's DUMP payloads in the same step. Leftover keys of the target are cleared.
+-- from another session's DUMP payloads in the same step.
+-- Leftover keys of the target (agents, messages, order or multi while the session hash is gone:
+-- eviction of the hash alone, a manual DEL) are the rest of a conversation: they are never cleared
+-- here. The create is refused instead ({-2, index, ...}); delete_session removes such a session, and
+-- an import that overwrites replaces it (swap_session.lua).
 -- ARGV[1] ttl ms (0: none)   ARGV[2] Session record (JSON)   ARGV[3] created, unix ms
 -- ARGV[4] deadline, unix ms (0: none)   ARGV[5] user id ('' none)   ARGV[6] tags (JSON list, '' none)
 -- ARGV[7] catalog member
@@ -10,7 +14,8 @@
 --          (ElastiCache Serverless accepts at most 3,999); the source's own fields are replaced.
 -- ARGV[14] the session's wrapped data key for field 'dek' ('' none: records are not encrypted).
 --          A fork never keeps the source's: encrypted records are bound to their session.
--- Returns 1 when created. When the session already exists nothing is written and it returns 0 if
+-- Returns 1 when created; {-2, KEYS index of each leftover key} when the session hash is missing
+-- but other keys of the session remain (nothing is written). When the session already exists nothing is written and it returns 0 if
 -- the session is listed under the same catalog member (same id, same millisecond), else -1: the
 -- caller then removes the entry it added for this attempt.
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -23,8 +28,16 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
   return -1
 end
+local leftovers = {-2}
 for i = 2, 5 do
-  redis.call('DEL', KEYS[i])
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    leftovers[#leftovers + 1] = i
+  end
+end
+if #leftovers > 1 then
+  return leftovers
+end
+for i = 2, 5 do
   if ARGV[6 + i] ~= '' then
     redis.call('RESTORE', KEYS[i], 0, ARGV[6 + i])
   end
@@ -32,6 +45,12 @@ end
 if ARGV[13] ~= '' then
   redis.call('RESTORE', KEYS[1], 0, ARGV[13])
   redis.call('HDEL', KEYS[1], 'ttl', 'deadline', 'user', 'tags', 'updated', 'dek')
+  -- The source owner's leases and fencing counters stay with the source: the fork is unowned.
+  for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(name, 1, 6) == 'lease:' or string.sub(name, 1, 6) == 'fence:' then
+      redis.call('HDEL', KEYS[1], name)
+    end
+  end
 end
 if ARGV[14] ~= '' then
   redis.call('HSET', KEYS[1], 'dek', ARGV[14])

@@ -1,9 +1,25 @@
--- delete_session: remove every key of a session at once.
--- Returns nil when the session does not exist (nothing is deleted then), else the catalog entry
--- the caller must remove: {catalog member, user id or '', tags JSON or ''}.
-local entry = redis.call('HMGET', KEYS[1], 'catalog', 'user', 'tags')
-if redis.call('EXISTS', KEYS[1]) == 0 then
+-- delete_session: remove every key of a session at once, whatever the keys hold (a damaged session,
+-- with a key of the wrong type or leftover keys after its session hash was evicted, is removed too).
+-- ARGV[1] (optional, prune) idle cutoff, unix ms: delete only if the session's 'updated' (else
+--         'created') is before it, so a write after the caller's idle check keeps the session
+-- ARGV[2] (optional, with ARGV[1]) the catalog member the caller saw: delete only if the session is
+--         still listed under it (not deleted and created again meanwhile)
+-- Returns nil when no key of the session exists (nothing is deleted then); 0 when a condition of
+-- ARGV[1]/ARGV[2] does not hold (nothing is deleted); else the catalog entry the caller must
+-- remove: {catalog member, user id or '', tags JSON or ''} ('' each when the session hash was
+-- missing or not a hash).
+if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]) == 0 then
   return nil
+end
+local entry = redis.pcall('HMGET', KEYS[1], 'catalog', 'user', 'tags', 'updated', 'created')
+if entry.err then
+  entry = {}
+end
+if ARGV[1] and ARGV[1] ~= '' then
+  local last = tonumber(entry[4] or entry[5] or '')
+  if not last or last >= tonumber(ARGV[1]) or entry[1] ~= ARGV[2] then
+    return 0
+  end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return {entry[1] or '', entry[2] or '', entry[3] or ''}

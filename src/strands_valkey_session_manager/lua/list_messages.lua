@@ -5,13 +5,21 @@
 -- ARGV[2] lex min of the agent's members ('[<agent>:')   ARGV[3] lex max ('(<agent>;')
 -- ARGV[4] offset   ARGV[5] count (-1 for all)   ARGV[6] agent id (raw)
 -- Returns {agent version, '[<record>,<record>,...]', ...}: the version the listed records belong to.
--- Error reply 'SVSM-MISSING <member>' when the index names a record that is not stored.
-local members = redis.call('ZRANGEBYLEX', KEYS[4], ARGV[2], ARGV[3], 'LIMIT', ARGV[4], ARGV[5])
-local chunks = {tonumber(redis.call('HGET', KEYS[1], 'v:' .. ARGV[6]) or '0')}
+-- Error reply 'SVSM-MISSING <member>' when the index names a record that is not stored; a key of
+-- the wrong type is the server's WRONGTYPE error followed by '(key=<the key>)'.
+-- A key of the wrong type: the server's error names no key, so the reply names it ('(key=<...>)').
+local function on_key(i, reply)
+  if type(reply) == 'table' and reply.err then
+    error({err = reply.err .. ' (key=<' .. KEYS[i] .. '>)'})
+  end
+  return reply
+end
+local members = on_key(4, redis.pcall('ZRANGEBYLEX', KEYS[4], ARGV[2], ARGV[3], 'LIMIT', ARGV[4], ARGV[5]))
+local chunks = {tonumber(on_key(1, redis.pcall('HGET', KEYS[1], 'v:' .. ARGV[6])) or '0')}
 local n = #members
 for first = 1, n, 100 do
   local last = math.min(first + 99, n)
-  local records = redis.call('HMGET', KEYS[3], unpack(members, first, last))
+  local records = on_key(3, redis.pcall('HMGET', KEYS[3], unpack(members, first, last)))
   for i = 1, #records do
     if not records[i] then
       return redis.error_reply('SVSM-MISSING ' .. members[first + i - 1])
