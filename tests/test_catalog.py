@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
+from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
-from strands_valkey_session_manager import ValkeySessionRepository
+from strands_valkey_session_manager import DamagedSessionError, SessionPage, ValkeySessionRepository
 from strands_valkey_session_manager._keys import CATALOG_SHARDS
 
 
@@ -142,3 +145,198 @@ def test_bad_listing_arguments(client: Any, kwargs: dict[str, Any], match: str) 
 def test_bad_owner_arguments(client: Any, bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         ValkeySessionRepository(client, **bad)
+
+
+# -- helpers: stepping a plan, damaging a session ---------------------------------------------------
+
+
+def _drive(repo: ValkeySessionRepository, plan: Any, before: Any = None) -> Any:
+    """Run a plan round trip by round trip on the repository's adapter; ``before(step)`` runs
+    before each step is sent (another client's operations, deterministically between two steps)."""
+    reply = None
+    try:
+        while True:
+            step = plan.send(reply)
+            if before is not None:
+                before(step)
+            reply = repo._db.execute(step.call)
+    except StopIteration as done:
+        return done.value
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _agent(agent_id: str = "a") -> SessionAgent:
+    return SessionAgent(agent_id=agent_id, state={}, conversation_manager_state={"__name__": "X"})
+
+
+def _msg(i: int) -> SessionMessage:
+    return SessionMessage(message={"role": "user", "content": [{"text": f"m{i}"}]}, message_id=i)
+
+
+# -- prune re-checks in its delete --------------------------------------------------------------------
+
+
+def test_prune_keeps_a_session_written_between_its_listing_and_its_delete(client: Any) -> None:
+    repo = _populate(client, 4)
+    other = ValkeySessionRepository(client)
+    for session_id in ("s01", "s02"):
+        client.hset(repo.session_keys(session_id).session, "updated", 1_600_000_000_000)
+    written: list[str] = []
+
+    def write_s01_once(step: Any) -> None:
+        # Between the listing (which found s01 idle) and prune's first delete: another writer.
+        if step.operation == "delete_session" and not written:
+            other.create_agent("s01", _agent())
+            other.create_message("s01", "a", _msg(0))
+            written.append("s01")
+
+    visited: dict[str, bool] = {}
+    plan = repo._p_prune(3600, False, lambda info, gone: visited.__setitem__(info.session_id, gone))
+    assert _drive(repo, plan, write_s01_once) == 1
+    assert written == ["s01"]
+    assert visited == {"s00": False, "s01": False, "s02": True, "s03": False}
+    assert [m.message_id for m in repo.list_messages("s01", "a")] == [0]
+    assert repo.read_session("s02") is None
+    assert _ids(repo.list_sessions()) == ["s03", "s01", "s00"]
+
+
+def test_prune_keeps_a_session_deleted_and_created_again_under_the_same_id(client: Any) -> None:
+    repo = _populate(client, 2)
+    client.hset(repo.session_keys("s01").session, "updated", 1_600_000_000_000)
+    swapped: list[str] = []
+
+    def recreate(step: Any) -> None:
+        if step.operation == "delete_session" and not swapped:
+            repo.delete_session("s01")
+            repo.create_session(_session("s01", 1_700_000_999_000))
+            # Old again: only the catalog member tells the new session from the one prune listed.
+            client.hset(repo.session_keys("s01").session, "updated", 1_600_000_000_000)
+            swapped.append("s01")
+
+    assert _drive(repo, repo._p_prune(3600, False, None), recreate) == 0
+    assert repo.read_session("s01") is not None
+
+
+# -- damaged sessions: listed around, reported, deletable -------------------------------------------
+
+
+def _damage(client: Any, repo: ValkeySessionRepository, session_id: str, how: str) -> str:
+    """Damage a session; returns the key at fault."""
+    keys = repo.session_keys(session_id)
+    if how == "hash-is-a-string":
+        client.delete(keys.session)
+        client.set(keys.session, "not a hash")
+        return keys.session
+    if how == "agents-is-a-list":
+        client.delete(keys.agents)
+        client.rpush(keys.agents, "x")
+        return keys.agents
+    assert how == "hash-evicted"
+    client.delete(keys.session)
+    return keys.session
+
+
+def _conversation(repo: ValkeySessionRepository, session_id: str) -> None:
+    repo.create_agent(session_id, _agent())
+    repo.create_message(session_id, "a", _msg(0))
+
+
+DAMAGES = ["hash-is-a-string", "agents-is-a-list", "hash-evicted"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_listing_skips_and_reports_a_damaged_session(client: Any, how: str) -> None:
+    repo = _populate(client, 5)
+    for session_id in ("s01", "s03"):
+        _conversation(repo, session_id)
+    key = _damage(client, repo, "s03", how)
+    page = repo.list_sessions(limit=3)
+    assert _ids(page) == ["s04", "s02", "s01"]
+    assert [(d.session_id, d.key) for d in page.damaged] == [("s03", key)]
+    assert ("missing" if how == "hash-evicted" else "WRONGTYPE") in page.damaged[0].reason
+    rest = repo.list_sessions(cursor=page.cursor)
+    assert _ids(rest) == ["s00"] and rest.damaged == []
+    assert _ids(repo.list_sessions(user_id="user0", tag="odd")) == []  # s03: user0, odd, damaged
+    assert [d.session_id for d in repo.list_sessions(user_id="user0").damaged] == ["s03"]
+    with pytest.raises(DamagedSessionError, match=re.escape(f"key=<{key}>")):
+        repo.session_info("s03")
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_prune_skips_and_reports_a_damaged_session_and_delete_removes_it(client: Any, how: str) -> None:
+    repo = _populate(client, 3)
+    _conversation(repo, "s01")
+    for session_id in ("s00", "s01", "s02"):
+        client.hset(repo.session_keys(session_id).session, "updated", 1_600_000_000_000)
+    key = _damage(client, repo, "s01", how)
+    reported: list[Any] = []
+    assert repo.prune(3600, on_damaged=reported.append) == 2
+    assert [(d.session_id, d.key) for d in reported] == [("s01", key)]
+    assert client.exists(*repo.session_keys("s01").all()) > 0
+    repo.delete_session("s01")
+    assert client.exists(*repo.session_keys("s01").all()) == 0
+    assert repo.list_sessions() == SessionPage([], None, [])
+    with pytest.raises(SessionException, match="does not exist"):
+        repo.delete_session("s01")
+    repo.create_session(_session("s01", 1_700_000_000_000))  # the id is usable again
+    assert _ids(repo.list_sessions()) == ["s01"]
+
+
+@pytest.mark.backends("valkey9")
+@pytest.mark.parametrize("how", DAMAGES)
+def test_cli_lists_prunes_and_deletes_around_a_damaged_session(standalone_client: Any, how: str) -> None:
+    from typer.testing import CliRunner
+
+    from strands_valkey_session_manager.cli import app
+
+    client = standalone_client
+    url = f"valkey://{client.connection_pool.connection_kwargs['host']}:{client.connection_pool.connection_kwargs['port']}"
+    repo = _populate(client, 3)
+    _conversation(repo, "s01")
+    key = _damage(client, repo, "s01", how)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["--url", url, "sessions"])
+    assert listed.exit_code == 0, listed.output
+    assert "s02" in listed.output and "s00" in listed.output
+    assert "damaged" in listed.output and key in listed.output
+    as_json = json.loads(runner.invoke(app, ["--url", url, "sessions", "--json"]).stdout)
+    assert [s["session_id"] for s in as_json["sessions"]] == ["s02", "s00"]
+    assert [(d["session_id"], d["key"]) for d in as_json["damaged"]] == [("s01", key)]
+    client.hset(repo.session_keys("s00").session, "updated", 1_600_000_000_000)
+    pruned = runner.invoke(app, ["--url", url, "prune", "--older-than", "1h", "--yes"])
+    assert pruned.exit_code == 0, pruned.output
+    assert "deleted 1 sessions" in pruned.output and key in pruned.output
+    deleted = runner.invoke(app, ["--url", url, "delete", "s01", "--yes"])
+    assert deleted.exit_code == 0, deleted.output
+    assert client.exists(*repo.session_keys("s01").all()) == 0
+    assert _ids(repo.list_sessions()) == ["s02"]
+
+
+# -- leftovers: create refuses, delete removes ------------------------------------------------------
+
+
+def test_create_over_leftover_keys_is_refused_naming_them(client: Any) -> None:
+    repo = ValkeySessionRepository(client)
+    repo.create_session(_session("s", 1_700_000_000_000))
+    _conversation(repo, "s")
+    keys = repo.session_keys("s")
+    client.delete(keys.session)  # evicted alone: agents, messages and order remain
+    with pytest.raises(DamagedSessionError) as caught:
+        repo.create_session(_session("s", 1_700_000_001_000))
+    for key in (keys.agents, keys.messages, keys.order):
+        assert key in str(caught.value)
+    assert keys.multi not in str(caught.value).split("|", 1)[1]
+    assert client.exists(keys.agents, keys.messages, keys.order) == 3  # nothing destroyed
+    assert client.exists(keys.session) == 0
+    with pytest.raises(DamagedSessionError, match="rest of a conversation"):
+        ValkeySessionRepository(client).create_session(_session("s", 1_700_000_002_000))
+    # No catalog entry is left behind by the refused creates.
+    shard = repo._layout.catalog_index(repo._layout.catalog_shard("s"))
+    assert client.zcard(shard) == 1  # the first create's entry (the session is damaged, not gone)
+    repo.delete_session("s")
+    assert client.exists(*keys.all()) == 0
+    repo.create_session(_session("s", 1_700_000_003_000))
+    assert repo.list_messages("s", "a") == []

@@ -209,11 +209,13 @@ class Machine(RuleBasedStateMachine):
     @rule(actor=st.sampled_from(ACTORS), sid=st.sampled_from(SESSIONS))
     def create_session(self, actor: int, sid: str) -> None:
         exists = sid in self.sessions
+        # Leftover keys of a session whose hash is gone hold the rest of a conversation: refused.
         refused = Refused(SessionException) if exists else None
+        if sid in self.headless:
+            refused = Refused(DamagedSessionError)
         self._expect(actor, f"create_session {sid}", lambda: self.repos[actor].create_session(session(sid)), refused)
-        if not exists:
+        if refused is None:
             self.sessions[sid] = MSession()
-            self.headless.discard(sid)  # the create clears leftover keys
 
     @rule(actor=st.sampled_from(ACTORS), sid=st.sampled_from(SESSIONS), aid=st.sampled_from(AGENTS))
     def create_agent(self, actor: int, sid: str, aid: str) -> None:
@@ -445,6 +447,9 @@ def test_an_update_into_a_session_whose_hash_was_evicted_is_refused(world: World
         else:
             writer.update_message("s", "a", message("s", "a", 0, "redacted"))
     assert not admin.exists(keys.session), f"a session hash without a record: {admin.hgetall(keys.session)}"
-    # The id stays usable: a new conversation can start under it.
+    # The id stays usable once the damaged session is deleted: a new conversation can start under it.
+    with pytest.raises(DamagedSessionError):
+        ValkeySessionManager("s", admin, key_prefix=prefix)
+    repo.delete_session("s")
     manager = ValkeySessionManager("s", admin, key_prefix=prefix)
     assert manager.read_session("s") is not None

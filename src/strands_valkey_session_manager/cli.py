@@ -36,8 +36,14 @@ from strands.types.exceptions import SessionException
 from . import _doctor, _render
 from ._codec import CodecError
 from ._keys import DEFAULT_KEY_PREFIX
-from .catalog import SessionInfo
-from .exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnavailableError, SessionTooLargeError
+from .catalog import DamagedSession, SessionInfo
+from .exceptions import (
+    AccessDeniedError,
+    CorruptRecordError,
+    DamagedSessionError,
+    SessionStoreUnavailableError,
+    SessionTooLargeError,
+)
 from .migrate import (
     MigrationProgress,
     MigrationReport,
@@ -285,15 +291,26 @@ def sessions_command(  # noqa: PLR0917 (typer passes every option as a keyword)
     repo = _settings(ctx).repository()
     page = repo.list_sessions(user_id=user, tag=tag, cursor=cursor, limit=limit)
     if as_json:
-        typer.echo(json.dumps({"sessions": [_render.session_row(i) for i in page.sessions], "cursor": page.cursor}))
+        damaged = [{"session_id": d.session_id, "key": d.key, "reason": d.reason} for d in page.damaged]
+        rows = [_render.session_row(i) for i in page.sessions]
+        typer.echo(json.dumps({"sessions": rows, "cursor": page.cursor, "damaged": damaged}))
         return
     out = _out()
     if page.sessions:
         out.print(_render.sessions_table(page.sessions))
-    else:
+    elif not page.damaged:
         out.print("no sessions")
+    _report_damaged(page.damaged)
     if page.cursor is not None:
         out.print(Text(f"next cursor: {page.cursor}"))
+
+
+def _report_damaged(damaged: list[DamagedSession]) -> None:
+    """One stderr line per damaged session met (skipped by listings and prune)."""
+    for entry in damaged:
+        _err().print(
+            Text(f"damaged session {entry.session_id!r}, key {entry.key}: {entry.reason} (svsm delete removes it)")
+        )
 
 
 @app.command("show")
@@ -407,15 +424,16 @@ def delete_command(
 ) -> None:
     """Delete a session with everything in it (asks first unless --yes)."""
     repo = _settings(ctx).repository()
-    info = repo.session_info(session_id)
-    if info is None:
+    try:
+        info = repo.session_info(session_id)
+        what = f"({len(info.message_counts)} agents, {info.message_count} messages)" if info is not None else ""
+    except DamagedSessionError as e:
+        info, what = None, "(damaged)"
+        _err().print(Text(f"session {session_id!r} is damaged: {_one_line(e)}"))
+    if info is None and not what:
         raise _not_found(f"session {session_id!r}")
     if not yes:
-        typer.confirm(
-            f"Delete session {session_id!r} ({len(info.message_counts)} agents, {info.message_count} messages)?",
-            abort=True,
-            err=True,
-        )
+        typer.confirm(f"Delete session {session_id!r} {what}?", abort=True, err=True)
     repo.delete_session(session_id)
     _out().print(Text(f"deleted session {session_id}"))
 
@@ -460,6 +478,7 @@ def prune_command(
         raise typer.BadParameter(str(e), param_hint="'--older-than'") from e
     repo = _settings(ctx).repository()
     stale: list[SessionInfo] = []
+    damaged: list[DamagedSession] = []
     with _progress() as progress:
         task = progress.add_task("scanning the catalog", total=None)
 
@@ -468,7 +487,8 @@ def prune_command(
             if doomed:
                 stale.append(info)
 
-        repo.prune(seconds, dry_run=True, on_session=seen)
+        repo.prune(seconds, dry_run=True, on_session=seen, on_damaged=damaged.append)
+    _report_damaged(damaged)
     if not stale:
         _out().print(f"nothing to prune: no session idle for more than {older_than}")
         raise typer.Exit(EXIT_NOT_FOUND)
