@@ -11,7 +11,7 @@ from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import DamagedSessionError, SessionPage, ValkeySessionRepository
-from strands_valkey_session_manager._keys import CATALOG_SHARDS
+from strands_valkey_session_manager._keys import CATALOG_SHARDS, session_id_of_member
 
 
 def _session(session_id: str, created_ms: int) -> Session:
@@ -340,3 +340,100 @@ def test_create_over_leftover_keys_is_refused_naming_them(client: Any) -> None:
     assert client.exists(*keys.all()) == 0
     repo.create_session(_session("s", 1_700_000_003_000))
     assert repo.list_messages("s", "a") == []
+
+
+# -- expiry index: the catalog of expired sessions empties without listing ---------------------------
+
+
+def _await_gone(client: Any, key: str, limit: float = 10.0) -> None:
+    """Wait until ``key`` has expired on the server (an event on the server, polled)."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while client.exists(key):
+        assert time.monotonic() < deadline, f"{key} did not expire"
+        time.sleep(0.05)
+
+
+def _catalog_members(client: Any, repo: ValkeySessionRepository, expiry: bool = False) -> list[str]:
+    layout = repo._layout
+    keys = [layout.catalog_expiry(s) if expiry else layout.catalog_index(s) for s in range(CATALOG_SHARDS)]
+    return [_text(m) for key in keys for m in client.zrange(key, 0, -1)]
+
+
+def _dbsize(backend: Any) -> int:
+    import valkey
+
+    total = 0
+    for node in backend.nodes:
+        admin: Any = valkey.Valkey(node.host, node.port)
+        try:
+            if admin.execute_command("ROLE")[0] in (b"master", "master"):
+                total += admin.dbsize()
+        finally:
+            admin.close()
+    return total
+
+
+@pytest.mark.slow
+@pytest.mark.backends("valkey9", "redis7", "cluster")
+def test_expired_sessions_leave_the_catalog_under_churn_without_listing(backend: Any) -> None:
+    """2,000 sessions with a 1 s ttl expire, then 600 new sessions are created: every create sweeps
+    up to 8 due entries of its own shard, so once each shard has had ceil(expired/8) creates, the
+    catalog holds only live sessions, and no key of an expired session is left. Nobody lists."""
+    client = backend.make_client("valkey-cluster-bytes" if backend.is_cluster else "valkey-py-bytes")
+    try:
+        short = ValkeySessionRepository(client, ttl=1, user_id="churner", tags=["brief"])
+        layout = short._layout
+        expired = [f"old-{i}" for i in range(2000)]
+        churn = [f"new-{i}" for i in range(600)]
+        per_shard_old = [0] * CATALOG_SHARDS
+        per_shard_new = [0] * CATALOG_SHARDS
+        for session_id in expired:
+            per_shard_old[layout.catalog_shard(session_id)] += 1
+        for session_id in churn:
+            per_shard_new[layout.catalog_shard(session_id)] += 1
+        # Deterministic (the shard is a hash of the id): every shard gets enough creates.
+        assert all(new * 8 >= old for old, new in zip(per_shard_old, per_shard_new, strict=True))
+        for session_id in expired:
+            short.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
+        _await_gone(client, short.session_keys(expired[-1]).session)
+        assert len(_catalog_members(client, short)) > 1000  # expired, still listed: nobody swept yet
+        lasting = ValkeySessionRepository(client, ttl=600)
+        for session_id in churn:
+            lasting.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
+        listed = _catalog_members(client, short)
+        assert len(listed) == len(churn)
+        assert sorted(session_id_of_member(m) for m in listed) == sorted(churn)
+        assert len(_catalog_members(client, short, expiry=True)) == len(churn)
+        # No key of an expired session remains: per-user and per-tag indexes went with the entries.
+        # What is left: one session hash per live session, 16 catalog shards, 16 expiry shards.
+        assert _dbsize(backend) == len(churn) + 2 * CATALOG_SHARDS
+    finally:
+        client.close()
+
+
+@pytest.mark.backends("valkey9", "redis7", "cluster")
+def test_sweep_catalog_unlists_expired_sessions_and_refiles_living_ones(client: Any) -> None:
+    short = ValkeySessionRepository(client, ttl=1, user_id="u", tags=["t1", "t2"])
+    for i in range(5):
+        short.create_session(Session(session_id=f"gone-{i}", session_type=SessionType.AGENT))
+    short.create_session(Session(session_id="kept", session_type=SessionType.AGENT))
+    # Another writer with a longer ttl slides the session: its recorded expiry is now too early.
+    ValkeySessionRepository(client, ttl=600).create_agent("kept", _agent())
+    for i in range(5):
+        _await_gone(client, short.session_keys(f"gone-{i}").session)
+    import time
+
+    while int(_catalog_members(client, short, expiry=True)[0].split(":", 1)[0]) >= time.time() * 1000:
+        time.sleep(0.05)  # the entries fall due by the client's clock
+    assert short.sweep_catalog() == 5
+    assert [session_id_of_member(m) for m in _catalog_members(client, short)] == ["kept"]
+    (refiled,) = _catalog_members(client, short, expiry=True)
+    assert int(refiled.split(":", 1)[0]) > time.time() * 1000 + 500_000
+    layout = short._layout
+    for shard in range(CATALOG_SHARDS):
+        for key in (layout.catalog_index(shard, user_id="u"), layout.catalog_index(shard, tag="t1")):
+            assert [session_id_of_member(_text(m)) for m in client.zrange(key, 0, -1)] in ([], ["kept"])
+    assert short.sweep_catalog() == 0
+    assert _ids(short.list_sessions()) == ["kept"]
