@@ -175,3 +175,106 @@ def test_fork_drops_the_sources_leases_and_fences(client: Any) -> None:
         )
     owner.close()
     rival.close()
+
+
+def _bad_export(change: str) -> tuple[list[str], int]:
+    """A valid export with one record made unrestorable; returns its lines and the bad line's number."""
+    session = {
+        "kind": "session",
+        "format": 1,
+        "session": {"session_id": "imp", "session_type": "AGENT", "created_at": _NOW, "updated_at": _NOW},
+        "user_id": None,
+        "tags": [],
+    }
+    agent = {
+        "kind": "agent",
+        "agent": {
+            "agent_id": "a",
+            "state": {},
+            "conversation_manager_state": {"__name__": "SlidingWindowConversationManager", "removed_message_count": 0},
+            "_internal_state": {"interrupt_state": {"interrupts": {}, "context": {}, "activated": False}},
+            "created_at": _NOW,
+            "updated_at": _NOW,
+        },
+    }
+    messages = [
+        {
+            "kind": "message",
+            "agent_id": "a",
+            "message": {
+                "message": {"role": "user", "content": [{"text": f"m{i}"}]},
+                "message_id": i,
+                "redact_message": None,
+                "created_at": _NOW,
+                "updated_at": _NOW,
+            },
+        }
+        for i in range(3)
+    ]
+    records: list[dict[str, Any]] = [session, agent, *messages]
+    bad = {
+        "message-is-a-string": (4, lambda: messages[1]["message"].__setitem__("message", "hello")),
+        "message-without-role": (4, lambda: messages[1]["message"]["message"].pop("role")),
+        "content-not-a-list": (4, lambda: messages[1]["message"]["message"].__setitem__("content", "x")),
+        "redaction-not-a-message": (4, lambda: messages[1]["message"].__setitem__("redact_message", [1])),
+        "empty-conversation-manager-state": (
+            2,
+            lambda: agent["agent"].__setitem__("conversation_manager_state", {}),
+        ),
+        "agent-created-at-a-number": (2, lambda: agent["agent"].__setitem__("created_at", 1_700_000_000)),
+        "agent-state-a-list": (2, lambda: agent["agent"].__setitem__("state", [])),
+        "agent-without-state": (2, lambda: agent["agent"].pop("state")),
+        "message-created-at-not-a-time": (4, lambda: messages[1]["message"].__setitem__("created_at", "yesterday")),
+        "session-created-at-a-number": (1, lambda: session["session"].__setitem__("created_at", 5)),
+        "duplicate-message-id": (5, lambda: messages[2]["message"].__setitem__("message_id", 1)),
+    }
+    line, damage = bad[change]
+    damage()
+    return [json.dumps(r) for r in records], line
+
+
+_NOW = "2024-05-01T10:00:00+00:00"
+BAD_RECORDS = [
+    "message-is-a-string",
+    "message-without-role",
+    "content-not-a-list",
+    "redaction-not-a-message",
+    "empty-conversation-manager-state",
+    "agent-created-at-a-number",
+    "agent-state-a-list",
+    "agent-without-state",
+    "message-created-at-not-a-time",
+    "session-created-at-a-number",
+    "duplicate-message-id",
+]
+
+
+@pytest.mark.backends("valkey9")
+def test_a_valid_hand_written_export_imports_and_restores(client: Any) -> None:
+    from strands import Agent
+
+    from strands_valkey_session_manager import ValkeySessionManager
+    from strands_valkey_session_manager.scripted_model import ScriptedModel
+
+    good, _ = _bad_export("duplicate-message-id")
+    good[4] = good[4].replace('"message_id": 1', '"message_id": 2')  # undo the duplicate
+    assert ValkeySessionRepository(client).import_session("\n".join(good)) == "imp"
+    manager = ValkeySessionManager(session_id="imp", client=client)
+    agent = Agent(agent_id="a", model=ScriptedModel([]), session_manager=manager, callback_handler=None)
+    assert [m["content"][0]["text"] for m in agent.messages] == ["m0", "m1", "m2"]
+
+
+@pytest.mark.backends("valkey9", "cluster")
+@pytest.mark.parametrize("change", BAD_RECORDS)
+def test_import_refuses_a_record_that_cannot_be_restored_naming_its_line(client: Any, change: str) -> None:
+    repo = ValkeySessionRepository(client)
+    lines, number = _bad_export(change)
+    with pytest.raises(ValueError, match=f"line {number}:"):
+        repo.import_session("\n".join(lines))
+    assert repo.read_session("imp") is None
+    assert repo.list_sessions().sessions == []
+    # Over an existing session too: refused before anything is deleted or written.
+    repo.create_session(Session(session_id="imp", session_type=SessionType.AGENT))
+    with pytest.raises(ValueError, match=f"line {number}:"):
+        repo.import_session("\n".join(lines), overwrite=True)
+    assert repo.read_session("imp") is not None

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from strands.types.exceptions import SessionException
@@ -46,6 +46,8 @@ class SessionExport:
     agents: list[SessionAgent] = field(default_factory=list)
     messages: dict[str, list[SessionMessage]] = field(default_factory=dict)
     multi_agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Message ids met per agent while parsing (duplicates are refused).
+    message_ids: dict[str, set[int]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def message_count(self) -> int:
@@ -298,6 +300,8 @@ def _apply(export: SessionExport | None, obj: dict[str, Any]) -> SessionExport:
             updated_at=data["updated_at"],
         )
         encode_id(session.session_id, "session_id")
+        _check_time(session.created_at, "session created_at")
+        _check_time(session.updated_at, "session updated_at")
         user_id = obj.get("user_id")
         tags = obj.get("tags") or []
         if user_id is not None and not isinstance(user_id, str):
@@ -308,17 +312,23 @@ def _apply(export: SessionExport | None, obj: dict[str, Any]) -> SessionExport:
     if export is None:
         raise ValueError("the first line must be the session line")
     if kind == "agent":
-        agent = _codec.agent_from_dict(obj["agent"])
+        agent = _codec.agent_from_dict(_record(obj, "agent", SessionAgent))
         encode_id(agent.agent_id, "agent_id")
+        _check_agent(agent)
+        if agent.agent_id in export.messages:
+            raise ValueError(f"a second agent line for agent {agent.agent_id!r}")
         export.agents.append(agent)
         export.messages.setdefault(agent.agent_id, [])
     elif kind == "message":
         agent_id = obj["agent_id"]
-        if agent_id not in export.messages:
+        if not isinstance(agent_id, str) or agent_id not in export.messages:
             raise ValueError(f"message for agent {agent_id!r} before its agent line")
-        message = _codec.message_from_dict(obj["message"])
-        if not isinstance(message.message_id, int) or isinstance(message.message_id, bool):
-            raise ValueError(f"message id {message.message_id!r} is not an integer")
+        message = _codec.message_from_dict(_record(obj, "message", SessionMessage))
+        _check_message(message)
+        seen = export.message_ids.setdefault(agent_id, set())
+        if message.message_id in seen:
+            raise ValueError(f"a second message with id {message.message_id} for agent {agent_id!r}")
+        seen.add(message.message_id)
         export.messages[agent_id].append(message)
     elif kind == "multi_agent":
         state = obj["state"]
@@ -328,3 +338,66 @@ def _apply(export: SessionExport | None, obj: dict[str, Any]) -> SessionExport:
     else:
         raise ValueError(f"unknown kind {kind!r}")
     return export
+
+
+# -- validation: every record as the SDK restores it ----------------------------------------------
+
+
+def _record(obj: dict[str, Any], name: str, cls: type[SessionAgent] | type[SessionMessage]) -> dict[str, Any]:
+    """The record under ``name``, after the SDK's own ``from_dict`` accepted it (required fields)."""
+    data = obj[name]
+    if not isinstance(data, dict):
+        raise TypeError(f"{name} must be an object")
+    cls.from_dict(data)  # TypeError on a missing required field, as the SDK's own stores would raise
+    return data
+
+
+def _check_time(value: Any, what: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be an ISO timestamp string, not {type(value).__name__}")
+    datetime.fromisoformat(value)  # ValueError names the text
+
+
+def _check_agent(agent: SessionAgent) -> None:
+    """What ``RepositorySessionManager`` needs to restore the agent."""
+    for name in ("state", "conversation_manager_state", "_internal_state"):
+        if not isinstance(getattr(agent, name), dict):
+            raise TypeError(f"agent {name} must be an object")
+    # An Agent's record (the SDK writes its interrupt state) restores its conversation manager, which
+    # refuses a state without its class name; other agents (non-Agent LocalAgents) store {}.
+    restores_manager = "interrupt_state" in agent._internal_state or bool(agent.conversation_manager_state)
+    manager = agent.conversation_manager_state.get("__name__")
+    if restores_manager and (not isinstance(manager, str) or not manager):
+        raise ValueError(
+            "agent conversation_manager_state has no '__name__' (the conversation manager's class): "
+            "the SDK cannot restore it"
+        )
+    _check_time(agent.created_at, "agent created_at")
+    _check_time(agent.updated_at, "agent updated_at")
+
+
+def _check_message(message: SessionMessage) -> None:
+    """The SDK's ``Message`` type (role, content blocks), checked by pydantic as the SDK declares it."""
+    if not isinstance(message.message_id, int) or isinstance(message.message_id, bool):
+        raise ValueError(f"message id {message.message_id!r} is not an integer")
+    check_message_id(message.message_id)
+    adapter = _message_adapter()
+    for name in ("message", "redact_message"):
+        value = getattr(message, name)
+        if value is None and name == "redact_message":
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValueError as e:  # pydantic's ValidationError
+            first = str(e).splitlines()
+            raise ValueError(f"{name} is not a Strands Message: {' '.join(first[:3])}") from e
+    _check_time(message.created_at, "message created_at")
+    _check_time(message.updated_at, "message updated_at")
+
+
+@cache
+def _message_adapter() -> Any:
+    from pydantic import TypeAdapter
+    from strands.types.content import Message
+
+    return TypeAdapter(Message)
