@@ -278,3 +278,113 @@ def test_import_refuses_a_record_that_cannot_be_restored_naming_its_line(client:
     with pytest.raises(ValueError, match=f"line {number}:"):
         repo.import_session("\n".join(lines), overwrite=True)
     assert repo.read_session("imp") is not None
+
+
+# -- import that overwrites: all or nothing -----------------------------------------------------------
+
+
+def _big_export(client: Any, session_id: str, messages: int, size: int) -> str:
+    """An export of a session ``session_id`` (built under another prefix) with large messages."""
+    builder = ValkeySessionRepository(client, key_prefix="builder")
+    builder.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
+    builder.create_agent(session_id, SessionAgent(agent_id="a", state={"new": True}, conversation_manager_state={}))
+    for i in range(messages):
+        text = f"new-{i}-" + "x" * size
+        message = SessionMessage(message={"role": "user", "content": [{"text": text}]}, message_id=i)
+        builder.create_message(session_id, "a", message)
+    exported = builder.export_session(session_id)
+    builder.delete_session(session_id)
+    return exported
+
+
+def _assert_original_intact(repo: ValkeySessionRepository, client: Any, before: tuple[Any, ...]) -> None:
+    assert _snapshot(repo, "src") == before
+    info = repo.session_info("src")
+    assert info is not None and info.message_counts == {"a": 5, "b:{1}": 5}
+    page = repo.list_sessions()
+    assert [s.session_id for s in page.sessions] == ["src"] and page.damaged == []
+
+
+@pytest.mark.parametrize("flavour", ["valkey9", "redis7"])
+def test_overwrite_that_runs_out_of_memory_keeps_the_original(flavour: str) -> None:
+    import valkey
+
+    from strands_valkey_session_manager import SessionStoreUnavailableError
+    from strands_valkey_session_manager.servers import start_server
+
+    with start_server(flavour, extra_args=["--maxmemory-policy", "noeviction"]) as server:
+        client: Any = valkey.Valkey(server.host, server.port)
+        try:
+            repo = ValkeySessionRepository(client, retries=0)
+            exported = _big_export(client, "src", messages=3000, size=2000)
+            _fill(repo)
+            before = _snapshot(repo, "src")
+            used = int(client.info("memory")["used_memory"])
+            client.config_set("maxmemory", used + 2 * 1024 * 1024)  # room for a third of the import
+            with pytest.raises(SessionStoreUnavailableError, match=r"OOM|memory"):
+                repo.import_session(exported, overwrite=True)
+            _assert_original_intact(repo, client, before)
+            assert client.exists(*repo._layout.staging("src").all()) == 0  # cleaned after the failure
+            client.config_set("maxmemory", 0)
+            assert repo.import_session(exported, overwrite=True) == "src"
+            assert len(repo.list_messages("src", "a")) == 3000
+            assert repo.read_agent("src", "b:{1}") is None
+            assert repo.read_multi_agent("src", "swarm") is None
+            assert client.exists(*repo._layout.staging("src").all()) == 0
+        finally:
+            client.close()
+
+
+@pytest.mark.backends("valkey9", "redis7", "cluster")
+def test_overwrite_abandoned_mid_import_keeps_the_original(backend: Any) -> None:
+    """The importing process dies part way (its connections killed, its plan never resumed): the
+    original is intact and alone in the catalog; the staged part is unlisted, expires, and the next
+    import clears it."""
+    import valkey
+
+    client = backend.make_client("valkey-cluster-bytes" if backend.is_cluster else "valkey-py-bytes")
+    try:
+        repo = ValkeySessionRepository(client)
+        exported = _big_export(client, "src", messages=1200, size=10)
+        _fill(repo)
+        before = _snapshot(repo, "src")
+        plan = repo._p_import_session(exported, True)
+        reply = None
+        for _ in range(3):  # staging, then two batches of 500 writes
+            step = plan.send(reply)
+            reply = repo._db.execute(step.call)
+        plan.close()
+        for node in backend.nodes:  # the importer's connections die with it
+            admin: Any = valkey.Valkey(node.host, node.port)
+            admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            admin.close()
+        stage = repo._layout.staging("src")
+        assert client.exists(stage.session, stage.messages) == 2
+        assert 0 < client.pttl(stage.session) <= 3_600_000  # leftovers expire by themselves
+        _assert_original_intact(repo, client, before)
+        assert repo.import_session(exported, overwrite=True) == "src"
+        assert len(repo.list_messages("src", "a")) == 1200
+        assert client.exists(*stage.all()) == 0
+        assert [s.session_id for s in repo.list_sessions().sessions] == ["src"]
+    finally:
+        client.close()
+
+
+@pytest.mark.backends("valkey9", "cluster")
+def test_import_over_a_damaged_session_needs_overwrite(client: Any) -> None:
+    from strands_valkey_session_manager import DamagedSessionError
+
+    repo = ValkeySessionRepository(client)
+    _fill(repo)
+    exported = repo.export_session("src")
+    _fill(repo, "other")
+    client.delete(repo.session_keys("src").session)  # evicted alone: the rest of the conversation remains
+    with pytest.raises(DamagedSessionError, match="remain"):
+        repo.import_session(exported)
+    with pytest.raises(DamagedSessionError, match="remain"):
+        repo.fork_session("other", "src")
+    assert client.exists(repo.session_keys("src").messages) == 1  # nothing destroyed
+    assert repo.import_session(exported, overwrite=True) == "src"
+    info = repo.session_info("src")
+    assert info is not None and info.message_counts == {"a": 5, "b:{1}": 5}
+    assert [m.message["content"][0]["text"] for m in repo.list_messages("src", "a")] == [f"a-{i}" for i in range(5)]

@@ -22,6 +22,7 @@ SESSION_SCRIPTS = (
     "lease",
     "session_dek",
     "reencrypt_session",
+    "swap_session",
 )
 # ValkeyStorage's scripts, with ``lua/_storage_prelude.lua`` in front.
 STORAGE_SCRIPTS = ("storage_write", "storage_delete")

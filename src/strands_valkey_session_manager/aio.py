@@ -8,6 +8,7 @@ differs. The client is bound to the event loop it was created in, as asyncio cli
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,8 @@ from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
 from ._seal import KeyProvider
 from .catalog import DamagedSession, SessionInfo, SessionPage
-from .transfer import SessionExport, export_lines
+from .exceptions import ValkeySessionError
+from .transfer import SessionExport, export_lines, parse_export
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
@@ -203,12 +205,20 @@ class AsyncValkeySessionRepository(SessionCore):
         return "".join(line + "\n" for line in export_lines(await self.export_records(session_id)))
 
     async def import_session(self, jsonl: str | bytes | Iterable[str], *, overwrite: bool = False) -> str:
-        """Write a session from an export; returns its id."""
-        return await arun_plan(self._db, self._p_import_session(jsonl, overwrite))
+        """Write a session from an export; returns its id (``overwrite``: all or nothing, see the sync face)."""
+        export = parse_export(jsonl)
+        await self.write_export(export, overwrite=overwrite)
+        return export.session.session_id
 
-    async def write_export(self, export: SessionExport) -> None:
-        """Write a parsed export into a new session."""
-        await arun_plan(self._db, self._p_write_export(export))
+    async def write_export(self, export: SessionExport, *, overwrite: bool = False) -> None:
+        """Write a parsed export into a new session, or in place of what the id holds (``overwrite``)."""
+        try:
+            await arun_plan(self._db, self._p_write_export(export, overwrite))
+        except ValkeySessionError:
+            if overwrite:  # best effort: leftovers of the staging are unlisted and expire anyway
+                with contextlib.suppress(ValkeySessionError):
+                    await arun_plan(self._db, self._p_drop_staging(export.session.session_id))
+            raise
 
     async def aclose(self) -> None:
         """Close the client's connections."""

@@ -387,11 +387,10 @@ def import_command(
     session_id = export.session.session_id
     # Before any delete: a record over the size limit must not cost the existing session.
     check_export_fits(repo, export)
-    if repo.read_session(session_id) is not None:
-        if not overwrite:
-            raise CliError(EXIT_CONFLICT, f"session {session_id!r} already exists; pass --overwrite to replace it")
-        repo.delete_session(session_id)
-    repo.write_export(export)
+    if not overwrite and repo.read_session(session_id) is not None:
+        raise CliError(EXIT_CONFLICT, f"session {session_id!r} already exists; pass --overwrite to replace it")
+    # With --overwrite: staged beside the session and swapped in one step (all or nothing).
+    repo.write_export(export, overwrite=overwrite)
     _out().print(Text(f"imported session {session_id}: {len(export.agents)} agents, {export.message_count} messages"))
 
 

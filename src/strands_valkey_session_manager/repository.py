@@ -9,6 +9,7 @@ updates of missing records raise and keep ``created_at``, ``list_messages`` sort
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,8 @@ from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
 from ._seal import KeyProvider
 from .catalog import DamagedSession, SessionInfo, SessionPage
-from .transfer import SessionExport, export_lines
+from .exceptions import ValkeySessionError
+from .transfer import SessionExport, export_lines, parse_export
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
@@ -365,24 +367,37 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
     def import_session(self, jsonl: str | bytes | Iterable[str], *, overwrite: bool = False) -> str:
         """Write a session from :meth:`export_session` output; returns its id.
 
-        Everything is parsed, validated and size-checked before anything is deleted or written.
+        Everything is parsed, validated (every record as the SDK restores it) and size-checked
+        before anything is written.
 
         Args:
             jsonl: The export (text, bytes or an iterable of lines).
-            overwrite: Replace an existing session with the same id (deleted first).
+            overwrite: Replace whatever the id holds (a session, a damaged one), all or nothing:
+                the import is staged beside it and swapped in one atomic step, so a failure part
+                way (out of memory, a lost connection) leaves the original as it was.
 
         Raises:
             ValueError: If the input is not a valid export (the message names the line).
             SessionTooLargeError: If a record exceeds ``max_record_bytes`` (nothing is written).
             SessionException: If the session exists and ``overwrite`` is false.
+            DamagedSessionError: If keys of a damaged session remain and ``overwrite`` is false.
         """
-        return run_plan(self._db, self._p_import_session(jsonl, overwrite))
+        export = parse_export(jsonl)
+        self.write_export(export, overwrite=overwrite)
+        return export.session.session_id
 
-    def write_export(self, export: SessionExport) -> None:
-        """Write a parsed export into a new session (which must not exist yet).
+    def write_export(self, export: SessionExport, *, overwrite: bool = False) -> None:
+        """Write a parsed export into a new session, or (``overwrite``) in place of what the id
+        holds, all or nothing (see :meth:`import_session`).
 
         Raises:
-            SessionException: If the session already exists.
+            SessionException: If the session already exists and ``overwrite`` is false.
             SessionTooLargeError: If a record exceeds ``max_record_bytes`` (nothing is written).
         """
-        run_plan(self._db, self._p_write_export(export))
+        try:
+            run_plan(self._db, self._p_write_export(export, overwrite))
+        except ValkeySessionError:
+            if overwrite:  # best effort: leftovers of the staging are unlisted and expire anyway
+                with contextlib.suppress(ValkeySessionError):
+                    run_plan(self._db, self._p_drop_staging(export.session.session_id))
+            raise

@@ -13,6 +13,7 @@ session's own data key)::
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +25,9 @@ from strands.types.session import Session, SessionAgent, SessionMessage, Session
 
 from . import _codec, _seal
 from ._client import CommandCall, Plan, ScriptCall, Step
-from ._keys import KeyLayout, SessionKeys, check_message_id, encode_id, message_member
+from ._keys import KeyLayout, SessionKeys, catalog_member, check_message_id, encode_id, message_member
+from ._lifetime import created_ms, now_ms
+from .catalog import expected_expiry
 from .exceptions import DecryptionError
 
 if TYPE_CHECKING:
@@ -34,6 +37,8 @@ _T = TypeVar("_T")
 EXPORT_FORMAT = 1
 # Writes per pipeline when importing: bounded so no request grows without limit.
 _IMPORT_BATCH = 500
+#: How long the staging keys of an import that overwrites may live (a failed import's leftovers).
+STAGING_TTL_MS = 3_600_000
 
 
 @dataclass
@@ -60,7 +65,11 @@ class TransferPlans:
 
     _layout: KeyLayout
     _ttl_ms: int
+    _max_age_ms: int
+    _user_id: str | None
     _sealer: _seal.Sealer
+    _pending_keys: dict[str, _seal.DataKey]
+    _data_keys: dict[str, _seal.DataKey]
 
     if TYPE_CHECKING:  # provided by SessionCore and CatalogPlans
 
@@ -84,6 +93,11 @@ class TransferPlans:
         def _fresh_key(self, session_id: str) -> _seal.DataKey | None: ...
         def _seal_with(self, cipher: _seal.Cipher | None, session_id: str, key: str, field: str) -> _codec.Seal: ...
         def _opener(self, session_id: str, key: str, field_of: Callable[[dict[str, Any]], str]) -> _codec.Open: ...
+        def _key_context(self, session_id: str) -> dict[str, str]: ...
+        def _expiry_calls(
+            self, session_id: str, member: str, user_id: str | None, tags: tuple[str, ...], expires_ms: int
+        ) -> list[CommandCall]: ...
+        def _p_sweep_due(self, due: Sequence[Any]) -> Plan[int]: ...
 
     def _p_fork_session(
         self, source_id: str, target_id: str, user_id: str | None, tags: Sequence[str] | None
@@ -180,17 +194,100 @@ class TransferPlans:
 
     def _p_import_session(self, jsonl: str | bytes | Iterable[str], overwrite: bool) -> Plan[str]:
         export = parse_export(jsonl)
-        writes = self._import_calls(export)  # sizes checked before anything is deleted or written
+        yield from self._p_write_export(export, overwrite)
+        return export.session.session_id
+
+    def _p_write_export(self, export: SessionExport, overwrite: bool = False) -> Plan[None]:
+        """Write an export into a new session, or (``overwrite``) in place of whatever the id holds:
+        staged beside it, then swapped in one atomic step."""
+        writes = self._import_calls(export)  # sizes checked before anything is written
+        if overwrite:
+            yield from self._p_staged_import(export, writes)
+            return
         session_id = export.session.session_id
         if (yield from self._p_read_session(session_id)) is not None:
-            if not overwrite:
-                raise SessionException(f"Session {session_id} already exists; pass overwrite=True to replace it")
-            yield from self._p_delete_session(session_id)
+            raise SessionException(f"Session {session_id} already exists; pass overwrite=True to replace it")
         yield from self._p_write_calls(export, writes)
-        return session_id
 
-    def _p_write_export(self, export: SessionExport) -> Plan[None]:
-        yield from self._p_write_calls(export, self._import_calls(export))
+    def _p_staged_import(self, export: SessionExport, writes: list[ScriptCall]) -> Plan[None]:
+        """Import that overwrites, all or nothing: the records are written under the staging keys
+        (``KeyLayout.staging``: the session's slot, not listed, expiring within ``STAGING_TTL_MS``),
+        then ``swap_session.lua`` replaces the session's keys by them in one step. A failure before
+        the swap leaves the original untouched; leftovers are removed by the next staging (or by
+        :meth:`_p_drop_staging`) and expire anyway. Round trips: 1 + writes/500 + 1 (+1 to unlist the
+        replaced session's entries when they differ)."""
+        session = export.session
+        session_id = session.session_id
+        keys, stage = self.session_keys(session_id), self._layout.staging(session_id)
+        owner = self._user_id if export.user_id is None else export.user_id
+        labels = tuple(dict.fromkeys(export.tags))
+        indexes = self._layout.catalog_indexes(session_id, owner, labels)  # checks the ids
+        record = self._sized(_codec.encode_session(session), keys.session)
+        fresh = self._fresh_key(session_id)
+        created = created_ms(session.created_at)
+        member = catalog_member(created, session_id)
+        nonce = secrets.token_hex(12)
+        args = (
+            0,
+            record,
+            created,
+            now_ms() + STAGING_TTL_MS,  # a deadline: staging keys never outlive a failed import by long
+            owner or "",
+            _codec.dumps_list(labels),
+            member,
+            b"",
+            b"",
+            b"",
+            b"",
+            nonce,
+            b"",
+            "" if fresh is None else fresh.stored,
+            "1",  # clear leftovers of an earlier failed staging first
+        )
+        staged = yield Step(
+            "import_session", session_id, stage.session, ScriptCall("create_session", stage.all(), args)
+        )
+        if staged != 1:
+            raise SessionException(f"session_id=<{session_id}>, key=<{stage.session}> | import could not stage")
+        yield from self._p_write_batches(session_id, [ScriptCall(c.name, stage.all(), c.args) for c in writes])
+        deadline = created + self._max_age_ms if self._max_age_ms else 0
+        calls: list[CommandCall | ScriptCall] = [
+            *self._expiry_calls(session_id, member, owner, labels, expected_expiry(self._ttl_ms, deadline)),
+            *(CommandCall("zadd", (index, {member: 0})) for index in indexes),
+            ScriptCall("swap_session", [*keys.all(), *stage.all()], (self._ttl_ms, deadline, nonce)),
+        ]
+        due, *_, swapped = yield Step("import_session", session_id, keys.session, calls)
+        if int(swapped[0]) != 1:
+            raise SessionException(
+                f"session_id=<{session_id}>, key=<{stage.session}> | import interrupted: its staged copy was "
+                "replaced by another import or expired; the session was not changed"
+            )
+        self._pending_keys.pop(session_id, None)
+        self._data_keys.pop(session_id, None)
+        if fresh is not None:
+            self._data_keys[session_id] = fresh
+        old_member, old_owner, old_labels, old_dek = (_codec.text(v) for v in swapped[1:])
+        if old_member:
+            old_tags = tuple(_codec.loads(old_labels)) if old_labels else ()
+            kept = set(indexes) if old_member == member else set()
+            unlist = [
+                CommandCall("zrem", (index, old_member))
+                for index in self._layout.catalog_indexes(session_id, old_owner or None, old_tags)
+                if index not in kept
+            ]
+            if unlist:
+                yield Step("import_session", session_id, keys.session, unlist)
+        if due:
+            yield from self._p_sweep_due(due)
+        provider = self._sealer.key_provider
+        if old_dek and isinstance(provider, _seal.ShreddingKeyProvider):
+            # The replaced session's data key opens nothing stored any more: destroy it.
+            provider.retire(old_dek.encode(), self._key_context(session_id))
+
+    def _p_drop_staging(self, session_id: str) -> Plan[None]:
+        """Remove what a failed import left under the staging keys (harmless: unlisted, expiring)."""
+        stage = self._layout.staging(session_id)
+        yield Step("import_session", session_id, stage.session, ScriptCall("delete_session", stage.all()))
 
     def _import_calls(self, export: SessionExport) -> list[ScriptCall]:
         """The writes of an export, encoded, sealed and size-checked (raises before any I/O).

@@ -14,10 +14,15 @@
 --          (ElastiCache Serverless accepts at most 3,999); the source's own fields are replaced.
 -- ARGV[14] the session's wrapped data key for field 'dek' ('' none: records are not encrypted).
 --          A fork never keeps the source's: encrypted records are bound to their session.
+-- ARGV[15] (optional) '1': delete the five keys first (an import's staging keys, see swap_session.lua:
+--          leftovers of an earlier failed staging); never given for a session's own keys.
 -- Returns 1 when created; {-2, KEYS index of each leftover key} when the session hash is missing
 -- but other keys of the session remain (nothing is written). When the session already exists nothing is written and it returns 0 if
 -- the session is listed under the same catalog member (same id, same millisecond), else -1: the
 -- caller then removes the entry it added for this attempt.
+if ARGV[15] == '1' then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local stored = redis.call('HMGET', KEYS[1], 'nonce', 'catalog')
   if stored[1] == ARGV[12] then
