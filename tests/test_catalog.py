@@ -437,3 +437,18 @@ def test_sweep_catalog_unlists_expired_sessions_and_refiles_living_ones(client: 
             assert [session_id_of_member(_text(m)) for m in client.zrange(key, 0, -1)] in ([], ["kept"])
     assert short.sweep_catalog() == 0
     assert _ids(short.list_sessions()) == ["kept"]
+
+
+@pytest.mark.backends("valkey9", "redis7", "cluster")
+def test_delete_and_overwrite_remove_the_expiry_entry(client: Any) -> None:
+    repo = ValkeySessionRepository(client, ttl=600, user_id="u", tags=["t"])
+    repo.create_session(_session("s", 1_700_000_000_000))
+    repo.create_session(_session("kept", 1_700_000_000_000))
+    exported = repo.export_session("s")
+    assert len(_catalog_members(client, repo, expiry=True)) == 2
+    assert repo.import_session(exported, overwrite=True) == "s"
+    assert sorted(m.split(":")[2] for m in _catalog_members(client, repo, expiry=True)) == ["kept", "s"]
+    repo.delete_session("s")
+    assert [m.split(":")[2] for m in _catalog_members(client, repo, expiry=True)] == ["kept"]
+    repo.delete_session("kept")
+    assert _catalog_members(client, repo, expiry=True) == []

@@ -133,6 +133,9 @@ class SessionCore(CatalogPlans, TransferPlans):
         member = catalog_member(created, session.session_id)
         indexes = self._layout.catalog_indexes(session.session_id, owner, labels)
         deadline = created + self._max_age_ms if self._max_age_ms else 0
+        expiry, expiry_entry = self._expiry_calls(
+            session.session_id, member, owner, labels, expected_expiry(self._ttl_ms, deadline)
+        )
         args = (
             self._ttl_ms,
             record,
@@ -147,13 +150,13 @@ class SessionCore(CatalogPlans, TransferPlans):
             hashlib.blake2b(record + dek.encode(), digest_size=12).hexdigest(),
             session_payload,
             dek,
+            "",
+            expiry_entry,
         )
         # The catalog entry goes first: if the script never runs, listing drops the entry as stale.
         # First of all, the read of due expiry entries of the shard, swept below (catalog.py).
-        calls: list[CommandCall | ScriptCall] = [
-            *self._expiry_calls(session.session_id, member, owner, labels, expected_expiry(self._ttl_ms, deadline)),
-            *(CommandCall("zadd", (index, {member: 0})) for index in indexes),
-        ]
+        calls: list[CommandCall | ScriptCall] = [*expiry]
+        calls.extend(CommandCall("zadd", (index, {member: 0})) for index in indexes)
         calls.append(ScriptCall("create_session", keys.all(), args))
         due, *_, created_now = yield Step("create_session", session.session_id, keys.session, calls)
         self._pending_keys.pop(session.session_id, None)
@@ -184,12 +187,9 @@ class SessionCore(CatalogPlans, TransferPlans):
             if missing_ok:
                 return
             raise SessionException(f"Session {session_id} does not exist")
-        member, owner, labels = (_codec.text(v) for v in entry)
-        if member:
-            tags = tuple(_codec.loads(labels)) if labels else ()
-            indexes = self._layout.catalog_indexes(session_id, owner or None, tags)
-            unlist = [CommandCall("zrem", (index, member)) for index in indexes]
-            yield Step("delete_session", session_id, indexes[0], unlist)
+        unlist = self._unlist_calls(session_id, entry)
+        if unlist:
+            yield Step("delete_session", session_id, str(unlist[0].args[0]), unlist)
         logger.info("session_id=<%s> | deleted session", session_id)
 
     # -- agents -------------------------------------------------------------------------------

@@ -202,13 +202,18 @@ class CatalogPlans:
         return True
 
     def _unlist_calls(self, session_id: str, entry: Sequence[Any]) -> list[CommandCall]:
-        """The ZREMs of a deleted session's catalog entries, from ``delete_session.lua``'s reply."""
-        member, owner, labels = (_codec.text(v) for v in entry)
-        if not member:
-            return []
-        tags = tuple(_codec.loads(labels)) if labels else ()
-        indexes = self._layout.catalog_indexes(session_id, owner or None, tags)
-        return [CommandCall("zrem", (index, member)) for index in indexes]
+        """The ZREMs of a deleted session's catalog entries (and expiry entry), from
+        ``delete_session.lua``'s reply."""
+        member, owner, labels, *rest = (_codec.text(v) for v in entry)
+        calls = []
+        if rest and rest[0]:
+            index = self._layout.catalog_expiry(self._layout.catalog_shard(session_id))
+            calls.append(CommandCall("zrem", (index, rest[0])))
+        if member:
+            tags = tuple(_codec.loads(labels)) if labels else ()
+            indexes = self._layout.catalog_indexes(session_id, owner or None, tags)
+            calls.extend(CommandCall("zrem", (index, member)) for index in indexes)
+        return calls
 
     def _p_resolve(
         self, candidates: Sequence[str], indexes: Sequence[str], tag: str | None, damaged: list[DamagedSession]
@@ -244,14 +249,16 @@ class CatalogPlans:
 
     def _expiry_calls(
         self, session_id: str, member: str, user_id: str | None, tags: tuple[str, ...], expires_ms: int
-    ) -> list[CommandCall]:
+    ) -> tuple[list[CommandCall], str]:
         """What a create adds to its pipeline: the read of up to ``SWEEP_PER_CREATE`` due entries of
-        its shard (first), and its own expiry entry when the session has a lifetime."""
+        its shard (first), and its own expiry entry when the session has a lifetime; and that entry
+        ('' none), which the session hash keeps (field ``expiry``) so a delete can remove it."""
         index = self._layout.catalog_expiry(self._layout.catalog_shard(session_id))
         calls = [CommandCall("zrangebylex", (index, "-", f"({now_ms():015d}", 0, SWEEP_PER_CREATE))]
-        if expires_ms:
-            calls.append(CommandCall("zadd", (index, {expiry_member(expires_ms, member, user_id, tags): 0})))
-        return calls
+        entry = expiry_member(expires_ms, member, user_id, tags) if expires_ms else ""
+        if entry:
+            calls.append(CommandCall("zadd", (index, {entry: 0})))
+        return calls, entry
 
     def _p_sweep_catalog(self) -> Plan[int]:
         """Remove the catalog entries of every expired session (all shards); returns how many."""

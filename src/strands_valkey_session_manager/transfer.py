@@ -96,7 +96,7 @@ class TransferPlans:
         def _key_context(self, session_id: str) -> dict[str, str]: ...
         def _expiry_calls(
             self, session_id: str, member: str, user_id: str | None, tags: tuple[str, ...], expires_ms: int
-        ) -> list[CommandCall]: ...
+        ) -> tuple[list[CommandCall], str]: ...
         def _p_sweep_due(self, due: Sequence[Any]) -> Plan[int]: ...
 
     def _p_fork_session(
@@ -227,6 +227,10 @@ class TransferPlans:
         created = created_ms(session.created_at)
         member = catalog_member(created, session_id)
         nonce = secrets.token_hex(12)
+        deadline = created + self._max_age_ms if self._max_age_ms else 0
+        expiry, expiry_entry = self._expiry_calls(
+            session_id, member, owner, labels, expected_expiry(self._ttl_ms, deadline)
+        )
         args = (
             0,
             record,
@@ -243,6 +247,7 @@ class TransferPlans:
             b"",
             "" if fresh is None else fresh.stored,
             "1",  # clear leftovers of an earlier failed staging first
+            expiry_entry,
         )
         staged = yield Step(
             "import_session", session_id, stage.session, ScriptCall("create_session", stage.all(), args)
@@ -250,9 +255,8 @@ class TransferPlans:
         if staged != 1:
             raise SessionException(f"session_id=<{session_id}>, key=<{stage.session}> | import could not stage")
         yield from self._p_write_batches(session_id, [ScriptCall(c.name, stage.all(), c.args) for c in writes])
-        deadline = created + self._max_age_ms if self._max_age_ms else 0
         calls: list[CommandCall | ScriptCall] = [
-            *self._expiry_calls(session_id, member, owner, labels, expected_expiry(self._ttl_ms, deadline)),
+            *expiry,
             *(CommandCall("zadd", (index, {member: 0})) for index in indexes),
             ScriptCall("swap_session", [*keys.all(), *stage.all()], (self._ttl_ms, deadline, nonce)),
         ]
@@ -266,7 +270,10 @@ class TransferPlans:
         self._data_keys.pop(session_id, None)
         if fresh is not None:
             self._data_keys[session_id] = fresh
-        old_member, old_owner, old_labels, old_dek = (_codec.text(v) for v in swapped[1:])
+        old_member, old_owner, old_labels, old_dek, old_expiry = (_codec.text(v) for v in swapped[1:])
+        if old_expiry and old_expiry != expiry_entry:
+            expiry_index = self._layout.catalog_expiry(self._layout.catalog_shard(session_id))
+            yield Step("import_session", session_id, expiry_index, CommandCall("zrem", (expiry_index, old_expiry)))
         if old_member:
             old_tags = tuple(_codec.loads(old_labels)) if old_labels else ()
             kept = set(indexes) if old_member == member else set()

@@ -16,6 +16,7 @@
 --          A fork never keeps the source's: encrypted records are bound to their session.
 -- ARGV[15] (optional) '1': delete the five keys first (an import's staging keys, see swap_session.lua:
 --          leftovers of an earlier failed staging); never given for a session's own keys.
+-- ARGV[16] (optional) the session's expiry index entry, kept in field 'expiry' so a delete removes it.
 -- Returns 1 when created; {-2, KEYS index of each leftover key} when the session hash is missing
 -- but other keys of the session remain (nothing is written). When the session already exists nothing is written and it returns 0 if
 -- the session is listed under the same catalog member (same id, same millisecond), else -1: the
@@ -49,7 +50,7 @@ for i = 2, 5 do
 end
 if ARGV[13] ~= '' then
   redis.call('RESTORE', KEYS[1], 0, ARGV[13])
-  redis.call('HDEL', KEYS[1], 'ttl', 'deadline', 'user', 'tags', 'updated', 'dek')
+  redis.call('HDEL', KEYS[1], 'ttl', 'deadline', 'user', 'tags', 'updated', 'dek', 'expiry')
   -- The source owner's leases and fencing counters stay with the source: the fork is unowned.
   for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
     if string.sub(name, 1, 6) == 'lease:' or string.sub(name, 1, 6) == 'fence:' then
@@ -72,6 +73,9 @@ if ARGV[5] ~= '' then
 end
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'tags', ARGV[6])
+end
+if ARGV[16] and ARGV[16] ~= '' then
+  redis.call('HSET', KEYS[1], 'expiry', ARGV[16])
 end
 touch(tonumber(ARGV[1]), true)
 return 1

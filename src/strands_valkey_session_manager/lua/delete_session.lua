@@ -6,12 +6,12 @@
 --         still listed under it (not deleted and created again meanwhile)
 -- Returns nil when no key of the session exists (nothing is deleted then); 0 when a condition of
 -- ARGV[1]/ARGV[2] does not hold (nothing is deleted); else the catalog entry the caller must
--- remove: {catalog member, user id or '', tags JSON or ''} ('' each when the session hash was
+-- remove: {catalog member, user id or '', tags JSON or '', expiry index entry or ''} ('' each when the session hash was
 -- missing or not a hash).
 if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]) == 0 then
   return nil
 end
-local entry = redis.pcall('HMGET', KEYS[1], 'catalog', 'user', 'tags', 'updated', 'created')
+local entry = redis.pcall('HMGET', KEYS[1], 'catalog', 'user', 'tags', 'updated', 'created', 'expiry')
 if entry.err then
   entry = {}
 end
@@ -22,4 +22,4 @@ if ARGV[1] and ARGV[1] ~= '' then
   end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-return {entry[1] or '', entry[2] or '', entry[3] or ''}
+return {entry[1] or '', entry[2] or '', entry[3] or '', entry[6] or ''}

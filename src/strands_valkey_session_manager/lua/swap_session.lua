@@ -4,13 +4,14 @@
 -- same order. The staged copies are moved with DUMP/RESTORE: O(size of the session) in this step.
 -- ARGV[1] ttl ms (0: none)   ARGV[2] deadline, unix ms (0: none)   ARGV[3] the import's staging nonce
 -- Returns {-1} when the staging hash is not this import's (expired, or replaced by another import):
--- nothing is changed. Else {1, old catalog member, old user id, old tags JSON, old dek} ('' each
+-- nothing is changed. Else {1, old catalog member, old user id, old tags JSON, old dek, old expiry
+-- index entry} ('' each
 -- when absent, or when the old session hash was missing or not a hash).
 local staged = redis.pcall('HGET', KEYS[6], 'nonce')
 if type(staged) ~= 'string' or staged ~= ARGV[3] then
   return {-1}
 end
-local old = redis.pcall('HMGET', KEYS[1], 'catalog', 'user', 'tags', 'dek')
+local old = redis.pcall('HMGET', KEYS[1], 'catalog', 'user', 'tags', 'dek', 'expiry')
 if old.err then
   old = {}
 end
@@ -30,4 +31,4 @@ if ARGV[1] ~= '0' then
   redis.call('HSET', KEYS[1], 'ttl', ARGV[1])
 end
 touch(tonumber(ARGV[1]), true)
-return {1, old[1] or '', old[2] or '', old[3] or '', old[4] or ''}
+return {1, old[1] or '', old[2] or '', old[3] or '', old[4] or '', old[5] or ''}
