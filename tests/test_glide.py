@@ -21,7 +21,8 @@ from strands_valkey_session_manager import (
     ValkeySessionRepository,
 )
 from strands_valkey_session_manager._client import Call, ClientAdapter, CommandCall, ScriptCall, adapter_for
-from strands_valkey_session_manager._glide import AsyncGlideAdapter, GlideAdapter
+from strands_valkey_session_manager._engine import AsyncEngine, Engine
+from strands_valkey_session_manager._glide import AsyncGlideFamily, GlideFamily
 from strands_valkey_session_manager.transfer import SessionExport
 from tests.conftest import Backend
 
@@ -98,13 +99,13 @@ def test_replies_have_valkey_py_shapes(backend: Backend, raw: Any, glide_client:
     _filled(repo, "s1")
     py = ClientAdapter(raw)
     expected = py.execute(_calls(repo, "py")) if batched else [py.execute(c) for c in _calls(repo, "py")]
-    sync = GlideAdapter(glide_client, None)
+    sync = Engine(GlideFamily(glide_client))
     got = sync.execute(_calls(repo, "sync")) if batched else [sync.execute(c) for c in _calls(repo, "sync")]
 
     async def run_async() -> list[Any]:
         client = await backend.make_async_client(backend.glide_kind)
         try:
-            adapter = AsyncGlideAdapter(client, None)
+            adapter = AsyncEngine(AsyncGlideFamily(client))
             if batched:
                 return list(await adapter.execute(_calls(repo, "async")))
             return [await adapter.execute(call) for call in _calls(repo, "async")]
@@ -128,7 +129,7 @@ def test_dump_payloads_restore_across_clients(raw: Any, glide_client: Any) -> No
     _filled(repo, "src")
     repo.fork_session("src", "copy")
     keys = repo.session_keys("src")
-    payload = GlideAdapter(glide_client, None).execute(CommandCall("dump", (keys.messages,)))
+    payload = Engine(GlideFamily(glide_client)).execute(CommandCall("dump", (keys.messages,)))
     assert payload == ClientAdapter(raw).execute(CommandCall("dump", (keys.messages,)))
     assert [m.message_id for m in ValkeySessionRepository(raw).list_messages("copy", "a")] == [0, 1, 2]
 
@@ -162,7 +163,7 @@ def test_client_of_the_other_kind_is_a_type_error(backend: Backend, glide_client
             await client.close()
 
     asyncio.run(wrong_face())
-    assert isinstance(adapter_for(glide_client, None, is_async=False), GlideAdapter)
+    assert isinstance(adapter_for(glide_client, None, is_async=False).family, GlideFamily)
     with pytest.raises(TypeError, match="or Valkey GLIDE client"):
         ValkeySessionRepository(object())
 
@@ -187,7 +188,7 @@ def test_client_of_the_other_kind_is_a_type_error(backend: Backend, glide_client
 )
 def test_server_errors_map_to_the_package_errors(glide_client: Any, reply: str, raised: type[Exception]) -> None:
     """The server's error codes as GLIDE reports them (its own names for the codes it knows)."""
-    adapter = GlideAdapter(glide_client, None)
+    adapter = Engine(GlideFamily(glide_client))
     with pytest.raises(raised) as caught, adapter.errors("read_session", "s1", "strands:{s1}:session"):
         glide_client.custom_command(["EVAL", f"return redis.error_reply({reply!r})", "0"])
     assert type(caught.value) is raised

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ._keys import encode_id
-from ._storage_io import StorageError
+from .exceptions import StorageError
 
 #: Largest byte in no UTF-8 string: an exclusive upper bound for "every member starting with x".
 _AFTER_ALL_TEXT: Final = b"\xff"

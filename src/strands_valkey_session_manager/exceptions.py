@@ -96,3 +96,41 @@ class AgentExistsError(SessionConflictError):
 
     The session manager adopts such an agent: it restores it instead of starting it afresh.
     """
+
+
+try:
+    from strands.types.exceptions import StorageError as StorageError  # noqa: PLC0414 (re-exported)
+except ImportError:  # strands-agents before the unified storage API (1.0 has none): keep the package importable
+
+    class StorageError(Exception):  # type: ignore[no-redef]
+        """Stand-in for ``strands.types.exceptions.StorageError`` on SDKs that predate it."""
+
+
+class ValkeyStorageError(StorageError, ValkeySessionError):
+    """Root of the errors ``ValkeyStorage`` raises: a ``StorageError``, as the SDK's storage protocol
+    promises, and a :class:`ValkeySessionError`, as every error of this package."""
+
+
+class StorageUnavailableError(ValkeyStorageError, SessionStoreUnavailableError):
+    """The server could not be reached, timed out, or refused for now (READONLY, OOM, LOADING, cluster down).
+
+    A write that raises this left no index entry without its value; it may be retried (the storage
+    already retried it ``retries`` times).
+    """
+
+
+class StorageReplicationTimeoutError(StorageUnavailableError, ReplicationTimeoutError):
+    """A write or delete was applied by the primary but fewer replicas than ``wait_for_replicas``
+    acknowledged it within ``wait_timeout`` (or, with ``wait_aof``, its AOF was not fsynced).
+
+    The write is **not acknowledged**: a failover now may lose it. Both a ``StorageError`` and a
+    :class:`ReplicationTimeoutError`; not retried.
+    """
+
+
+class StorageValueTooLargeError(ValkeyStorageError):
+    """A value exceeds ``max_value_bytes``; nothing was sent to the server."""
+
+
+class InvalidStorageArgumentError(ValkeyStorageError, TypeError):
+    """A key that is not a ``str`` or data that is not bytes-like; also a ``TypeError``."""

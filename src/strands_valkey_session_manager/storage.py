@@ -31,6 +31,7 @@ with every group's range sent in one pipeline.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import copy
 import logging
@@ -39,23 +40,34 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _storage_keys
-from ._client import DEFAULT_WAIT_TIMEOUT, Durability
+from ._client import family_for
 from ._codec import text
-from ._keys import validate_key_prefix
-from ._storage_io import (
-    Batch,
-    Call,
-    Executor,
-    InvalidStorageArgumentError,
+from ._engine import (
+    DEFAULT_WAIT_TIMEOUT,
+    AsyncEngine,
+    Command,
+    Durability,
+    Engine,
+    ErrorMap,
+    Failure,
     Plan,
-    Script,
+    RetryPolicy,
+    ScriptCall,
+    Step,
+    Where,
+    acall_retrying,
+    arun_plan,
+    io_loop,
+    run_plan,
+)
+from ._keys import validate_key_prefix
+from .exceptions import (
+    InvalidStorageArgumentError,
     StorageError,
     StorageReplicationTimeoutError,
     StorageUnavailableError,
     StorageValueTooLargeError,
     ValkeyStorageError,
-    executor_for,
-    is_cross_slot,
 )
 
 try:  # The SDK's marker for "already a namespaced view": SDK constructs then do not prefix again.
@@ -71,6 +83,7 @@ __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
     "DEFAULT_NAMESPACE",
     "InvalidStorageArgumentError",
+    "StorageError",
     "StorageReplicationTimeoutError",
     "StorageUnavailableError",
     "StorageValueTooLargeError",
@@ -86,8 +99,113 @@ DEFAULT_NAMESPACE: Final = "strands"
 DEFAULT_MAX_VALUE_BYTES: Final = 32 * 1024 * 1024
 # Group ranges sent per pipeline by list().
 _LIST_BATCH: Final = 500
+_CLOSE_TIMEOUT: Final = 10.0
 
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
+
+# Steps are named "storage.<verb>" (telemetry spans "svsm.storage.<verb>"); messages say the verb.
+_VERBS: Final = {"storage.write": "write", "storage.read": "read", "storage.delete": "delete", "storage.list": "list"}
+
+
+class _CrossSlotError(ValkeyStorageError):
+    """The server refused a multi-key step because its keys are in different slots (a standalone
+    client on a cluster-mode server): nothing ran. Caught by :meth:`ValkeyStorage._run_indexed`."""
+
+
+class _StorageErrors(ErrorMap):
+    """The engine's failures as storage errors: ``Failed to <verb> '<key>': ...``."""
+
+    @staticmethod
+    def _what(where: Where) -> str:
+        verb = _VERBS.get(where.operation, where.operation)
+        return f"Failed to {verb} '{where.key}'" if verb != "list" else f"Failed to list keys with prefix '{where.key}'"
+
+    def failed(self, failure: Failure, where: Where, error: BaseException) -> Exception:
+        what = self._what(where)
+        if failure is Failure.UNAVAILABLE:
+            return StorageUnavailableError(f"{what}: server unavailable ({error})")
+        if failure is Failure.DENIED:
+            return ValkeyStorageError(f"{what}: not permitted by the server's ACL ({error})")
+        if failure is Failure.CROSS_SLOT:
+            return _CrossSlotError(f"{what}: server refused ({error})")
+        if failure is Failure.CLIENT:
+            return ValkeyStorageError(f"{what}: {type(error).__name__}: {error}")
+        return ValkeyStorageError(f"{what}: {failure.value} ({error})")
+
+    def not_acknowledged(self, where: Where, detail: str) -> Exception:
+        return StorageReplicationTimeoutError(f"{self._what(where)}: {detail}")
+
+    def wait_refused(self, where: Where, detail: str) -> Exception:
+        return ValkeyStorageError(f"{self._what(where)}: {detail}")
+
+
+_STORAGE_ERRORS: Final = _StorageErrors()
+
+
+class _Connection:
+    """The engine of one storage and what its views share: ownership, closed, the cluster plan.
+
+    A synchronous client runs each plan whole in a worker thread (``asyncio.to_thread``). An
+    asyncio client runs every plan on the engine's private I/O loop (``_engine.io_loop``): it is
+    bound to the loop its connections were made on, and the SDK calls storage from many
+    short-lived loops.
+    """
+
+    def __init__(self, client: Any, retry: RetryPolicy, durability: Durability) -> None:
+        family = family_for(client)
+        self.asynchronous = hasattr(family, "prepare")
+        if self.asynchronous:
+            self.engine: Engine | AsyncEngine = AsyncEngine(family, retry, durability, _STORAGE_ERRORS)
+        else:
+            self.engine = Engine(family, retry, durability, _STORAGE_ERRORS)
+        self.family = family
+        self.client = client
+        self.cluster: bool = family.cluster
+        self.owned = False
+        self.closed = False
+        # Whether the groups index must be written apart from a key's own slot: always on a cluster
+        # client; also on a standalone client once the server answered CROSSSLOT (a cluster-mode
+        # server holding every slot, such as a one-shard managed cluster).
+        self.split_groups = self.cluster
+
+    async def run(self, plan: Callable[[], Plan[Any]], operation: str, key: str) -> Any:
+        """Run a fresh ``plan()`` per attempt, repeated on unavailability per the retry policy."""
+        if self.closed:
+            raise ValkeyStorageError(f"{_StorageErrors._what(Where(operation, '', key))}: the storage is closed")
+        engine = self.engine
+
+        async def attempt(_: int) -> Any:
+            if isinstance(engine, AsyncEngine):
+                return await asyncio.wrap_future(io_loop.submit(self._arun(engine, plan(), operation, key)))
+            return await asyncio.to_thread(run_plan, engine, plan())
+
+        return await acall_retrying(engine.retry, attempt, operation, logger)
+
+    @staticmethod
+    async def _arun(engine: AsyncEngine, plan: Plan[Any], operation: str, key: str) -> Any:
+        with engine.errors(operation, "", key):
+            await engine.family.prepare()
+        return await arun_plan(engine, plan)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if not self.asynchronous:
+            self.family.release(self.owned)
+            return
+        if io_loop.in_loop_thread():
+            raise RuntimeError("close() called on the storage I/O loop")
+        io_loop.submit(self.family.release(self.owned)).result(timeout=_CLOSE_TIMEOUT)
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        if not self.asynchronous:
+            await asyncio.to_thread(self.close)
+            return
+        self.closed = True
+        await asyncio.wrap_future(io_loop.submit(self.family.release(self.owned)))
 
 
 class ValkeyStorage:
@@ -131,12 +249,14 @@ class ValkeyStorage:
         wait_for_replicas: int = 0,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         wait_aof: bool = False,
+        retries: int = 2,
+        retry_backoff: float = 0.05,
     ) -> None:
         if not isinstance(max_value_bytes, int) or isinstance(max_value_bytes, bool) or max_value_bytes <= 0:
             raise ValueError(f"max_value_bytes=<{max_value_bytes!r}> | must be a positive int")
         durability = Durability(wait_for_replicas, wait_timeout, wait_aof)
-        self._executor: Executor = executor_for(client, owned=False)
-        self._executor.durability = durability
+        retry = RetryPolicy(retries, retry_backoff)
+        self._io = _Connection(client, retry, durability)
         self._layout = _storage_keys.StorageLayout(validate_key_prefix(namespace))
         self._max_value_bytes = max_value_bytes
         self._search_strategy = search_strategy
@@ -152,6 +272,11 @@ class ValkeyStorage:
         namespace: str = DEFAULT_NAMESPACE,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         search_strategy: SearchStrategy[ValkeyStorage] | None = None,
+        wait_for_replicas: int = 0,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        wait_aof: bool = False,
+        retries: int = 2,
+        retry_backoff: float = 0.05,
         **client_kwargs: Any,
     ) -> ValkeyStorage:
         """Build a storage on a new synchronous valkey-py client that :meth:`close` will close.
@@ -162,6 +287,11 @@ class ValkeyStorage:
             namespace: See the class.
             max_value_bytes: See the class.
             search_strategy: See the class.
+            wait_for_replicas: See the class.
+            wait_timeout: See the class.
+            wait_aof: See the class.
+            retries: See the class.
+            retry_backoff: See the class.
             **client_kwargs: Passed to the client's ``from_url`` (timeouts, TLS, retries, ...).
 
         Raises:
@@ -182,11 +312,21 @@ class ValkeyStorage:
         except (valkey.exceptions.ValkeyError, valkey.exceptions.ValkeyClusterException) as e:
             raise StorageUnavailableError(f"Failed to connect to {url!r}: {e}") from e
         try:
-            storage = cls(client, namespace=namespace, max_value_bytes=max_value_bytes, search_strategy=search_strategy)
+            storage = cls(
+                client,
+                namespace=namespace,
+                max_value_bytes=max_value_bytes,
+                search_strategy=search_strategy,
+                wait_for_replicas=wait_for_replicas,
+                wait_timeout=wait_timeout,
+                wait_aof=wait_aof,
+                retries=retries,
+                retry_backoff=retry_backoff,
+            )
         except BaseException:
             client.close()
             raise
-        storage._executor.owned = True
+        storage._io.owned = True
         return storage
 
     # -- the Storage protocol -------------------------------------------------------------------
@@ -213,7 +353,7 @@ class ValkeyStorage:
                 f"max_value_bytes={self._max_value_bytes}; nothing was written"
             )
         location = self._locate(full_key)
-        await self._run_indexed(lambda: self._write_plan(location, value), "write", key)
+        await self._run_indexed(lambda: self._write_plan(location, value, key), "storage.write", key)
         logger.debug("key=<%s>, bytes=<%d> | wrote value", key, len(value))
         if self._search_strategy is not None:
             try:
@@ -229,7 +369,7 @@ class ValkeyStorage:
             StorageError: If the key is invalid or the read fails.
         """
         location = self._locate(self._normalize_key(key))
-        raw = await self._executor.run(self._read_plan(location), "read", key)
+        raw = await self._io.run(lambda: self._read_plan(location, key), "storage.read", key)
         if raw is None or isinstance(raw, bytes):
             return raw
         raise ValkeyStorageError(f"Failed to read '{key}': unexpected reply of type {type(raw).__name__}")
@@ -241,7 +381,7 @@ class ValkeyStorage:
             StorageError: If the key is invalid or the delete fails.
         """
         location = self._locate(self._normalize_key(key))
-        await self._run_indexed(lambda: self._delete_plan(location), "delete", key)
+        await self._run_indexed(lambda: self._delete_plan(location, key), "storage.delete", key)
 
     async def list(self, query: str = "") -> builtins.list[str]:
         """Keys starting with the prefix ``query``, sorted ascending; ``""`` lists every key.
@@ -256,7 +396,7 @@ class ValkeyStorage:
         if not isinstance(query, str):
             raise InvalidStorageArgumentError(f"prefix must be a str, not {type(query).__name__}")
         prefix = self._prefix + _storage_keys.normalize_prefix(query)
-        keys = await self._executor.run(self._list_plan(prefix), "list keys with prefix", query)
+        keys = await self._io.run(lambda: self._list_plan(prefix, query), "storage.list", query)
         cut = len(self._prefix)
         return [k[cut:] for k in keys]
 
@@ -289,12 +429,12 @@ class ValkeyStorage:
     @property
     def client(self) -> Any:
         """The client this storage sends commands on."""
-        return self._executor.client
+        return self._io.client
 
     @property
     def cluster(self) -> bool:
         """True when the client is a cluster client."""
-        return self._executor.cluster
+        return self._io.cluster
 
     @property
     def max_value_bytes(self) -> int:
@@ -308,11 +448,11 @@ class ValkeyStorage:
         loop) are closed; the client stays usable. Views made by :meth:`namespace` share the client,
         so closing any of them closes it for all. Idempotent.
         """
-        self._executor.close()
+        self._io.close()
 
     async def aclose(self) -> None:
         """Async form of :meth:`close`."""
-        await self._executor.aclose()
+        await self._io.aclose()
 
     def __enter__(self) -> ValkeyStorage:
         return self
@@ -353,45 +493,49 @@ class ValkeyStorage:
         nothing was written and the retry is safe.
         """
         try:
-            await self._executor.run(plan(), operation, key)
-        except ValkeyStorageError as error:
-            if self._executor.split_groups or not is_cross_slot(error):
+            await self._io.run(plan, operation, key)
+        except _CrossSlotError:
+            if self._io.split_groups:
                 raise
             logger.info("key=<%s> | server is in cluster mode: writing the groups index apart from now on", key)
-            self._executor.split_groups = True
-            await self._executor.run(plan(), operation, key)
+            self._io.split_groups = True
+            await self._io.run(plan, operation, key)
 
-    def _write_plan(self, loc: _storage_keys.Location, value: bytes) -> Plan[None]:
-        if self._executor.split_groups:
+    def _write_plan(self, loc: _storage_keys.Location, value: bytes, key: str) -> Plan[None]:
+        op = "storage.write"
+        if self._io.split_groups:
             # The groups index lives in another slot: list the group first, so a failure between
             # the two steps leaves at most a group with no keys, never a key nobody can list.
-            yield Call(("ZADD", self._layout.groups, 0, loc.group))
-            yield Script("storage_write", (loc.value, loc.index), (loc.rest, value))
+            yield Step(op, "", key, Command(("ZADD", self._layout.groups, 0, loc.group)))
+            yield Step(op, "", key, ScriptCall("storage_write", (loc.value, loc.index), (loc.rest, value)))
         else:
-            yield Script("storage_write", (loc.value, loc.index, self._layout.groups), (loc.rest, value, loc.group))
+            keys = (loc.value, loc.index, self._layout.groups)
+            yield Step(op, "", key, ScriptCall("storage_write", keys, (loc.rest, value, loc.group)))
 
     @staticmethod
-    def _read_plan(loc: _storage_keys.Location) -> Plan[Any]:
-        raw = yield Call(("GET", loc.value), raw=True)
+    def _read_plan(loc: _storage_keys.Location, key: str) -> Plan[Any]:
+        raw = yield Step("storage.read", "", key, Command(("GET", loc.value), raw=True))
         return raw
 
-    def _delete_plan(self, loc: _storage_keys.Location) -> Plan[None]:
-        if self._executor.split_groups:
-            yield Script("storage_delete", (loc.value, loc.index), (loc.rest,))
+    def _delete_plan(self, loc: _storage_keys.Location, key: str) -> Plan[None]:
+        if self._io.split_groups:
+            call = ScriptCall("storage_delete", (loc.value, loc.index), (loc.rest,))
         else:
-            yield Script("storage_delete", (loc.value, loc.index, self._layout.groups), (loc.rest, loc.group))
+            call = ScriptCall("storage_delete", (loc.value, loc.index, self._layout.groups), (loc.rest, loc.group))
+        yield Step("storage.delete", "", key, call)
 
-    def _list_plan(self, prefix: str) -> Plan[builtins.list[str]]:
+    def _list_plan(self, prefix: str, query: str) -> Plan[builtins.list[str]]:
         layout = self._layout
         ranges = builtins.list(layout.containing_groups(prefix))
         bounds = layout.groups_range(prefix)
         if bounds is not None:
-            groups = yield Call(("ZRANGEBYLEX", layout.groups, *bounds))
+            groups = yield Step("storage.list", "", query, Command(("ZRANGEBYLEX", layout.groups, *bounds)))
             ranges.extend(layout.whole_group(text(group)) for group in groups)
         keys: builtins.list[str] = []
         for start in range(0, len(ranges), _LIST_BATCH):
             chunk = ranges[start : start + _LIST_BATCH]
-            replies = yield Batch(tuple(Call(("ZRANGEBYLEX", r.index, r.low, r.high)) for r in chunk))
+            batch = [Command(("ZRANGEBYLEX", r.index, r.low, r.high)) for r in chunk]
+            replies = yield Step("storage.list", "", query, batch)
             for group_range, members in zip(chunk, replies, strict=True):
                 for member in members:
                     rest = text(member)

@@ -666,7 +666,7 @@ def test_a_standalone_client_on_a_cluster_mode_node(backend: Backend) -> None:
         storage = ValkeyStorage(standalone)
         try:
             asyncio.run(storage.write(key, b"\xff\x00"))
-            assert storage._executor.split_groups is True
+            assert storage._io.split_groups is True
             assert asyncio.run(storage.read(key)) == b"\xff\x00"
             assert asyncio.run(storage.list(f"{group}/")) == [key]
             assert asyncio.run(storage.list("")) == [key]
