@@ -23,6 +23,7 @@ from strands_valkey_session_manager import (
 from strands_valkey_session_manager._client import Call, ClientAdapter, CommandCall, ScriptCall, adapter_for
 from strands_valkey_session_manager._engine import AsyncEngine, Engine
 from strands_valkey_session_manager._glide import AsyncGlideFamily, GlideFamily
+from strands_valkey_session_manager.storage import ValkeyStorage
 from strands_valkey_session_manager.transfer import SessionExport
 from tests.conftest import Backend
 
@@ -284,3 +285,65 @@ def test_round_trips_are_constant(backend: Backend, glide_client: Any, history: 
         assert requests.take() == ["EVALSHA", "ZREM"]
     finally:
         requests.close()
+
+
+@pytest.mark.backends("valkey9")
+def test_storage_round_trips(backend: Backend, glide_client: Any) -> None:
+    """``ValkeyStorage`` on GLIDE: one command per operation, as on valkey-py
+    (``tests/storage/test_loops.py::test_round_trips_per_operation``)."""
+    storage = ValkeyStorage(glide_client)
+    key = "session/s1/scopes/agent/a1/snapshots/snapshot_latest.json"
+    asyncio.run(storage.write(key, b"0"))  # loads the scripts, as in steady state
+    asyncio.run(storage.delete("session/s1/missing"))
+    requests = _Requests(backend)
+    try:
+        requests.take()
+        asyncio.run(storage.write(key, b"1"))
+        assert requests.take() == ["EVALSHA"]
+        assert asyncio.run(storage.read(key)) == b"1"
+        assert requests.take() == ["GET"]
+        assert asyncio.run(storage.list("session/s1/")) == [key]
+        assert requests.take() == ["ZRANGEBYLEX"]
+        asyncio.run(storage.delete(key))
+        assert requests.take() == ["EVALSHA"]
+    finally:
+        requests.close()
+        storage.close()
+    glide_client.custom_command(["PING"])  # a client passed in stays open
+
+
+@pytest.mark.backends("valkey9", "cluster")
+def test_storage_from_glide_config_works_from_many_loops(backend: Backend) -> None:
+    """``ValkeyStorage.from_glide`` makes an asyncio GLIDE client on the storage's loop: every
+    ``asyncio.run`` (a new loop each, as the SDK's ``run_async``) reaches it."""
+    import glide
+
+    addresses = [glide.NodeAddress(host, port) for host, port in backend.startup_nodes]
+    config: Any = (
+        glide.GlideClusterClientConfiguration(addresses)
+        if backend.is_cluster
+        else glide.GlideClientConfiguration(addresses)
+    )
+    storage = ValkeyStorage.from_glide(config, namespace="fromglide")
+    try:
+        for i in range(5):
+            asyncio.run(storage.write(f"session/s/k{i}", bytes([i])))
+        assert asyncio.run(storage.list("session/s/")) == [f"session/s/k{i}" for i in range(5)]
+        assert asyncio.run(storage.read("session/s/k3")) == b"\x03"
+    finally:
+        storage.close()
+    with pytest.raises(Exception, match="storage is closed"):
+        asyncio.run(storage.read("session/s/k3"))
+
+
+@pytest.mark.backends("valkey9")
+def test_storage_refuses_an_asyncio_glide_client_of_another_loop(backend: Backend) -> None:
+    async def made_here() -> None:
+        client = await backend.make_async_client(backend.glide_kind)
+        try:
+            with pytest.raises(TypeError, match="from_glide"):
+                ValkeyStorage(client)
+        finally:
+            await client.close()
+
+    asyncio.run(made_here())

@@ -154,6 +154,13 @@ class _Connection:
     def __init__(self, client: Any, retry: RetryPolicy, durability: Durability) -> None:
         family = family_for(client)
         self.asynchronous = hasattr(family, "prepare")
+        if self.asynchronous and getattr(client, "_loop", io_loop.get()) is not io_loop.get():
+            # An asyncio GLIDE client answers on the loop that created it (GLIDE keeps it as
+            # ``_loop``); the storage drives its clients on its own loop.
+            raise TypeError(
+                "an asyncio Valkey GLIDE client must be created on the storage's I/O loop: use "
+                "ValkeyStorage.from_glide(config), or pass a glide_sync client"
+            )
         if self.asynchronous:
             self.engine: Engine | AsyncEngine = AsyncEngine(family, retry, durability, _STORAGE_ERRORS)
         else:
@@ -215,10 +222,13 @@ class ValkeyStorage:
         client: A configured client of valkey-py or redis-py: ``valkey.Valkey``, ``redis.Redis``,
             ``valkey.cluster.ValkeyCluster``, ``redis.cluster.RedisCluster``, or the asyncio version of
             any of them, with ``decode_responses`` either way (values always come back as the exact
-            bytes written). A synchronous client runs in a worker thread per call. An asyncio client
-            is driven from one private event loop thread, because the SDK calls storage from many
-            short-lived event loops: give the storage a client of its own, not one your code also
-            uses from another loop. The storage closes only clients it created (:meth:`from_url`).
+            bytes written); or a Valkey GLIDE client (``glide_sync.GlideClient``,
+            ``glide_sync.GlideClusterClient``; an asyncio ``glide`` client made by
+            :meth:`from_glide`). A synchronous client runs in a worker thread per call. An asyncio
+            client is driven from one private event loop thread, because the SDK calls storage from
+            many short-lived event loops: give the storage a client of its own, not one your code
+            also uses from another loop. The storage closes only clients it created
+            (:meth:`from_url`, :meth:`from_glide`).
         namespace: First component of every server key (default ``"strands"``); no braces, glob
             characters or whitespace. Not to be confused with :meth:`namespace`, the SDK's
             key-prefix view.
@@ -233,10 +243,14 @@ class ValkeyStorage:
         wait_timeout: Seconds a write waits for its replicas (default 1.0; positive).
         wait_aof: Wait with ``WAITAOF 1 <wait_for_replicas>`` instead (the primary's AOF fsynced
             too; Valkey 8+, Redis 7.2+, ``appendonly yes``).
+        retries: How often an operation that met an unavailable server
+            (:class:`StorageUnavailableError`) is repeated (default 2; every operation is safe to
+            repeat). Never a :class:`StorageReplicationTimeoutError`.
+        retry_backoff: First pause between attempts, in seconds (exponential, with jitter).
 
     Raises:
         TypeError: If ``client`` is not a supported client.
-        ValueError: If ``namespace`` or ``max_value_bytes`` is invalid.
+        ValueError: If ``namespace``, ``max_value_bytes``, a wait or a retry option is invalid.
     """
 
     def __init__(
@@ -325,6 +339,41 @@ class ValkeyStorage:
             )
         except BaseException:
             client.close()
+            raise
+        storage._io.owned = True
+        return storage
+
+    @classmethod
+    def from_glide(cls, config: Any, **options: Any) -> ValkeyStorage:
+        """Build a storage on a new asyncio Valkey GLIDE client that :meth:`close` will close.
+
+        The client (``glide.GlideClusterClient`` for a ``GlideClusterClientConfiguration``, else
+        ``glide.GlideClient``) is created on the storage's I/O loop, the only loop an asyncio GLIDE
+        client can then be used from. A ``glide_sync`` client needs no such care: pass it to the
+        constructor.
+
+        Args:
+            config: A GLIDE client configuration (``glide.GlideClientConfiguration`` or
+                ``glide.GlideClusterClientConfiguration``).
+            **options: The constructor's keyword arguments (``namespace``, ``wait_for_replicas``, ...).
+
+        Raises:
+            StorageUnavailableError: If the client cannot connect.
+        """
+        import glide
+        from glide_shared.exceptions import GlideError
+
+        client_type: Any = (
+            glide.GlideClusterClient if isinstance(config, glide.GlideClusterClientConfiguration) else glide.GlideClient
+        )
+        try:
+            client = io_loop.submit(client_type.create(config)).result()
+        except GlideError as e:
+            raise StorageUnavailableError(f"Failed to connect with the GLIDE configuration: {e}") from e
+        try:
+            storage = cls(client, **options)
+        except BaseException:
+            io_loop.submit(client.close()).result(timeout=_CLOSE_TIMEOUT)
             raise
         storage._io.owned = True
         return storage

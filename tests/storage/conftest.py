@@ -5,13 +5,14 @@ A *case* is (backend, client kind, flavour): the backend and client kind of the 
 topology and ``decode_responses``). Ids look like ``[cluster-redis-cluster-str-async]``.
 
 - ``storage``: one ``ValkeyStorage`` per case of ``CORE_CASES``: every backend, and on each both
-  libraries, both decodings and both flavours across the cases (8 cases). The conformance suite
+  libraries, both decodings and both flavours across the cases, and Valkey GLIDE (sync and
+  asyncio, standalone and cluster): 12 cases. The conformance suite
   runs on these, to keep the whole run short.
-- ``any_storage``: the same, over ``ALL_CASES`` (16 client kinds x 2 flavours = 32 cases).
+- ``any_storage``: the same, over ``ALL_CASES`` (20 client kinds, GLIDE's included, x 2 flavours = 40 cases).
 - ``make_storage(cls=ValkeyStorage, **kwargs)`` / ``make_any_storage(...)``: more storages on the
   same case and client, closed after the test. Each case has one client for the whole run
   (``storage_clients``), since cluster clients are slow to build.
-- ``make_snapshot_storage(...)``: the same over ``SNAPSHOT_CASES`` (2 cases), for the ported
+- ``make_snapshot_storage(...)``: the same over ``SNAPSHOT_CASES`` (4 cases, two of them GLIDE), for the ported
   ``SnapshotSessionManager`` suite, which builds real agents.
 - ``storage_backend``: the case's backend (flushed before the test); ``storage_case``: the case.
 - ``@pytest.mark.backends(...)`` narrows the cases as it narrows the root fixtures, and
@@ -19,7 +20,7 @@ topology and ``decode_responses``). Ids look like ``[cluster-redis-cluster-str-a
 - ``anyio_backend``: async tests run on asyncio (``pytestmark = pytest.mark.anyio``).
 
 These fixtures deliberately do not use the root ``backend``/``client`` fixtures: those are
-parametrised over every client kind, and the conformance suite on all 32 cases would take minutes.
+parametrised over every client kind, and the conformance suite on all 40 cases would take minutes.
 """
 
 from __future__ import annotations
@@ -31,8 +32,18 @@ from typing import Any
 
 import pytest
 
+from strands_valkey_session_manager._engine import io_loop
 from strands_valkey_session_manager.storage import ValkeyStorage
-from tests.conftest import BACKENDS, CLUSTER_CLIENTS, STANDALONE_CLIENTS, Backend, ServerTargets, _marks
+from tests.conftest import (
+    BACKENDS,
+    CLUSTER_CLIENTS,
+    GLIDE_CLUSTER_CLIENT,
+    GLIDE_STANDALONE_CLIENT,
+    STANDALONE_CLIENTS,
+    Backend,
+    ServerTargets,
+    _marks,
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,11 @@ class Case:
 ALL_CASES = tuple(
     Case(backend, kind, flavour)
     for backend in BACKENDS
-    for kind in (CLUSTER_CLIENTS if backend == "cluster" else STANDALONE_CLIENTS)
+    for kind in (
+        (*CLUSTER_CLIENTS, GLIDE_CLUSTER_CLIENT)
+        if backend == "cluster"
+        else (*STANDALONE_CLIENTS, GLIDE_STANDALONE_CLIENT)
+    )
     for flavour in ("sync", "async")
 )
 CORE_CASES = (
@@ -61,11 +76,18 @@ CORE_CASES = (
     Case("redis7", "valkey-py-str", "async"),
     Case("cluster", "redis-cluster-str", "sync"),
     Case("cluster", "valkey-cluster-bytes", "async"),
+    # Valkey GLIDE: glide_sync and glide (asyncio), standalone and cluster.
+    Case("valkey9", GLIDE_STANDALONE_CLIENT, "sync"),
+    Case("redis7", GLIDE_STANDALONE_CLIENT, "async"),
+    Case("cluster", GLIDE_CLUSTER_CLIENT, "sync"),
+    Case("cluster", GLIDE_CLUSTER_CLIENT, "async"),
 )
-# The ported SnapshotSessionManager suite builds real agents: two cases, opposite on every axis.
+# The ported SnapshotSessionManager suite builds real agents: cases opposite on every axis.
 SNAPSHOT_CASES = (
     Case("valkey9", "valkey-py-str", "sync"),
     Case("cluster", "redis-cluster-bytes", "async"),
+    Case("valkey9", GLIDE_STANDALONE_CLIENT, "async"),
+    Case("cluster", GLIDE_CLUSTER_CLIENT, "sync"),
 )
 
 
@@ -95,7 +117,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def make_async_client(backend: Backend, kind: str) -> Any:
-    """The asyncio client matching a sync client kind of the root conftest (same library, topology, decoding)."""
+    """The asyncio client matching a sync client kind of the root conftest (same library, topology, decoding).
+
+    An asyncio GLIDE client is made on the storage's I/O loop, the loop it will answer on.
+    """
+    if kind == backend.glide_kind:
+        return io_loop.submit(backend.make_async_client(kind)).result()
     decode = kind.endswith("-str")
     if kind.startswith("valkey-py-"):
         import valkey.asyncio
@@ -120,6 +147,9 @@ def make_async_client(backend: Backend, kind: str) -> Any:
 
 def close_async_client(client: Any) -> None:
     """Close an asyncio client whose connections a closed storage already released."""
+    if type(client).__module__.startswith("glide"):
+        io_loop.submit(client.close()).result()
+        return
 
     async def close() -> None:
         await (getattr(client, "aclose", None) or client.close)()
