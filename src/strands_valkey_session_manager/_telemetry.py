@@ -1,10 +1,11 @@
 """OpenTelemetry spans and metrics for every operation; a no-op when OpenTelemetry is absent.
 
-One span per repository operation (``svsm.<operation>``) with the session id, the number of round
-trips and the bytes sent and received; metrics ``svsm.operations``, ``svsm.round_trips``,
+One span per operation of either store (``svsm.<operation>``, ``svsm.storage.<verb>`` for
+``ValkeyStorage``), with the session id (repository operations), the number of round trips and the
+bytes sent and received; metrics ``svsm.operations``, ``svsm.round_trips``,
 ``svsm.bytes.written``, ``svsm.bytes.read``, ``svsm.operation.duration`` (ms) and
 ``svsm.restore.messages`` (messages returned per ``list_messages``). No message content is ever
-put on a span, a metric or a log line.
+put on a span, a metric or a log line. Measured in the engine's plan runners (``_engine.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ except ImportError:  # pragma: no cover - exercised only where OpenTelemetry is 
     metrics = None  # type: ignore[assignment]
 
 _SCOPE = "strands_valkey_session_manager"
-_UNKNOWN = object()
 
 if trace is not None and metrics is not None:
     _tracer: Any = trace.get_tracer(_SCOPE)
@@ -32,31 +32,21 @@ if trace is not None and metrics is not None:
     _read = _meter.create_counter("svsm.bytes.read", unit="By", description="reply bytes received")
     _duration = _meter.create_histogram("svsm.operation.duration", unit="ms", description="operation time")
     _restored = _meter.create_histogram("svsm.restore.messages", description="messages per list_messages")
-    _PROXY_METER_PROVIDER: Any = type(metrics.get_meter_provider())
-    _metrics_internal: Any = None
-    try:  # the proxy class is private; fall back to the type of the default provider
-        from opentelemetry.metrics import _internal as _metrics_internal
-        from opentelemetry.metrics._internal import _ProxyMeterProvider
-
-        _PROXY_METER_PROVIDER = _ProxyMeterProvider
-    except ImportError:  # pragma: no cover
-        pass
 else:  # pragma: no cover
     _tracer = None
 
 
+def _collects(provider: object) -> bool:
+    """Whether a provider is an application's: the API's own providers (its proxies before one is
+    set, its no-op ones) live in the API's packages and collect nothing."""
+    return not type(provider).__module__.startswith(("opentelemetry.trace", "opentelemetry.metrics"))
+
+
 def _configured() -> bool:
-    """Whether an application installed a tracer or meter provider (the API's defaults are proxies
-    that drop everything, so measuring for them only costs time on the hot path). Reads the API's
-    module globals (``get_tracer_provider()`` consults the environment on every call), falling back
-    to the public calls if those globals ever move."""
-    tracer_provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
-    meter_provider = getattr(_metrics_internal, "_METER_PROVIDER", _UNKNOWN)
-    if tracer_provider is _UNKNOWN or meter_provider is _UNKNOWN:
-        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) or not isinstance(
-            metrics.get_meter_provider(), _PROXY_METER_PROVIDER
-        )
-    return tracer_provider is not None or meter_provider is not None
+    """Whether an application installed a tracer or meter provider (measuring for the API's
+    defaults only costs time on the hot path). Public API only: ``get_tracer_provider()`` and
+    ``get_meter_provider()`` return the installed provider, else the API's proxy."""
+    return _collects(trace.get_tracer_provider()) or _collects(metrics.get_meter_provider())
 
 
 def _size(value: Any) -> int:
@@ -99,7 +89,8 @@ class Operation:
                 return
             self._name, self._session_id = operation, session_id
             self._started = time.perf_counter()
-            self._span = _tracer.start_span(f"svsm.{operation}", attributes={"svsm.session_id": session_id})
+            attributes = {"svsm.session_id": session_id} if session_id else {}
+            self._span = _tracer.start_span(f"svsm.{operation}", attributes=attributes)
         self._trips += 1
         self._bytes_written += _call_size(call)
 
