@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 from . import _lua
 from ._telemetry import Operation
@@ -230,7 +230,7 @@ class Failure(enum.Enum):
     server replies by their error code, the reply's first word)."""
 
     UNAVAILABLE = "server unavailable"  # connection, timeout, cluster down, READONLY, OOM, LOADING, ...
-    DENIED = "not permitted by the ACL"  # NOPERM, a refused user or password
+    DENIED = "not permitted by the server's ACL"  # NOPERM, a refused user or password
     CROSS_SLOT = "keys in different slots"  # CROSSSLOT: refused before running
     REFUSED = "server refused"  # WRONGTYPE, our scripts' SVSM-* replies, any other error reply
     UNDECODABLE = "not a valid record"  # a decoding client met bytes that are not UTF-8
@@ -253,26 +253,36 @@ class ErrorMap:
     """A store's exceptions for each :class:`Failure` and for waits that fell short.
 
     This one is the repository's: :class:`SessionStoreUnavailableError`, :class:`AccessDeniedError`,
-    :class:`CorruptRecordError` (the data under our key is not ours), :class:`ReplicationTimeoutError`.
+    :class:`ValkeySessionError` for the library's own errors, :class:`CorruptRecordError` for the
+    rest (the data under our key is not ours), :class:`ReplicationTimeoutError`. A store changes
+    the tables and :meth:`describe`.
     """
+
+    classes: ClassVar[dict[Failure, type[Exception]]] = {
+        Failure.UNAVAILABLE: SessionStoreUnavailableError,
+        Failure.DENIED: AccessDeniedError,
+        Failure.CLIENT: ValkeySessionError,
+    }
+    default: type[Exception] = CorruptRecordError
+    not_acknowledged_class: type[Exception] = ReplicationTimeoutError
+    wait_refused_class: type[Exception] = ValkeySessionError
+
+    def describe(self, where: Where, detail: str) -> str:
+        """The message: the step, then what happened."""
+        return f"{where} | {detail}"
 
     def failed(self, failure: Failure, where: Where, error: BaseException) -> Exception:
         """The exception for a client exception classified as ``failure`` (chained by the caller)."""
-        if failure is Failure.UNAVAILABLE:
-            return SessionStoreUnavailableError(f"{where} | server unavailable: {error}")
-        if failure is Failure.DENIED:
-            return AccessDeniedError(f"{where} | not permitted by the ACL: {error}")
-        if failure is Failure.CLIENT:
-            return ValkeySessionError(f"{where} | {type(error).__name__}: {error}")
-        return CorruptRecordError(f"{where} | {failure.value}: {error}")
+        detail = f"{type(error).__name__}: {error}" if failure is Failure.CLIENT else f"{failure.value}: {error}"
+        return self.classes.get(failure, self.default)(self.describe(where, detail))
 
     def not_acknowledged(self, where: Where, detail: str) -> Exception:
         """A write applied by the primary but not acknowledged by its replicas (or AOF)."""
-        return ReplicationTimeoutError(f"{where} | {detail}")
+        return self.not_acknowledged_class(self.describe(where, detail))
 
     def wait_refused(self, where: Where, detail: str) -> Exception:
         """The server cannot wait as asked (no ``WAITAOF``, ``appendonly no``)."""
-        return ValkeySessionError(f"{where} | {detail}")
+        return self.wait_refused_class(self.describe(where, detail))
 
 
 SESSION_ERRORS = ErrorMap()
@@ -472,6 +482,7 @@ class AsyncFamily(Family, Protocol):
 
 
 _Wiring = Generator[Wire, Any, _T]
+_Op = TypeVar("_Op")
 
 
 class _Logic:
@@ -600,6 +611,38 @@ class _Logic:
         return done.replies, error
 
 
+def _drive(gen: Generator[_Op, Any, _T], do: Callable[[_Op], Any]) -> _T:
+    """Run a generator of operations, ``do`` carrying out each (its error thrown back in)."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = gen.throw(error) if error is not None else gen.send(reply)
+        except StopIteration as done:
+            return cast(_T, done.value)
+        error = None
+        try:
+            reply = do(op)
+        except BaseException as e:
+            error = e
+
+
+async def _adrive(gen: Generator[_Op, Any, _T], do: Callable[[_Op], Awaitable[Any]]) -> _T:
+    """:func:`_drive` with an asynchronous ``do``."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = gen.throw(error) if error is not None else gen.send(reply)
+        except StopIteration as done:
+            return cast(_T, done.value)
+        error = None
+        try:
+            reply = await do(op)
+        except BaseException as e:
+            error = e
+
+
 class Engine(_Logic):
     """Runs calls on a synchronous client family; what :func:`run_plan` drives."""
 
@@ -614,27 +657,13 @@ class Engine(_Logic):
     ) -> None:
         super().__init__(family, retry, durability, errors)
 
-    def _drive(self, wiring: _Wiring[_T]) -> _T:
-        reply: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                op = wiring.throw(error) if error is not None else wiring.send(reply)
-            except StopIteration as done:
-                return cast(_T, done.value)
-            error = None
-            try:
-                reply = self.family.do(op)
-            except Exception as e:
-                error = e
-
     def execute(self, call: Call | Sequence[Call]) -> Any:
         """Run one call, or a pipeline of calls (raising the first error reply)."""
-        return self._drive(self._execute(call))
+        return _drive(self._execute(call), self.family.do)
 
     def execute_acknowledged(self, call: Call | Sequence[Call], where: Where) -> Any:
         """As :meth:`execute`, followed by the durability wait in the same pipeline."""
-        return self._drive(self._execute_acknowledged(call, where))
+        return _drive(self._execute_acknowledged(call, where), self.family.do)
 
 
 class AsyncEngine(_Logic):
@@ -651,27 +680,13 @@ class AsyncEngine(_Logic):
     ) -> None:
         super().__init__(family, retry, durability, errors)
 
-    async def _drive(self, wiring: _Wiring[_T]) -> _T:
-        reply: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                op = wiring.throw(error) if error is not None else wiring.send(reply)
-            except StopIteration as done:
-                return cast(_T, done.value)
-            error = None
-            try:
-                reply = await self.family.do(op)
-            except Exception as e:
-                error = e
-
     async def execute(self, call: Call | Sequence[Call]) -> Any:
         """As :meth:`Engine.execute`."""
-        return await self._drive(self._execute(call))
+        return await _adrive(self._execute(call), self.family.do)
 
     async def execute_acknowledged(self, call: Call | Sequence[Call], where: Where) -> Any:
         """As :meth:`Engine.execute_acknowledged`."""
-        return await self._drive(self._execute_acknowledged(call, where))
+        return await _adrive(self._execute_acknowledged(call, where), self.family.do)
 
 
 # -- plan runners --------------------------------------------------------------------------------
@@ -705,6 +720,14 @@ class AsyncAdapter(Protocol):
     async def execute_acknowledged(self, call: Call | Sequence[Call], where: Where) -> Any: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Trip:
+    """A plan's round trip for a runner: the call, and the step's place if it must be acknowledged."""
+
+    call: Call | Sequence[Call]
+    acknowledged: Where | None
+
+
 def _settle(plan: Plan[Any], reply: Any) -> None:
     """Give a plan the reply of a write that is applied but not acknowledged, so that it learns
     what it wrote (the agent version it made: the next write must not see its own write as another
@@ -718,20 +741,20 @@ def _settle(plan: Plan[Any], reply: Any) -> None:
         plan.close()
 
 
-def run_plan(db: SyncAdapter, plan: Plan[_T]) -> _T:
-    """Drive a plan on a synchronous engine, measured (``_telemetry``)."""
+def _running(db: SyncAdapter | AsyncAdapter, plan: Plan[_T]) -> Generator[_Trip, Any, _T]:
+    """A plan's run, measured (``_telemetry``), as :class:`_Trip` s for a sync or asyncio driver:
+    each inside ``db.errors`` (the store's exceptions), with the durability wait on writes."""
     measured = Operation()
     reply: Any = None
     try:
         while True:
             step = plan.send(reply)
             measured.step(step.operation, step.session_id, step.call)
+            where = Where(step.operation, step.session_id, step.key)
+            wait = db.durability.active and acknowledged(step)
             try:
                 with db.errors(step.operation, step.session_id, step.key):
-                    if db.durability.active and acknowledged(step):
-                        reply = db.execute_acknowledged(step.call, Where(step.operation, step.session_id, step.key))
-                    else:
-                        reply = db.execute(step.call)
+                    reply = yield _Trip(step.call, where if wait else None)
             except Unacknowledged as e:
                 measured.reply(e.reply)
                 _settle(plan, e.reply)
@@ -743,34 +766,26 @@ def run_plan(db: SyncAdapter, plan: Plan[_T]) -> _T:
     except BaseException as e:
         measured.finish(error=e)
         raise
+
+
+def run_plan(db: SyncAdapter, plan: Plan[_T]) -> _T:
+    """Drive a plan on a synchronous engine."""
+
+    def trip(t: _Trip) -> Any:
+        return db.execute(t.call) if t.acknowledged is None else db.execute_acknowledged(t.call, t.acknowledged)
+
+    return _drive(_running(db, plan), trip)
 
 
 async def arun_plan(db: AsyncAdapter, plan: Plan[_T]) -> _T:
-    """Drive a plan on an asyncio engine, measured (``_telemetry``)."""
-    measured = Operation()
-    reply: Any = None
-    try:
-        while True:
-            step = plan.send(reply)
-            measured.step(step.operation, step.session_id, step.call)
-            try:
-                with db.errors(step.operation, step.session_id, step.key):
-                    if db.durability.active and acknowledged(step):
-                        where = Where(step.operation, step.session_id, step.key)
-                        reply = await db.execute_acknowledged(step.call, where)
-                    else:
-                        reply = await db.execute(step.call)
-            except Unacknowledged as e:
-                measured.reply(e.reply)
-                _settle(plan, e.reply)
-                raise e.error from e.error.__cause__
-            measured.reply(reply)
-    except StopIteration as done:
-        measured.finish(done.value)
-        return cast(_T, done.value)
-    except BaseException as e:
-        measured.finish(error=e)
-        raise
+    """Drive a plan on an asyncio engine."""
+
+    async def trip(t: _Trip) -> Any:
+        if t.acknowledged is None:
+            return await db.execute(t.call)
+        return await db.execute_acknowledged(t.call, t.acknowledged)
+
+    return await _adrive(_running(db, plan), trip)
 
 
 # -- the private I/O loop ------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import copy
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from . import _storage_keys
 from ._client import family_for
@@ -115,28 +115,18 @@ class _CrossSlotError(ValkeyStorageError):
 class _StorageErrors(ErrorMap):
     """The engine's failures as storage errors: ``Failed to <verb> '<key>': ...``."""
 
-    @staticmethod
-    def _what(where: Where) -> str:
+    classes: ClassVar[dict[Failure, type[Exception]]] = {
+        Failure.UNAVAILABLE: StorageUnavailableError,
+        Failure.CROSS_SLOT: _CrossSlotError,
+    }
+    default = ValkeyStorageError
+    not_acknowledged_class = StorageReplicationTimeoutError
+    wait_refused_class = ValkeyStorageError
+
+    def describe(self, where: Where, detail: str) -> str:
         verb = _VERBS.get(where.operation, where.operation)
-        return f"Failed to {verb} '{where.key}'" if verb != "list" else f"Failed to list keys with prefix '{where.key}'"
-
-    def failed(self, failure: Failure, where: Where, error: BaseException) -> Exception:
-        what = self._what(where)
-        if failure is Failure.UNAVAILABLE:
-            return StorageUnavailableError(f"{what}: server unavailable ({error})")
-        if failure is Failure.DENIED:
-            return ValkeyStorageError(f"{what}: not permitted by the server's ACL ({error})")
-        if failure is Failure.CROSS_SLOT:
-            return _CrossSlotError(f"{what}: server refused ({error})")
-        if failure is Failure.CLIENT:
-            return ValkeyStorageError(f"{what}: {type(error).__name__}: {error}")
-        return ValkeyStorageError(f"{what}: {failure.value} ({error})")
-
-    def not_acknowledged(self, where: Where, detail: str) -> Exception:
-        return StorageReplicationTimeoutError(f"{self._what(where)}: {detail}")
-
-    def wait_refused(self, where: Where, detail: str) -> Exception:
-        return ValkeyStorageError(f"{self._what(where)}: {detail}")
+        what = f"Failed to {verb} '{where.key}'" if verb != "list" else f"Failed to list keys with prefix '{where.key}'"
+        return f"{what}: {detail}"
 
 
 _STORAGE_ERRORS: Final = _StorageErrors()
@@ -178,7 +168,7 @@ class _Connection:
     async def run(self, plan: Callable[[], Plan[Any]], operation: str, key: str) -> Any:
         """Run a fresh ``plan()`` per attempt, repeated on unavailability per the retry policy."""
         if self.closed:
-            raise ValkeyStorageError(f"{_StorageErrors._what(Where(operation, '', key))}: the storage is closed")
+            raise ValkeyStorageError(_STORAGE_ERRORS.describe(Where(operation, "", key), "the storage is closed"))
         engine = self.engine
 
         async def attempt(_: int) -> Any:
