@@ -15,7 +15,10 @@ from .exceptions import (
     SessionNotFoundError,
     SessionStoreUnavailableError,
     SessionTooLargeError,
+    StorageReplicationTimeoutError,
+    StorageUnavailableError,
     ValkeySessionError,
+    ValkeyStorageError,
 )
 from .repository import ValkeySessionRepository
 from .session_manager import ValkeySessionManager
@@ -41,9 +44,12 @@ __all__ = [
     "SessionStoreUnavailableError",
     "SessionTooLargeError",
     "SnapshotMigrationReport",
+    "StorageReplicationTimeoutError",
+    "StorageUnavailableError",
     "ValkeySessionError",
     "ValkeySessionManager",
     "ValkeySessionRepository",
     "ValkeyStorage",
+    "ValkeyStorageError",
     "migrate_to_snapshots",
 ]
