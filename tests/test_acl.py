@@ -61,6 +61,7 @@ REPOSITORY_COMMANDS = (
     "evalsha",
     "exists",
     "hdel",
+    "hexists",
     "hget",
     "hgetall",
     "hincrby",

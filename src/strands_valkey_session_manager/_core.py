@@ -34,10 +34,13 @@ from ._keys import message_member as _member
 from ._lifetime import Duration, created_ms, to_ms
 from .catalog import CatalogPlans, damaged_leftovers, expected_expiry
 from .exceptions import (
+    AgentExistsError,
     CorruptRecordError,
+    DamagedSessionError,
     DecryptionError,
     SessionConflictError,
     SessionLockedError,
+    SessionNotFoundError,
     SessionTooLargeError,
 )
 from .transfer import TransferPlans
@@ -202,8 +205,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         record = self._sized(_codec.encode_agent(session_agent, seal), keys.agents)
         call = ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent_id, record))
         version = yield Step("create_agent", session_id, keys.agents, call)
-        if not version:
-            raise SessionException(f"Session {session_id} does not exist")
+        _check_written(version, session_id, keys, agent_id, "create_agent")
         self._saw(session_id, agent_id, version, wrote=True)
 
     def _p_read_agent(self, session_id: str, agent_id: str) -> Plan[SessionAgent | None]:
@@ -252,6 +254,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         version = yield Step(
             "create_message", session_id, keys.messages, ScriptCall("append_message", keys.all(), args)
         )
+        _check_written(version, session_id, keys, agent_id, "create_message")
         if not version:
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
         self._saw(session_id, agent_id, version, wrote=True)
@@ -294,6 +297,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         args = (self._ttl_ms, index, field, body, "1", *guards)
         key = keys.all()[index - 1]
         version = yield Step(operation, session_id, key, ScriptCall("update_record", keys.all(), args))
+        _check_written(version, session_id, keys, agent_id, operation)
         if not version:
             raise SessionException(missing)
         self._saw(session_id, agent_id, version, wrote=True)
@@ -375,8 +379,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         seal = yield from self._p_seal("create_multi_agent", session_id, keys.multi, multi_agent_id)
         record = self._sized(_codec.encode_state(state, seal), keys.multi)
         call = ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_agent_id, record))
-        if not (yield Step("create_multi_agent", session_id, keys.multi, call)):
-            raise SessionException(f"Session {session_id} does not exist")
+        _check_written((yield Step("create_multi_agent", session_id, keys.multi, call)), session_id, keys, "", "")
 
     def _p_create_multi_agent(self, session_id: str, multi_agent: MultiAgentBase) -> Plan[None]:
         yield from self._p_put_multi_agent(session_id, multi_agent.id, multi_agent.serialize_state())
@@ -400,7 +403,9 @@ class SessionCore(CatalogPlans, TransferPlans):
         seal = yield from self._p_seal("update_multi_agent", session_id, keys.multi, multi_agent_id)
         record = self._sized(_codec.encode_state(state, seal), keys.multi)
         call = ScriptCall("update_record", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, "0", "", ""))
-        if not (yield Step("update_multi_agent", session_id, keys.multi, call)):
+        done = yield Step("update_multi_agent", session_id, keys.multi, call)
+        _check_written(done, session_id, keys, "", "")
+        if not done:
             raise SessionException(f"MultiAgent state {multi_agent_id} in session {session_id} does not exist")
 
     # -- sealing ------------------------------------------------------------------------------
@@ -662,6 +667,28 @@ class SessionCore(CatalogPlans, TransferPlans):
             raise DecryptionError(f"session_id=<{session_id}>, key=<{key}> | cannot open a sealed record: {e}") from e
         except _codec.CodecError as e:
             raise CorruptRecordError(f"session_id=<{session_id}>, key=<{key}> | not a valid record: {e}") from e
+
+
+def _check_written(code: Any, session_id: str, keys: SessionKeys, agent_id: str, operation: str) -> None:
+    """Raise the typed error for a write script's refusal codes (-2, -4, -5); nothing was written."""
+    code = int(code)
+    if code == -4:
+        raise SessionNotFoundError(
+            f"Session {session_id} does not exist: it expired, was deleted or pruned, or the server lost it (a "
+            "restart without persistence, a failover); nothing was written. Start a new session manager to create "
+            f"it again. key=<{keys.session}>"
+        )
+    if code == -5:
+        raise DamagedSessionError(
+            f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.agents}> | the session hash counts this "
+            "agent but its record or its message keys are gone (evicted or deleted); nothing was written. Inspect "
+            "the session (session_info, svsm show) and delete it or restore it from an export."
+        )
+    if code == -2 and operation == "create_agent":
+        raise AgentExistsError(
+            f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.agents}> | the agent was created by "
+            "another writer after this process found it missing; nothing was written. Restore it instead."
+        )
 
 
 def _expect(value: object, cls: type, name: str) -> None:

@@ -32,6 +32,20 @@ local function expire_session(now, ttl_ms, stored_ttl, deadline)
   end
 end
 
+-- Lifetime fields hold integers (or are absent). A script checks them before its first write, so
+-- a garbled field refuses the whole write instead of failing in touch() after it.
+local function lifetime_ok(ttl, deadline)
+  return (ttl == false or ttl == nil or tonumber(ttl) ~= nil)
+    and (deadline == false or deadline == nil or tonumber(deadline) ~= nil)
+end
+
+local function check_lifetime()
+  local life = redis.call('HMGET', KEYS[1], 'ttl', 'deadline')
+  if not lifetime_ok(life[1], life[2]) then
+    error({err = 'SVSM-CORRUPT the ttl or deadline field of the session hash is not a number (key=<' .. KEYS[1] .. '>)'})
+  end
+end
+
 -- expire_session after a write (stamp: record its time in 'updated') or a touching read.
 local function touch(ttl_ms, stamp)
   local now = now_ms()

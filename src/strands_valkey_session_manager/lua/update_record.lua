@@ -10,10 +10,27 @@
 -- Returns the agent's new version (1 when no agent is named); 0 when the field does not exist;
 -- -1 when the version moved on (nothing is written in either case).
 -- Error reply 'SVSM-CORRUPT' when the stored record has no trailing created_at.
+-- -4 when the session does not exist: its other keys may outlive an evicted session hash, and an
+-- update there would leave a session hash holding only this write's version (nothing is written).
+-- -5 when the session is damaged: the agent's record is gone while the session hash counts it.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -4
+end
 local key = KEYS[tonumber(ARGV[2])]
 local old = redis.call('HGET', key, ARGV[3])
 if not old then
+  if ARGV[6] ~= '' and ARGV[2] == '3' and redis.call('HEXISTS', KEYS[1], 'v:' .. ARGV[6]) == 1
+      and redis.call('HEXISTS', KEYS[2], ARGV[6]) == 0 then
+    return -5
+  end
   return 0
+end
+check_lifetime()
+if ARGV[6] ~= '' then
+  local version = redis.call('HGET', KEYS[1], 'v:' .. ARGV[6])
+  if version and not tonumber(version) then
+    return redis.error_reply('SVSM-CORRUPT the version field v:' .. ARGV[6] .. ' of the session hash is not a number')
+  end
 end
 local value = ARGV[4]
 if ARGV[5] == '1' then
