@@ -200,6 +200,7 @@ def acl_probes(layout: KeyLayout) -> list[tuple[str, ...]]:
         ("SET", keys.session, "x"),
         ("TYPE", keys.session),
         ("HGET", keys.session, "record"),
+        ("HEXISTS", keys.agents, "agent"),
         ("HSET", keys.session, "record", "{}"),
         ("HMGET", keys.session, "catalog", "user"),
         ("HGETALL", keys.session),
