@@ -377,7 +377,7 @@ def test_import_overwrite_against_a_restore(clients: tuple[Any, Any, Any]) -> No
     new = [text_of(SID, AID, i, "imported") for i in range(3)]
 
     def build(env: Env, gates: list[Gate]) -> None:
-        _seeded(env)
+        _seeded(env, AID)
         a_client, b_client = env.extra["clients"]
         env.extra["export"] = _export_of(env, "imported", 3)
         env.actors = [
