@@ -75,6 +75,7 @@ REPOSITORY_COMMANDS = (
     "script|load",
     "time",
     "zadd",
+    "zlexcount",
     "zrangebylex",
     "zrem",
     "zrevrangebylex",

@@ -24,6 +24,7 @@ import base64
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -91,16 +92,228 @@ def dumps(value: dict[str, Any]) -> bytes:
 
 def _exact_dumps(value: dict[str, Any]) -> bytes:
     marked = {EXACT_MARKER: True, **value}
-    return json.dumps(marked, default=_default, separators=(",", ":")).encode("ascii")
+    try:
+        text = json.dumps(marked, default=_default, separators=(",", ":"))
+    except RecursionError:
+        # Nested deeper than json's C encoder recurses (about 500 levels): the same text, iteratively.
+        text = _deep_dumps(marked)
+    return text.encode("ascii")
+
+
+class _Text(str):
+    """Output already encoded, queued between the values :func:`_deep_dumps` still has to encode."""
+
+
+_OPEN = {dict: ("{", "}"), list: ("[", "]")}
+
+
+def _float_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+def _key_text(key: Any) -> str:
+    """A dict key as ``json.dumps`` writes it (str, number, bool and None keys)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, float):
+        return _float_text(key)
+    if key is True or key is False or key is None:
+        return {True: "true", False: "false", None: "null"}[key]
+    if isinstance(key, int):
+        return int.__repr__(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
+def _deep_dumps(value: Any) -> str:
+    """``json.dumps(value, default=_default, separators=(",", ":"))`` with an explicit stack instead
+    of recursion, for values nested deeper than json's encoder allows (same text; a reference cycle
+    is a ``ValueError``, as for json)."""
+    parts: list[str] = []
+    # LIFO of values still to encode and _Text already encoded; open containers by id (cycles).
+    work: list[Any] = [value]
+    open_ids: set[int] = set()
+    while work:
+        item = work.pop()
+        if type(item) is _Text:
+            parts.append(item)
+        elif isinstance(item, tuple) and len(item) == 2 and item[0] is _CLOSE:
+            open_ids.discard(item[1])
+        elif isinstance(item, str):
+            parts.append(json.encoder.encode_basestring_ascii(item))
+        elif item is None or item is True or item is False:
+            parts.append({None: "null", True: "true", False: "false"}[item])
+        elif isinstance(item, int):
+            parts.append(int.__repr__(item))
+        elif isinstance(item, float):
+            parts.append(_float_text(item))
+        elif isinstance(item, (dict, list, tuple)):
+            if id(item) in open_ids:
+                raise ValueError("Circular reference detected")
+            opening, closing = _OPEN[dict if isinstance(item, dict) else list]
+            if not item:
+                parts.append(opening + closing)
+                continue
+            open_ids.add(id(item))
+            parts.append(opening)
+            # Pushed in reverse: the closing bracket last out, each member after its separator.
+            work.append((_CLOSE, id(item)))
+            work.append(_Text(closing))
+            entries = list(item.items()) if isinstance(item, dict) else [(None, v) for v in item]
+            for n in range(len(entries) - 1, -1, -1):
+                key, member = entries[n]
+                work.append(member)
+                prefix = "," if n else ""
+                if isinstance(item, dict):
+                    prefix += json.encoder.encode_basestring_ascii(_key_text(key)) + ":"
+                if prefix:
+                    work.append(_Text(prefix))
+        else:
+            work.append(_default(item))
+    return "".join(parts)
+
+
+_CLOSE = object()
+_WHITESPACE = frozenset(" \t\n\r")
+_NUMBER = re.compile(r"(-?(?:0|[1-9]\d*))(\.\d+)?([eE][-+]?\d+)?")
+_CONSTANTS = (
+    ("true", True),
+    ("false", False),
+    ("null", None),
+    ("NaN", math.nan),
+    ("Infinity", math.inf),
+    ("-Infinity", -math.inf),
+)
+
+
+def _deep_loads(raw: bytes | str) -> Any:
+    """``json.loads`` with an explicit stack instead of recursion, for values nested deeper than
+    json's decoder allows: the same grammar (NaN and Infinity included; a repeated key keeps its
+    last value).
+
+    Raises:
+        ValueError: If ``raw`` is not valid JSON.
+    """
+    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
+    # Open containers: [container, the key its next member goes under (dicts)].
+    stack: list[list[Any]] = []
+    pos = _skip(text, 0)
+    while True:
+        char = text[pos : pos + 1]
+        value: Any
+        if char in {"{", "["}:
+            pos = _skip(text, pos + 1)
+            if text[pos : pos + 1] == ("}" if char == "{" else "]"):
+                value, pos = ({} if char == "{" else []), pos + 1
+            else:
+                key = None
+                if char == "{":
+                    key, pos = _key_at(text, pos)
+                stack.append([{} if char == "{" else [], key])
+                continue
+        else:
+            value, pos = _scalar_at(text, pos)
+        # A value is complete: store it in its container, closing every container that ends here.
+        while True:
+            pos = _skip(text, pos)
+            if not stack:
+                if pos != len(text):
+                    raise ValueError(f"extra data at {pos}")
+                return value
+            entry = stack[-1]
+            container = entry[0]
+            if type(container) is dict:
+                container[entry[1]] = value
+            else:
+                container.append(value)
+            char = text[pos : pos + 1]
+            if char == ",":
+                pos = _skip(text, pos + 1)
+                if type(container) is dict:
+                    entry[1], pos = _key_at(text, pos)
+                break
+            if char != ("}" if type(container) is dict else "]"):
+                raise ValueError(f"expected ',' or the end of a container at {pos}")
+            pos += 1
+            stack.pop()
+            value = container
+
+
+def _skip(text: str, pos: int) -> int:
+    """The position after the whitespace at ``pos``."""
+    while text[pos : pos + 1] in _WHITESPACE:
+        pos += 1
+    return pos
+
+
+def _key_at(text: str, pos: int) -> tuple[str, int]:
+    """A member's key and colon at ``pos``; the position of its value."""
+    if text[pos : pos + 1] != '"':
+        raise ValueError(f"expected a string key at {pos}")
+    key, pos = json.decoder.scanstring(text, pos + 1, True)  # type: ignore[attr-defined]
+    pos = _skip(text, pos)
+    if text[pos : pos + 1] != ":":
+        raise ValueError(f"expected ':' at {pos}")
+    return key, _skip(text, pos + 1)
+
+
+def _scalar_at(text: str, pos: int) -> tuple[Any, int]:
+    """The string, number or constant starting at ``pos``, and the position after it."""
+    if text[pos : pos + 1] == '"':
+        value, end = json.decoder.scanstring(text, pos + 1, True)  # type: ignore[attr-defined]
+        return value, end
+    number = _NUMBER.match(text, pos)
+    if number is not None:
+        whole, fraction, exponent = number.groups()
+        if fraction or exponent:
+            return float(whole + (fraction or "") + (exponent or "")), number.end()
+        return int(whole), number.end()
+    for name, constant in _CONSTANTS:
+        if text.startswith(name, pos):
+            return constant, pos + len(name)
+    raise ValueError(f"expected a value at {pos}")
 
 
 def _decode_bytes(value: Any) -> Any:
+    try:
+        return _decode_bytes_recursive(value)
+    except RecursionError:
+        return _decode_bytes_deep(value)
+
+
+def _decode_bytes_recursive(value: Any) -> Any:
     if isinstance(value, dict):
         if value.get(BYTES_MARKER) is True and "data" in value:
             return base64.b64decode(value["data"])
-        return {k: _decode_bytes(v) for k, v in value.items()}
+        return {k: _decode_bytes_recursive(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_decode_bytes(v) for v in value]
+        return [_decode_bytes_recursive(v) for v in value]
+    return value
+
+
+def _decode_bytes_deep(value: Any) -> Any:
+    """:func:`_decode_bytes_recursive` in place, with an explicit stack (for deeply nested values)."""
+
+    def decoded(item: Any) -> Any:
+        if isinstance(item, dict) and item.get(BYTES_MARKER) is True and "data" in item:
+            return base64.b64decode(item["data"])
+        if isinstance(item, (dict, list)):
+            stack.append(item)
+        return item
+
+    stack: list[Any] = []
+    value = decoded(value)
+    while stack:
+        container = stack.pop()
+        if isinstance(container, dict):
+            for k, v in container.items():
+                container[k] = decoded(v)
+        else:
+            for i, v in enumerate(container):
+                container[i] = decoded(v)
     return value
 
 
@@ -111,8 +324,12 @@ def loads(raw: bytes | str) -> Any:
         CodecError: If ``raw`` is not valid JSON.
     """
     try:
-        value = json.loads(raw) if _contains(raw, EXACT_MARKER) else orjson.loads(raw)
-    except ValueError as e:  # both libraries' decode errors are ValueErrors
+        try:
+            value = json.loads(raw) if _contains(raw, EXACT_MARKER) else orjson.loads(raw)
+        except RecursionError:
+            # Nested deeper than json's C decoder recurses (written by _deep_dumps).
+            value = _deep_loads(raw)
+    except ValueError as e:  # both libraries' decode errors are ValueErrors (UnicodeDecodeError too)
         raise CodecError(f"not valid JSON: {e}") from e
     if _contains(raw, BYTES_MARKER):
         value = _decode_bytes(value)
@@ -165,14 +382,21 @@ def decode_session(raw: bytes | str) -> Session:
     """Inverse of :func:`encode_session`."""
     data = _object(raw)
     try:
-        return Session(
+        session = Session(
             session_id=data["session_id"],
             session_type=SessionType(data["session_type"]),
             created_at=data["created_at"],
             updated_at=data["updated_at"],
         )
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise CodecError(f"not a session record: {e!r}") from e
+    _typed(
+        "session",
+        session_id=(session.session_id, str),
+        created_at=(session.created_at, str),
+        updated_at=(session.updated_at, str),
+    )
+    return session
 
 
 # -- agents -----------------------------------------------------------------------------------
@@ -223,9 +447,16 @@ def _agent_from_fields(data: Any) -> SessionAgent:
         }
         if _AGENT_HAS_INTERNAL_STATE:
             fields["_internal_state"] = data.get("_internal_state", {})
-        return SessionAgent(**fields)
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise CodecError(f"not an agent record: {e!r}") from e
+    _typed(
+        "agent",
+        **{
+            name: (value, str if name.endswith("_id") or name.endswith("_at") else dict)
+            for name, value in fields.items()
+        },
+    )
+    return SessionAgent(**fields)
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -259,15 +490,44 @@ def encode_message_update(message: SessionMessage, seal: Seal | None = None) -> 
 
 def _message_from_fields(data: Any) -> SessionMessage:
     try:
-        return SessionMessage(
+        message = SessionMessage(
             message=data["message"],
             message_id=data["message_id"],
             redact_message=data.get("redact_message"),
             created_at=data["created_at"],
             updated_at=data["updated_at"],
         )
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise CodecError(f"not a message record: {e!r}") from e
+    return _checked_message(message)
+
+
+def _checked_message(message: SessionMessage) -> SessionMessage:
+    """``message`` if its members have the types the SDK gives them (a cheap check per record)."""
+    if not (
+        type(message.message) is dict
+        and type(message.message_id) is int
+        and type(message.created_at) is str
+        and type(message.updated_at) is str
+        and (message.redact_message is None or type(message.redact_message) is dict)
+    ):
+        _typed(
+            "message",
+            message=(message.message, dict),
+            message_id=(message.message_id, int),
+            created_at=(message.created_at, str),
+            updated_at=(message.updated_at, str),
+            redact_message=(message.redact_message, (dict, type(None))),
+        )
+    return message
+
+
+def _typed(record: str, **members: tuple[Any, type | tuple[type, ...]]) -> None:
+    """Raise :class:`CodecError` naming the first member whose value is not of its type."""
+    for name, (value, expected) in members.items():
+        # bool is an int to isinstance, not to a record: a message id true is not an id.
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise CodecError(f"not a {record} record: {name} is a {type(value).__name__}")
 
 
 def message_from_dict(data: dict[str, Any]) -> SessionMessage:
@@ -310,7 +570,7 @@ def _sealed_message_from(envelope: dict[str, Any], inner: Any) -> SessionMessage
     if type(inner) is not dict:
         raise CodecError(f"sealed content is not a JSON object but {type(inner).__name__}")
     try:
-        return SessionMessage(
+        message = SessionMessage(
             message=inner["message"],
             message_id=envelope["message_id"],
             redact_message=inner.get("redact_message"),
@@ -319,6 +579,7 @@ def _sealed_message_from(envelope: dict[str, Any], inner: Any) -> SessionMessage
         )
     except (KeyError, TypeError) as e:
         raise CodecError(f"not a message record: {e!r}") from e
+    return _checked_message(message)
 
 
 # -- multi-agent state ------------------------------------------------------------------------

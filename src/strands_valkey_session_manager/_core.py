@@ -205,24 +205,77 @@ class SessionCore(CatalogPlans, TransferPlans):
         record = self._sized(_codec.encode_agent(session_agent, seal), keys.agents)
         call = ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent_id, record))
         version = yield Step("create_agent", session_id, keys.agents, call)
-        _check_written(version, session_id, keys, agent_id, "create_agent")
+        try:
+            _check_written(version, session_id, keys, agent_id, "create_agent")
+        except AgentExistsError:
+            # This process has not seen the stored agent: its writes are conflicts until it
+            # restores the agent (whose first read then sets the version).
+            if self._versions is not None:
+                self._versions[(session_id, agent_id)] = _NOT_SEEN
+            raise
         self._saw(session_id, agent_id, version, wrote=True)
 
     def _p_read_agent(self, session_id: str, agent_id: str) -> Plan[SessionAgent | None]:
         _check_id(agent_id, "agent_id")
         keys = self.session_keys(session_id)
-        read = self._read_call(keys, 2, agent_id)
-        if self._versions is None or (session_id, agent_id) in self._versions:
-            (raw,) = yield from self._p_read("read_agent", session_id, keys.agents, [read])
-        else:
-            version_call = CommandCall("hget", (keys.session, f"v:{agent_id}"))
-            raw, version = yield from self._p_read("read_agent", session_id, keys.agents, [read, version_call])
-            if raw is not None:
-                self._saw(session_id, agent_id, version or 0)
+        # One round trip: the record, with what the session hash says of the agent and the session
+        # (version, count, shape, created) and which of the other keys exist, to notice a damaged
+        # session (some keys evicted) instead of restoring it as new or partial.
+        calls: list[Call] = [
+            self._read_call(keys, 2, agent_id),
+            CommandCall("hmget", (keys.session, f"v:{agent_id}", f"n:{agent_id}", "shape", "created")),
+            *(CommandCall("exists", (key,)) for key in keys.all()[1:]),
+        ]
+        raw, state, *present = yield from self._p_read("read_agent", session_id, keys.agents, calls)
+        version = self._checked_agent(session_id, agent_id, keys, raw=raw, state=state, present=present)
         if raw is None:
             return None
+        self._saw(session_id, agent_id, version or 0)
         open_ = self._opener(session_id, keys.agents, _seal.agent_field(agent_id))
         return self._decoded(partial(_codec.decode_agent, open_=open_), raw, session_id, keys.agents)
+
+    def _checked_agent(
+        self,
+        session_id: str,
+        agent_id: str,
+        keys: SessionKeys,
+        *,
+        raw: Any,
+        state: Sequence[Any],
+        present: Sequence[Any],
+    ) -> int | None:
+        """The agent's version (None when absent), after checking that the session hash and the
+        surviving keys agree: the same rule as the write scripts' ``damaged()`` (``_prelude.lua``).
+
+        Raises:
+            DamagedSessionError: If a key the session's shape requires, or the agent's record, is gone.
+            CorruptRecordError: If the version, count or shape field is not an integer.
+        """
+        version_raw, count_raw, shape_raw, created = state
+        version = _integer(version_raw, f"v:{agent_id}", session_id, keys.session)
+        count = _integer(count_raw, f"n:{agent_id}", session_id, keys.session) or 0
+        shape = _integer(shape_raw, "shape", session_id, keys.session) or 0
+        where = f"session_id=<{session_id}>, agent_id=<{agent_id}>"
+        if created is None:
+            if raw is not None:
+                raise DamagedSessionError(
+                    f"{where}, key=<{keys.session}> | the session hash is gone (evicted or deleted) while the "
+                    f"agent's record remains in {keys.agents}"
+                )
+            return None
+        if version is not None:
+            shape |= 3 if count > 0 else 1
+        missing = [key for bit, names in _shape_keys(keys) if shape & bit for key in names if not present[key[1]]]
+        if missing:
+            gone = ", ".join(key for key, _ in missing)
+            raise DamagedSessionError(
+                f"{where}, key=<{missing[0][0]}> | keys of the session are gone (evicted or deleted): {gone}"
+            )
+        if raw is None and version is not None:
+            raise DamagedSessionError(
+                f"{where}, key=<{keys.agents}> | the session hash holds the agent's version but its record is gone"
+            )
+        return version
 
     def _p_update_agent(self, session_id: str, session_agent: SessionAgent) -> Plan[None]:
         _expect(session_agent, SessionAgent, "session_agent")
@@ -318,6 +371,10 @@ class SessionCore(CatalogPlans, TransferPlans):
         touch = self._ttl_ms if self._touch_on_read else -1
         call = ScriptCall("list_messages", keys.all(), (touch, low, high, offset, count, agent_id))
         ((version, *chunks),) = yield from self._p_read("list_messages", session_id, keys.messages, [call])
+        if int(version) == _DAMAGED:
+            raise DamagedSessionError(
+                f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.messages}> | {_codec.text(chunks[0])}"
+            )
         if limit is None:
             self._saw(session_id, agent_id, version)
         sealed: list[bool] = []
@@ -379,7 +436,8 @@ class SessionCore(CatalogPlans, TransferPlans):
         seal = yield from self._p_seal("create_multi_agent", session_id, keys.multi, multi_agent_id)
         record = self._sized(_codec.encode_state(state, seal), keys.multi)
         call = ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_agent_id, record))
-        _check_written((yield Step("create_multi_agent", session_id, keys.multi, call)), session_id, keys, "", "")
+        done = yield Step("create_multi_agent", session_id, keys.multi, call)
+        _check_written(done, session_id, keys, "", "create_multi_agent")
 
     def _p_create_multi_agent(self, session_id: str, multi_agent: MultiAgentBase) -> Plan[None]:
         yield from self._p_put_multi_agent(session_id, multi_agent.id, multi_agent.serialize_state())
@@ -404,7 +462,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         record = self._sized(_codec.encode_state(state, seal), keys.multi)
         call = ScriptCall("update_record", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, "0", "", ""))
         done = yield Step("update_multi_agent", session_id, keys.multi, call)
-        _check_written(done, session_id, keys, "", "")
+        _check_written(done, session_id, keys, "", "update_multi_agent")
         if not done:
             raise SessionException(f"MultiAgent state {multi_agent_id} in session {session_id} does not exist")
 
@@ -477,7 +535,7 @@ class SessionCore(CatalogPlans, TransferPlans):
             call = ScriptCall("session_dek", keys.all(), (fresh.stored, ""))
             stored = yield Step(operation, session_id, keys.session, call)
             if stored is None:
-                raise SessionException(f"Session {session_id} does not exist")
+                _check_written(_SESSION_GONE, session_id, keys, "", operation)
             if _codec.text(stored) == fresh.stored:
                 self._data_keys[session_id] = fresh
                 return fresh
@@ -594,8 +652,9 @@ class SessionCore(CatalogPlans, TransferPlans):
         """Record the version this repository's view of an agent is based on.
 
         A write's reply is the version after our own change. A read only sets the version the
-        first time: a later read may include other writers' changes this repository's in-memory
-        agent has not seen, and adopting its version would let our next write overwrite them.
+        first time (or the first time after ``AgentExistsError``): a later read may include other
+        writers' changes this repository's in-memory agent has not seen, and adopting its version
+        would let our next write overwrite them.
 
         Raises:
             SessionConflictError: If a write found the agent changed by another writer.
@@ -612,7 +671,7 @@ class SessionCore(CatalogPlans, TransferPlans):
                 f"this process read it (expected version {self._expected(session_id, agent_id)}); nothing was "
                 "written. Restore the agent (new session manager) and retry."
             )
-        if self._versions is not None and (wrote or (session_id, agent_id) not in self._versions):
+        if self._versions is not None and (wrote or self._versions.get((session_id, agent_id), _NOT_SEEN) == _NOT_SEEN):
             self._versions[(session_id, agent_id)] = version
 
     def _token(self, session_id: str, agent_id: str) -> str:
@@ -633,7 +692,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         reply = yield Step(f"{op}_lease", session_id, keys.session, ScriptCall("lease", keys.all(), args))
         code = int(reply[0])
         if code == 0:
-            raise SessionException(f"Session {session_id} does not exist")
+            _check_written(_SESSION_GONE, session_id, keys, agent_id, f"{op}_lease")
         if code == -1:
             holder = _codec.text(reply[1])
             self._lease_tokens.pop((session_id, agent_id), None)
@@ -669,26 +728,61 @@ class SessionCore(CatalogPlans, TransferPlans):
             raise CorruptRecordError(f"session_id=<{session_id}>, key=<{key}> | not a valid record: {e}") from e
 
 
+# The version of an agent this repository found created by another process (AgentExistsError):
+# no stored version equals it, so writes are refused until a read of the agent sets the version.
+_NOT_SEEN = -1
+# Codes the write scripts return when they wrote nothing (besides 0, -1 and -3, see the scripts).
+_AGENT_EXISTS, _SESSION_GONE, _DAMAGED = -2, -4, -5
+
+
 def _check_written(code: Any, session_id: str, keys: SessionKeys, agent_id: str, operation: str) -> None:
     """Raise the typed error for a write script's refusal codes (-2, -4, -5); nothing was written."""
     code = int(code)
-    if code == -4:
+    if code == _SESSION_GONE:
         raise SessionNotFoundError(
-            f"Session {session_id} does not exist: it expired, was deleted or pruned, or the server lost it (a "
-            "restart without persistence, a failover); nothing was written. Start a new session manager to create "
-            f"it again. key=<{keys.session}>"
+            f"session_id=<{session_id}>, key=<{keys.session}> | {operation}: the session does not exist (it "
+            "expired, was deleted or pruned, or the server lost it); nothing was written. Create it again "
+            "(a new session manager) to continue."
         )
-    if code == -5:
+    where = f"session_id=<{session_id}>" + (f", agent_id=<{agent_id}>" if agent_id else "")
+    if code == _DAMAGED:
         raise DamagedSessionError(
-            f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.agents}> | the session hash counts this "
-            "agent but its record or its message keys are gone (evicted or deleted); nothing was written. Inspect "
-            "the session (session_info, svsm show) and delete it or restore it from an export."
+            f"{where}, key=<{keys.session}> | {operation}: the session is damaged: a key it requires (agents, "
+            "messages, order or multi) or the agent's record is gone (evicted or deleted); nothing was written. "
+            "Inspect it (session_info, svsm show), then delete it or import it again from an export."
         )
-    if code == -2 and operation == "create_agent":
+    if code == _AGENT_EXISTS and operation == "create_agent":
         raise AgentExistsError(
-            f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.agents}> | the agent was created by "
-            "another writer after this process found it missing; nothing was written. Restore it instead."
+            f"{where}, key=<{keys.agents}> | the agent already exists (another process created it after this "
+            "one found it missing); nothing was written. Restore it instead."
         )
+
+
+def _integer(value: Any, field: str, session_id: str, key: str) -> int | None:
+    """An integer field of the session hash as read by a client (None when absent).
+
+    Raises:
+        CorruptRecordError: If the field holds anything but an integer.
+    """
+    if value is None:
+        return None
+    try:
+        text = _codec.text(value)
+        if not text.lstrip("-").isdigit() or not text.isascii():
+            raise ValueError(text)
+        return int(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptRecordError(f"session_id=<{session_id}>, key=<{key}> | field {field} is not an integer") from e
+
+
+def _shape_keys(keys: SessionKeys) -> tuple[tuple[int, tuple[tuple[str, int], ...]], ...]:
+    """The bits of the session hash field ``shape`` and the keys each requires, with their index
+    among the four keys after the session hash (as ``lua/_prelude.lua`` defines them)."""
+    return (
+        (1, ((keys.agents, 0),)),
+        (2, ((keys.messages, 1), (keys.order, 2))),
+        (4, ((keys.multi, 3),)),
+    )
 
 
 def _expect(value: object, cls: type, name: str) -> None:

@@ -213,6 +213,7 @@ def acl_probes(layout: KeyLayout) -> list[tuple[str, ...]]:
         ("ZREM", index, member),
         ("ZREVRANGEBYLEX", index, "+", "-"),
         ("ZRANGEBYLEX", keys.order, "-", "+"),
+        ("ZLEXCOUNT", keys.order, "-", "+"),
         ("DEL", *keys.all()),
         ("EXISTS", keys.session),
         ("PEXPIREAT", keys.session, "0"),

@@ -32,62 +32,130 @@ local function expire_session(now, ttl_ms, stored_ttl, deadline)
   end
 end
 
--- Lifetime fields hold integers (or are absent). A script checks them before its first write, so
--- a garbled field refuses the whole write instead of failing in touch() after it.
-local function lifetime_ok(ttl, deadline)
-  return (ttl == false or ttl == nil or tonumber(ttl) ~= nil)
-    and (deadline == false or deadline == nil or tonumber(deadline) ~= nil)
+-- A script reads and checks every field it relies on before its first write, so a garbled field
+-- refuses the whole write (error reply 'SVSM-CORRUPT ...', naming the field and key) instead of
+-- failing half way through it. Checks run again in a repeat, so a refused write stays refused.
+local function corrupt(what)
+  error({err = 'SVSM-CORRUPT ' .. what})
 end
 
-local function check_lifetime()
-  local life = redis.call('HMGET', KEYS[1], 'ttl', 'deadline')
-  if not lifetime_ok(life[1], life[2]) then
-    error({err = 'SVSM-CORRUPT the ttl or deadline field of the session hash is not a number (key=<' .. KEYS[1] .. '>)'})
+-- An integer field of the session hash (a version, a count, a lifetime, 'shape'): its number, or
+-- nil when absent. Digits only (an optional minus), at most 15 of them: exact as a Lua number.
+local function integer(value, field)
+  if not value then
+    return nil
   end
+  if not string.match(value, '^%-?%d+$') or #value > 16 then
+    corrupt('field ' .. field .. ' of ' .. KEYS[1] .. ' is not an integer')
+  end
+  return tonumber(value)
 end
 
--- expire_session after a write (stamp: record its time in 'updated') or a touching read.
-local function touch(ttl_ms, stamp)
+-- The session's lifetime fields {ttl, deadline}, checked (read them before the first write).
+local function lifetime(ttl, deadline)
+  integer(ttl, 'ttl')
+  integer(deadline, 'deadline')
+  return {ttl, deadline}
+end
+
+local function read_lifetime()
+  local life = redis.call('HMGET', KEYS[1], 'ttl', 'deadline')
+  return lifetime(life[1], life[2])
+end
+
+-- expire_session after a write (stamp: record its time in 'updated') or a touching read; life is
+-- what read_lifetime returned before the script's first write (read now when nil).
+local function touch(ttl_ms, stamp, life)
+  life = life or read_lifetime()
   local now = now_ms()
   if stamp then
     redis.call('HSET', KEYS[1], 'updated', now)
   end
-  local life = redis.call('HMGET', KEYS[1], 'ttl', 'deadline')
   expire_session(now, ttl_ms, life[1], life[2])
 end
 
--- Per-agent version, in the session hash field 'v:<agent id>'; every write to an agent bumps it.
--- A writer that passes the version it last saw (expected ~= '') is refused when another writer
--- has moved it on: check before writing, bump after.
-local function version_conflict(agent_id, expected)
-  if expected == '' then
+-- Damaged sessions. Eviction (allkeys-lru, volatile-lru with a ttl) or a DEL can remove some keys
+-- of a session and keep others. The session hash field 'shape' records which of the other keys
+-- must exist, one bit each, set by the write that first creates them and never cleared (nothing
+-- removes an agent, message or orchestrator alone): 1 agents, 2 messages and order, 4 multi.
+-- A write ORs in what it knows itself (its agent exists, it has messages), so sessions written
+-- before 'shape' existed are covered from their next write on.
+local SHAPE_KEYS = {{1, {2}}, {2, {3, 4}}, {4, {5}}}
+
+-- Indexes in KEYS of the keys the shape requires.
+local function required_keys(shape)
+  local wanted = {}
+  for _, entry in ipairs(SHAPE_KEYS) do
+    if bit.band(shape, entry[1]) ~= 0 then
+      for _, i in ipairs(entry[2]) do
+        wanted[#wanted + 1] = i
+      end
+    end
+  end
+  return wanted
+end
+
+-- True when a key the shape requires is gone: one EXISTS over the required keys.
+local function damaged(shape)
+  local wanted = required_keys(shape)
+  if #wanted == 0 then
     return false
   end
-  return tonumber(redis.call('HGET', KEYS[1], 'v:' .. agent_id) or '0') ~= tonumber(expected)
+  local others = {}
+  for i = 2, #wanted do
+    others[i - 1] = KEYS[wanted[i]]
+  end
+  return redis.call('EXISTS', KEYS[wanted[1]], unpack(others)) < #wanted
+end
+
+-- The required keys that are gone, by name (only once damaged() said some are).
+local function missing_keys(shape)
+  local gone = {}
+  for _, index in ipairs(required_keys(shape)) do
+    if redis.call('EXISTS', KEYS[index]) == 0 then
+      gone[#gone + 1] = KEYS[index]
+    end
+  end
+  return gone
+end
+
+-- Per-agent version, in the session hash field 'v:<agent id>' (present iff the agent exists);
+-- every write to an agent bumps it. A writer that passes the version it last saw (expected ~= '')
+-- is refused when another writer has moved it on: check before writing, bump after. version is
+-- the agent's current version as the script read (and checked) it, nil when absent.
+local function version_conflict(version, expected)
+  return expected ~= '' and (version or 0) ~= tonumber(expected)
 end
 
 -- A repeated write (its first reply was lost) finds its own record and the version it made:
 -- report that version again instead of a conflict.
-local function repeated_write(agent_id, expected, key, field, value)
+local function repeated_write(version, expected, key, field, value)
   if expected == '' or redis.call('HGET', key, field) ~= value then
     return false
   end
-  local current = tonumber(redis.call('HGET', KEYS[1], 'v:' .. agent_id) or '0')
-  if current == tonumber(expected) + 1 then
-    return current
+  if (version or 0) == tonumber(expected) + 1 then
+    return version
   end
   return false
 end
 
 -- Exclusive ownership (lock=True): while a live lease 'lease:<agent id>' = '<token> <expires ms>
 -- <owner>' exists, only writes carrying its fencing token are admitted; an expired lease admits all.
+local function parse_lease(lease, agent_id)
+  local held, expires, owner = string.match(lease, '^(%d+) (%d+) (.*)$')
+  if not held or #expires > 16 then
+    corrupt('field lease:' .. agent_id .. ' of ' .. KEYS[1] .. ' is not "<token> <expires ms> <owner>"')
+  end
+  return held, tonumber(expires), owner
+end
+
 local function fenced(agent_id, token, now)
   local lease = redis.call('HGET', KEYS[1], 'lease:' .. agent_id)
   if not lease then
     return false
   end
-  local held, expires = string.match(lease, '^(%d+) (%d+) ')
-  if tonumber(expires) <= now then
+  local held, expires = parse_lease(lease, agent_id)
+  if expires <= now then
     return false
   end
   return held ~= (token or '')

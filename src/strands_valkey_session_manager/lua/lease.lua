@@ -11,11 +11,13 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local field = 'lease:' .. ARGV[1]
 local now = now_ms()
-local lease = redis.call('HGET', KEYS[1], field)
+local held = redis.call('HMGET', KEYS[1], field, 'fence:' .. ARGV[1])
+local lease = held[1]
+-- Both fields are checked before the first write (error reply 'SVSM-CORRUPT ...' when garbled).
+integer(held[2], 'fence:' .. ARGV[1])
 local token, expires, owner = nil, 0, ''
 if lease then
-  local t, e, o = string.match(lease, '^(%d+) (%d+) (.*)$')
-  token, expires, owner = t, tonumber(e), o
+  token, expires, owner = parse_lease(lease, ARGV[1])
 end
 local live = lease and expires > now
 if ARGV[4] == 'release' then

@@ -4,30 +4,51 @@
 -- one read that it was missing: overwriting would restart its conversation at message id 0).
 -- ARGV[1] ttl ms (0: the session's)   ARGV[2] index of the hash in KEYS (2 agents, 5 multi)
 -- ARGV[3] field (raw id)   ARGV[4] value (JSON record)
--- Returns, for an agent, its new version, and 1 for an orchestrator; nothing is written when it
--- returns -4 (the session does not exist), -2 (the agent exists: a repeat of this same create
--- after a lost reply returns the version it made instead) or -5 (the session hash counts the
--- agent but its record is gone: a damaged session).
+-- Returns, for an agent, its new version, and 1 for an orchestrator. Nothing is written when it
+-- returns -4 (the session does not exist), -2 (the agent exists; a repeat of this same create
+-- after a lost reply, which finds its own record at version 1, returns 1 instead), -5 (the session
+-- is damaged: a key its shape requires, or the agent's record, is gone), or on an error reply
+-- 'SVSM-CORRUPT' (a field of the session hash is garbled).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -4
 end
-if ARGV[2] == '2' then
-  local version = redis.call('HGET', KEYS[1], 'v:' .. ARGV[3])
+local is_agent = ARGV[2] == '2'
+local version_field = 'v:' .. ARGV[3]
+local state = redis.call('HMGET', KEYS[1], 'shape', 'ttl', 'deadline', version_field)
+local stored_shape = integer(state[1], 'shape') or 0
+local life = lifetime(state[2], state[3])
+local shape = stored_shape
+if is_agent then
+  local version = integer(state[4], version_field)
   if version then
+    -- The agent exists (or its record is gone: damaged). Only the record of a repeat of our own
+    -- create equals ours; it is read only here, so the usual create reads no record.
+    shape = bit.bor(shape, 1)
     local stored = redis.call('HGET', KEYS[2], ARGV[3])
-    if not stored then
+    if not stored or damaged(shape) then
       return -5
     end
-    if stored == ARGV[4] and version == '1' then
+    if stored == ARGV[4] and version == 1 then
       return 1  -- our own create, repeated after its reply was lost
     end
     return -2
   end
+  if damaged(shape) then
+    return -5
+  end
+  if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
+    return -2  -- a record without a version: not ours to replace either
+  end
+elseif damaged(shape) then
+  return -5
 end
-check_lifetime()
 redis.call('HSET', KEYS[tonumber(ARGV[2])], ARGV[3], ARGV[4])
-touch(tonumber(ARGV[1]), true)
-if ARGV[2] == '2' then
+shape = bit.bor(shape, is_agent and 1 or 4)
+if shape ~= stored_shape then
+  redis.call('HSET', KEYS[1], 'shape', shape)
+end
+touch(tonumber(ARGV[1]), true, life)
+if is_agent then
   return bump_version(ARGV[3])
 end
 return 1

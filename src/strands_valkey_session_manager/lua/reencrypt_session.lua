@@ -5,6 +5,7 @@
 -- ARGV[4], ARGV[5], ARGV[6] the new records of the agents, messages and multi hashes, each packed
 --   as '<field length>:<field><value length>:<value>' repeated, so the argument count is fixed
 --   whatever the size of the session.
+-- Error reply 'SVSM-CORRUPT ...' (nothing written) when an agent's version field is garbled.
 -- Returns -2 when the session does not exist, 0 when a record or the data key changed since the
 -- read (nothing is written then: the caller reads again), 1 when swapped. A swap also bumps every
 -- agent's version 'v:<agent id>', so a writer checking versions that still holds the old data key
@@ -43,11 +44,16 @@ end
 if digest(KEYS[2]) .. digest(KEYS[3]) .. digest(KEYS[5]) ~= ARGV[1] then
   return 0
 end
+-- Every version is checked before the first write: a garbled one refuses the whole swap.
+local agent_ids = redis.call('HKEYS', KEYS[2])
+for _, agent_id in ipairs(agent_ids) do
+  integer(redis.call('HGET', KEYS[1], 'v:' .. agent_id), 'v:' .. agent_id)
+end
 store(KEYS[2], ARGV[4])
 store(KEYS[3], ARGV[5])
 store(KEYS[5], ARGV[6])
 redis.call('HSET', KEYS[1], 'dek', ARGV[3])
-for _, agent_id in ipairs(redis.call('HKEYS', KEYS[2])) do
+for _, agent_id in ipairs(agent_ids) do
   redis.call('HINCRBY', KEYS[1], 'v:' .. agent_id, 1)
 end
 return 1

@@ -8,47 +8,60 @@
 -- ARGV[7] the agent version the writer last saw ('' not to check)
 -- ARGV[8] the writer's lease token ('' or absent: none); -3 when another owner holds the lease
 -- Returns the agent's new version (1 when no agent is named); 0 when the field does not exist;
--- -1 when the version moved on (nothing is written in either case).
--- Error reply 'SVSM-CORRUPT' when the stored record has no trailing created_at.
--- -4 when the session does not exist: its other keys may outlive an evicted session hash, and an
--- update there would leave a session hash holding only this write's version (nothing is written).
--- -5 when the session is damaged: the agent's record is gone while the session hash counts it.
+-- -1 when the version moved on; -3 (lease, above); -4 when the session does not exist: its other
+-- keys may outlive an evicted session hash, and an update there would leave a session hash holding
+-- only this write's version; -5 when the session is damaged (a key its shape requires, or the
+-- named agent's record, is gone). Nothing is written in those cases, nor on an error reply
+-- 'SVSM-CORRUPT' (the stored record has no trailing created_at, a field of the session hash is
+-- garbled).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -4
 end
-local key = KEYS[tonumber(ARGV[2])]
-local old = redis.call('HGET', key, ARGV[3])
-if not old then
-  if ARGV[6] ~= '' and ARGV[2] == '3' and redis.call('HEXISTS', KEYS[1], 'v:' .. ARGV[6]) == 1
-      and redis.call('HEXISTS', KEYS[2], ARGV[6]) == 0 then
-    return -5
+local index, agent = tonumber(ARGV[2]), ARGV[6]
+local version_field, count_field = 'v:' .. agent, 'n:' .. agent
+local state = redis.call('HMGET', KEYS[1], 'shape', 'ttl', 'deadline', version_field, count_field)
+local stored_shape = integer(state[1], 'shape') or 0
+local life = lifetime(state[2], state[3])
+local shape, version = stored_shape, nil
+if agent ~= '' then
+  version = integer(state[4], version_field)
+  local count = integer(state[5], count_field) or 0
+  if version then
+    shape = bit.bor(shape, count > 0 and 3 or 1)
   end
-  return 0
 end
-check_lifetime()
-if ARGV[6] ~= '' then
-  local version = redis.call('HGET', KEYS[1], 'v:' .. ARGV[6])
-  if version and not tonumber(version) then
-    return redis.error_reply('SVSM-CORRUPT the version field v:' .. ARGV[6] .. ' of the session hash is not a number')
-  end
+local key = KEYS[index]
+local old = redis.call('HGET', key, ARGV[3])
+if old then
+  -- The record exists, so the key that holds it must stay required.
+  shape = bit.bor(shape, index == 2 and 1 or index == 3 and 2 or 4)
+end
+if damaged(shape) then
+  return -5
+end
+if not old then
+  return 0
 end
 local value = ARGV[4]
 if ARGV[5] == '1' then
   local created = string.match(old, ',"created_at":("[^"]*")}$')
   if not created then
-    return redis.error_reply('SVSM-CORRUPT stored record has no trailing created_at')
+    return redis.error_reply('SVSM-CORRUPT stored record has no trailing created_at (key=<' .. key .. '>)')
   end
   value = value .. ',"created_at":' .. created .. '}'
 end
-if ARGV[6] ~= '' and fenced(ARGV[6], ARGV[8], now_ms()) then
+if agent ~= '' and fenced(agent, ARGV[8], now_ms()) then
   return -3
 end
-if ARGV[6] ~= '' and version_conflict(ARGV[6], ARGV[7]) then
-  return repeated_write(ARGV[6], ARGV[7], key, ARGV[3], value) or -1
+if agent ~= '' and version_conflict(version, ARGV[7]) then
+  return repeated_write(version, ARGV[7], key, ARGV[3], value) or -1
 end
 redis.call('HSET', key, ARGV[3], value)
-touch(tonumber(ARGV[1]), true)
-if ARGV[6] ~= '' then
-  return bump_version(ARGV[6])
+if shape ~= stored_shape then
+  redis.call('HSET', KEYS[1], 'shape', shape)
+end
+touch(tonumber(ARGV[1]), true, life)
+if agent ~= '' then
+  return bump_version(agent)
 end
 return 1
