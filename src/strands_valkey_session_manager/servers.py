@@ -217,8 +217,8 @@ def start_server(
     """Start a server on 127.0.0.1 and wait until it answers PING.
 
     ``flavour_or_binary`` is one of ``FLAVOURS`` or a path to a server binary. Without ``port`` a free
-    port is chosen, and another one if a different process takes it first; a given ``port`` that
-    another server already answers on is a ``ServerError``. ``data_dir`` (created if missing) holds
+    port is chosen, and another one if a different process takes it first; a given ``port`` that is
+    already in use raises ``ServerError``. ``data_dir`` (created if missing) holds
     the server's files and is kept at ``stop()``; by default a temporary directory is used and removed.
     """
     if isinstance(flavour_or_binary, str) and os.sep not in flavour_or_binary:
@@ -349,6 +349,8 @@ def _wait_for_ping(server: ServerProcess, deadline: float) -> None:
     while True:
         code = server.process.poll()
         if code is not None:
+            if _port_in_use_failure(server):
+                raise ServerError(f"port {server.port} is already in use")
             raise ServerError(
                 f"{server.binary} on port {server.port} exited with code {code} while starting:\n{server.log_tail()}"
             )
@@ -356,7 +358,7 @@ def _wait_for_ping(server: ServerProcess, deadline: float) -> None:
         if _ping(server.host, server.port).startswith(b"+PONG"):
             # Another server already listening on the port answers too, while ours fails to bind.
             if _answering_pid(server.host, server.port) != server.pid:
-                raise ServerError(f"port {server.port} is already in use by another server")
+                raise ServerError(f"port {server.port} is already in use")
             return
         if time.monotonic() >= deadline:
             raise ServerError(
