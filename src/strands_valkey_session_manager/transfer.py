@@ -468,8 +468,9 @@ def _check_agent(agent: SessionAgent) -> None:
         if not isinstance(getattr(agent, name), dict):
             raise TypeError(f"agent {name} must be an object")
     # An Agent's record (the SDK writes its interrupt state) restores its conversation manager, which
-    # refuses a state without its class name; other agents (non-Agent LocalAgents) store {}.
-    restores_manager = "interrupt_state" in agent._internal_state or bool(agent.conversation_manager_state)
+    # refuses a state without its class name; other records (written through a repository directly,
+    # or by non-Agent LocalAgents) hold whatever state their writer gave, and import as exported.
+    restores_manager = "interrupt_state" in agent._internal_state
     manager = agent.conversation_manager_state.get("__name__")
     if restores_manager and (not isinstance(manager, str) or not manager):
         raise ValueError(
