@@ -380,10 +380,11 @@ def test_update_of_a_record_without_trailing_created_at_is_refused_and_keeps_it(
 # -- keys of the wrong type -------------------------------------------------------------------
 
 # Which session keys each read touches (the key of the HGET, or what its script reads: list_messages
-# reads the agent's version from the session hash, session_info the agent ids from the agents hash).
+# reads the agent's version from the session hash, session_info the agent ids from the agents hash;
+# read_agent pipelines the agent's version and the session's shape with its HGET).
 _READS: dict[str, tuple[Any, frozenset[str]]] = {
     "read_session": (lambda r: r.read_session("s"), frozenset({"session"})),
-    "read_agent": (lambda r: r.read_agent("s", "a"), frozenset({"agents"})),
+    "read_agent": (lambda r: r.read_agent("s", "a"), frozenset({"agents", "session"})),
     "read_message": (lambda r: r.read_message("s", "a", 0), frozenset({"messages"})),
     "list_messages": (lambda r: r.list_messages("s", "a"), frozenset({"session", "order", "messages"})),
     "read_multi_agent": (lambda r: r.read_multi_agent("s", "o"), frozenset({"multi"})),

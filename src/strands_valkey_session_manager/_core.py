@@ -234,6 +234,14 @@ class SessionCore(CatalogPlans, TransferPlans):
         open_ = self._opener(session_id, keys.agents, _seal.agent_field(agent_id))
         return self._decoded(partial(_codec.decode_agent, open_=open_), raw, session_id, keys.agents)
 
+    def _p_name_wrong_type(self, session_id: str, agent_id: str) -> Plan[None]:
+        """After ``read_agent``'s pipeline met a key of the wrong type (the server's error names no
+        key, and the pipeline reads two hashes): each hash read on its own, so the error raised
+        names the key that holds the wrong type. Only on that failure path."""
+        keys = self.session_keys(session_id)
+        yield Step("read_agent", session_id, keys.agents, CommandCall("hget", (keys.agents, agent_id)))
+        yield Step("read_agent", session_id, keys.session, CommandCall("hmget", (keys.session, f"v:{agent_id}")))
+
     def _checked_agent(
         self,
         session_id: str,

@@ -20,7 +20,7 @@ from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
 from ._seal import KeyProvider
 from .catalog import DamagedSession, SessionInfo, SessionPage
-from .exceptions import ValkeySessionError
+from .exceptions import CorruptRecordError, ValkeySessionError
 from .transfer import SessionExport, export_lines, parse_export
 
 if TYPE_CHECKING:
@@ -105,7 +105,13 @@ class AsyncValkeySessionRepository(SessionCore):
     @aretrying
     async def read_agent(self, session_id: str, agent_id: str) -> SessionAgent | None:
         """The agent record, or ``None``."""
-        return await arun_plan(self._db, self._p_read_agent(session_id, agent_id))
+        try:
+            return await arun_plan(self._db, self._p_read_agent(session_id, agent_id))
+        except CorruptRecordError as e:
+            if "WRONGTYPE" in str(e):
+                # Raises again, naming the key of the wrong type (see _p_name_wrong_type).
+                await arun_plan(self._db, self._p_name_wrong_type(session_id, agent_id))
+            raise
 
     @aretrying
     async def update_agent(self, session_id: str, session_agent: SessionAgent) -> None:

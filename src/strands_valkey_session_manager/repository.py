@@ -22,7 +22,7 @@ from ._keys import DEFAULT_KEY_PREFIX
 from ._lifetime import Duration
 from ._seal import KeyProvider
 from .catalog import DamagedSession, SessionInfo, SessionPage
-from .exceptions import ValkeySessionError
+from .exceptions import CorruptRecordError, ValkeySessionError
 from .transfer import SessionExport, export_lines, parse_export
 
 if TYPE_CHECKING:
@@ -169,18 +169,35 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
 
     @retrying
     def create_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
-        """Store an agent record (overwriting one with the same id). One round trip.
+        """Store a new agent record. One round trip.
+
+        An agent that exists is never overwritten: another process may have created it (and
+        written messages) after this one read it as missing. A repeat of this same create after a
+        lost reply is recognised and succeeds.
 
         Raises:
-            SessionException: If the session does not exist.
+            AgentExistsError: If the agent exists; nothing is written (restore it instead).
+            SessionNotFoundError: If the session does not exist (expired, deleted, lost).
+            DamagedSessionError: If some of the session's keys are gone (eviction); nothing is written.
         """
         run_plan(self._db, self._p_create_agent(session_id, session_agent))
 
     @retrying
     def read_agent(self, session_id: str, agent_id: str, **kwargs: Any) -> SessionAgent | None:
-        """The agent record, or ``None``. One round trip (``HGET``; with ``check_versions``, a
-        pipeline that also reads the agent's version the first time)."""
-        return run_plan(self._db, self._p_read_agent(session_id, agent_id))
+        """The agent record, or ``None``. One round trip: a pipeline of its ``HGET``, the session
+        hash's version, count and shape, and which of the session's keys exist.
+
+        Raises:
+            DamagedSessionError: If keys or the record the session hash counts are gone (eviction).
+            CorruptRecordError: If the record or a field the check reads is not what this package writes.
+        """
+        try:
+            return run_plan(self._db, self._p_read_agent(session_id, agent_id))
+        except CorruptRecordError as e:
+            if "WRONGTYPE" in str(e):
+                # Raises again, naming the key of the wrong type (see _p_name_wrong_type).
+                run_plan(self._db, self._p_name_wrong_type(session_id, agent_id))
+            raise
 
     @retrying
     def update_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
@@ -188,6 +205,8 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
 
         Raises:
             SessionException: If the agent does not exist.
+            SessionNotFoundError: If the session does not exist (expired, deleted, lost).
+            DamagedSessionError: If some of the session's keys are gone (eviction); nothing is written.
             SessionConflictError: If another writer changed the agent (``check_versions``).
         """
         run_plan(self._db, self._p_update_agent(session_id, session_agent))
@@ -200,6 +219,8 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
 
         Raises:
             SessionException: If the agent does not exist in the session.
+            SessionNotFoundError: If the session does not exist (expired, deleted, lost).
+            DamagedSessionError: If some of the session's keys are gone (eviction); nothing is written.
             SessionConflictError: If another writer changed the agent (``check_versions``).
             ValueError: If the message id is not an integer.
         """
@@ -220,6 +241,8 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
 
         Raises:
             SessionException: If the message does not exist.
+            SessionNotFoundError: If the session does not exist (expired, deleted, lost).
+            DamagedSessionError: If some of the session's keys are gone (eviction); nothing is written.
             SessionConflictError: If another writer changed the agent (``check_versions``).
             ValueError: If the message id is not an integer.
         """
@@ -236,6 +259,8 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
 
         Raises:
             ValueError: If ``limit`` or ``offset`` is not a non-negative integer.
+            DamagedSessionError: If the agent's index entries do not match its count, an entry has
+                no record, or a key the session requires is gone (eviction): never a partial history.
         """
         return run_plan(self._db, self._p_list_messages(session_id, agent_id, limit, offset))
 
