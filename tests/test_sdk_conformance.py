@@ -72,7 +72,12 @@ from strands.types.content import ContentBlock, Message
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
-from strands_valkey_session_manager import AccessDeniedError, ValkeySessionManager, ValkeySessionRepository
+from strands_valkey_session_manager import (
+    AccessDeniedError,
+    DamagedSessionError,
+    ValkeySessionManager,
+    ValkeySessionRepository,
+)
 from strands_valkey_session_manager.scripted_model import ScriptedModel
 
 
@@ -1079,15 +1084,17 @@ def test_sync_agent_retries_on_failure(mock_repository: RecordingRepository, cli
     session_manager.sync_agent(agent)
     agent.state.set("key", "value")
 
-    # A real failure: the agent record is gone from the server, so update_agent raises.
-    stored = mock_repository.read_agent("test-session", "test-agent")
-    assert stored is not None
-    client.hdel(mock_repository.session_keys("test-session").agents, "test-agent")
-    with pytest.raises(SessionException, match="does not exist"):
+    # A real failure: the agent record is gone from the server (the session is damaged), so
+    # update_agent raises and writes nothing.
+    agents_key = mock_repository.session_keys("test-session").agents
+    raw = client.hget(agents_key, "test-agent")
+    assert raw is not None
+    client.hdel(agents_key, "test-agent")
+    with pytest.raises(DamagedSessionError):
         session_manager.sync_agent(agent)
 
     # Once the record is back, the next sync retries, because the version was not recorded.
-    mock_repository.create_agent("test-session", stored)
+    client.hset(agents_key, "test-agent", raw)
     mock_repository.calls.clear()
     session_manager.sync_agent(agent)
     assert mock_repository.count("update_agent") == 1
