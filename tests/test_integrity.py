@@ -399,6 +399,10 @@ def test_every_write_into_a_vanished_session_raises_session_not_found(client: An
         with pytest.raises(SessionNotFoundError, match="does not exist"):
             write()
         assert not any(client.exists(key) for key in keys), f"{name} wrote into a vanished session"
+    # A repository that never saw the session: an encrypted write first looks for its data key.
+    with pytest.raises(SessionNotFoundError, match="does not exist"):
+        ValkeySessionRepository(client, **options).create_message(SID, "a", _message(2))
+    assert not any(client.exists(key) for key in keys)
 
 
 # -- 5. foreign values --------------------------------------------------------------------------
