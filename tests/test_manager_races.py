@@ -1,0 +1,268 @@
+"""The session manager between two processes and around a session that vanishes.
+
+Each race is stepped deterministically: the other process's whole step runs inside this
+manager's repository call, between the read that found nothing and the create that follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from strands import Agent
+from strands.agent.conversation_manager import SlidingWindowConversationManager
+from strands.types.exceptions import SessionException
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
+
+from strands_valkey_session_manager import (
+    SessionNotFoundError,
+    ValkeySessionManager,
+    ValkeySessionRepository,
+)
+from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.servers import ServerProcess
+from tests.conftest import Backend
+
+SID = "chat:{42}/race"
+
+
+@pytest.fixture
+def two_clients(backend: Backend) -> Iterator[tuple[Any, Any]]:
+    """Two clients of their own on the backend: what two processes hold."""
+    kind = backend.client_kinds()[0]
+    first, second = backend.make_client(kind), backend.make_client(kind)
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def _once(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` the first time it is called, nothing afterwards."""
+    pending = [step]
+
+    def run() -> None:
+        if pending:
+            pending.pop()()
+
+    return run
+
+
+def _agent(manager: ValkeySessionManager, turns: list[Any], **kwargs: Any) -> Agent:
+    return Agent(
+        agent_id="bot",
+        model=ScriptedModel(turns),
+        session_manager=manager,
+        conversation_manager=SlidingWindowConversationManager(window_size=2),
+        callback_handler=None,
+        **kwargs,
+    )
+
+
+# -- 1. two processes open the same new session ---------------------------------------------------
+
+
+@pytest.mark.backends("valkey9", "cluster")
+def test_the_manager_that_loses_the_session_create_race_adopts_the_session(two_clients: tuple[Any, Any]) -> None:
+    client_a, client_b = two_clients
+    winner: list[Agent] = []
+
+    def other_process_opens_the_session() -> None:
+        agent = _agent(ValkeySessionManager(session_id=SID, client=client_a, user_id="alice"), ["hi there"])
+        agent("hello")
+        winner.append(agent)
+
+    step = _once(other_process_opens_the_session)
+
+    class SteppedManager(ValkeySessionManager):
+        def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
+            found = super().read_session(session_id, **kwargs)
+            step()  # the other process creates the session after our read found nothing
+            return found
+
+    loser = SteppedManager(session_id=SID, client=client_b, user_id="bob")
+    assert winner, "the stepped read did not run"
+    stored = ValkeySessionRepository(client_a).read_session(SID)
+    assert stored is not None
+    assert loser.session.created_at == stored.created_at
+    # Not new to the loser: its agent is restored from what the winner stored.
+    agent = _agent(loser, ["and again"])
+    assert agent.messages == winner[0].messages
+    agent("more")
+    texts = [m.message["content"][0]["text"] for m in loser.list_messages(SID, "bot")]
+    assert texts == ["hello", "hi there", "more", "and again"]
+    info = loser.session_info(SID)
+    assert info is not None
+    assert info.user_id == "alice"
+    # A direct create of an existing session keeps the SDK's semantics.
+    with pytest.raises(SessionException, match="already exists"):
+        loser.create_session(Session(session_id=SID, session_type=SessionType.AGENT))
+
+
+# -- 2. two processes create the same agent ------------------------------------------------------
+
+
+@pytest.mark.backends("valkey9", "cluster")
+@pytest.mark.parametrize("session_was", ["existing", "new to B"])
+def test_an_agent_created_meanwhile_is_restored_not_overwritten(two_clients: tuple[Any, Any], session_was: str) -> None:
+    """B reads no agent; A creates it and completes two turns (its sliding window trims, its state
+    changes); B's create then finds it exists. B restores A's agent exactly and continues after it."""
+    client_a, client_b = two_clients
+    if session_was == "existing":
+        ValkeySessionManager(session_id=SID, client=client_a)
+    a_side: list[Agent] = []
+
+    def other_process_runs_the_agent() -> None:
+        agent = _agent(ValkeySessionManager(session_id=SID, client=client_a), ["one", "two"], state={"k": "v"})
+        agent("first")
+        agent.state.set("turns", 2)
+        agent("second")
+        a_side.append(agent)
+
+    step = _once(other_process_runs_the_agent)
+
+    class SteppedManager(ValkeySessionManager):
+        def create_agent(self, session_id: str, session_agent: SessionAgent, **kwargs: Any) -> None:
+            step()  # A runs between B's finding no agent (read, or a new session) and B's create
+            super().create_agent(session_id, session_agent, **kwargs)
+
+    b_manager = SteppedManager(session_id=SID, client=client_b)
+    b_agent = _agent(b_manager, ["three"], state={"mine": True})
+    assert a_side, "the stepped create did not run"
+    a_agent = a_side[0]
+    assert a_agent.conversation_manager.removed_message_count == 2
+    assert b_agent.messages == a_agent.messages
+    assert b_agent.state.get() == {"k": "v", "turns": 2}
+    assert b_agent.conversation_manager.get_state() == a_agent.conversation_manager.get_state()
+
+    b_agent("third")
+    reader = ValkeySessionRepository(client_a)
+    stored = reader.list_messages(SID, "bot")
+    assert [m.message_id for m in stored] == list(range(6))
+    texts = [m.message["content"][0]["text"] for m in stored]
+    assert texts == ["first", "one", "second", "two", "third", "three"]
+    record = reader.read_agent(SID, "bot")
+    assert record is not None
+    assert record.state == {"k": "v", "turns": 2}
+    assert record.conversation_manager_state == b_agent.conversation_manager.get_state()
+    assert record.conversation_manager_state["removed_message_count"] == 4
+
+
+# -- 4. a session that vanishes mid-conversation ---------------------------------------------------
+
+
+@pytest.mark.backends("valkey9", "cluster")
+@pytest.mark.parametrize("state_changed", [False, True], ids=["messages", "messages-and-state"])
+def test_a_vanished_session_raises_session_not_found_and_keeps_agent_messages_as_stored(
+    two_clients: tuple[Any, Any], state_changed: bool
+) -> None:
+    client = two_clients[0]
+    manager = ValkeySessionManager(session_id=SID, client=client)
+    agent = Agent(
+        agent_id="bot", model=ScriptedModel(["one", "unused"]), session_manager=manager, callback_handler=None
+    )
+    agent("first")
+    if state_changed:  # the end of the turn then also fails to store the state
+        agent.state.set("topic", "valkey")
+    before = list(agent.messages)
+    ValkeySessionRepository(client).delete_session(SID)  # expired, pruned, lost by a restart
+
+    for _ in range(2):  # every later turn says the same, and adds nothing unsaved
+        with pytest.raises(SessionNotFoundError, match="no longer exists") as caught:
+            agent("second")
+        assert "expired" in str(caught.value)
+        assert agent.messages == before
+    assert ValkeySessionRepository(client).read_session(SID) is None
+
+    # Recovery as the README shows: a new manager (the session is created again), a new agent
+    # replaying what the application still holds.
+    fresh = ValkeySessionManager(session_id=SID, client=client)
+    replayed = Agent(
+        agent_id="bot",
+        model=ScriptedModel(["three"]),
+        session_manager=fresh,
+        messages=agent.messages,
+        state=agent.state.get(),
+        callback_handler=None,
+    )
+    replayed("second")
+    texts = [m.message["content"][0]["text"] for m in fresh.list_messages(SID, "bot")]
+    assert texts == ["first", "one", "second", "three"]
+    stored = fresh.read_agent(SID, "bot")
+    assert stored is not None
+    assert stored.state == ({"topic": "valkey"} if state_changed else {})
+
+
+# -- 6. options ------------------------------------------------------------------------------------
+
+
+def test_a_misspelled_option_is_a_type_error_naming_it(standalone_client: Any) -> None:
+    with pytest.raises(TypeError, match=r"'tll' \(did you mean 'ttl'\?\)"):
+        ValkeySessionManager(session_id=SID, client=standalone_client, tll=3600)
+    with pytest.raises(TypeError, match=r"'write_behnd' \(did you mean 'write_behind'\?\), 'zzz'"):
+        ValkeySessionManager(session_id=SID, client=standalone_client, zzz=1, write_behnd=True)
+    assert standalone_client.keys("*") == []  # refused before anything was written
+
+
+def test_from_url_takes_manager_options_flat_or_in_manager_kwargs(valkey9_server: ServerProcess) -> None:
+    flat = ValkeySessionManager.from_url(valkey9_server.url, session_id="flat", ttl=3600, user_id="alice")
+    nested = ValkeySessionManager.from_url(
+        valkey9_server.url, session_id="nested", manager_kwargs={"ttl": 3600}, client_name="svsm-test"
+    )
+    try:
+        for manager, sid in ((flat, "flat"), (nested, "nested")):
+            assert 0 < manager.client.pttl(manager.session_keys(sid).session) <= 3_600_000
+        info = flat.session_info("flat")
+        assert info is not None
+        assert info.user_id == "alice"
+        assert nested.client.client_getname() in ("svsm-test", b"svsm-test")
+    finally:
+        flat.close()
+        nested.close()
+    with pytest.raises(TypeError, match=r"manager_kwargs got unexpected keyword argument 'tll'"):
+        ValkeySessionManager.from_url(valkey9_server.url, session_id="x", manager_kwargs={"tll": 1})
+    with pytest.raises(TypeError, match="'ttl' twice"):
+        ValkeySessionManager.from_url(valkey9_server.url, session_id="x", ttl=1, manager_kwargs={"ttl": 2})
+
+
+# -- 7. records nested deeper than Python recurses -------------------------------------------------
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: Any = {"bottom": b"\x00\xff", "n": 10**30}
+    for level in range(depth):
+        value = {"d": value} if level % 2 else [value]
+    return {"role": "user", "content": [{"text": "deep"}, {"json": value}]}
+
+
+def _bottom(body: Any) -> tuple[int, Any]:
+    """How deep ``_nested``'s value goes and what is at its bottom (walked without recursion)."""
+    value = body["content"][1]["json"]
+    depth = 0
+    while isinstance(value, list) or (isinstance(value, dict) and "d" in value):
+        value = value[0] if isinstance(value, list) else value["d"]
+        depth += 1
+    return depth, value
+
+
+@pytest.mark.parametrize("write_behind", [False, True], ids=["direct", "write-behind"])
+def test_records_nested_1000_levels_deep_are_written_by_the_manager(standalone_client: Any, write_behind: bool) -> None:
+    manager = ValkeySessionManager(session_id=SID, client=standalone_client, write_behind=write_behind)
+    manager.create_agent(SID, SessionAgent(agent_id="bot", state={}, conversation_manager_state={}))
+    body = _nested(1000)
+    manager.create_message(SID, "bot", SessionMessage(message=body, message_id=0))  # type: ignore[arg-type]
+    manager.update_agent(
+        SID, SessionAgent(agent_id="bot", state={"deep": _nested(1000)}, conversation_manager_state={})
+    )
+    # With write-behind the record was copied when queued: changing it afterwards changes nothing stored.
+    body["content"][0]["text"] = "changed after the call"
+    manager.close()
+    reader = ValkeySessionRepository(standalone_client)
+    (stored,) = reader.list_messages(SID, "bot")
+    assert stored.message["content"][0] == {"text": "deep"}
+    assert _bottom(stored.message) == (1000, {"bottom": b"\x00\xff", "n": 10**30})
+    agent = reader.read_agent(SID, "bot")
+    assert agent is not None
+    assert _bottom(agent.state["deep"]) == (1000, {"bottom": b"\x00\xff", "n": 10**30})
