@@ -38,6 +38,7 @@ from functools import cache
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 from . import _lua
+from ._redact import drop_frame_locals
 from ._telemetry import Operation
 from .exceptions import (
     AccessDeniedError,
@@ -510,6 +511,7 @@ class _Logic:
             failure = self.family.classify(e)
             if failure is None:
                 raise
+            drop_frame_locals(e)  # the client's frames hold its password (AUTH) among their locals
             raise self.error_map.failed(failure, Where(operation, session_id, key), e) from e
 
     def _script(self, call: ScriptCall) -> _Wiring[Any]:

@@ -44,6 +44,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from ._codec import SEALED_MARKER, CodecError
+from ._redact import drop_frame_locals
 from .exceptions import AccessDeniedError, SessionStoreUnavailableError
 
 if TYPE_CHECKING:
@@ -281,7 +282,14 @@ class DataKey:
     def fresh(cls, provider: KeyProvider, context: dict[str, str]) -> DataKey:
         """A new random data key, wrapped by ``provider``."""
         key = os.urandom(DATA_KEY_BYTES)
-        return cls(wrapped=bytes(provider.wrap(key, context)), key=key)
+        try:
+            wrapped = bytes(provider.wrap(key, context))
+        except BaseException as e:
+            # Tracebacks keep this frame and the provider's: no key material among their locals.
+            del key
+            drop_frame_locals(e)
+            raise
+        return cls(wrapped=wrapped, key=key)
 
     @property
     def stored(self) -> str:

@@ -36,6 +36,7 @@ from strands.types.exceptions import SessionException
 from . import _doctor, _render
 from ._codec import CodecError
 from ._keys import DEFAULT_KEY_PREFIX
+from ._redact import client_from_url, drop_frame_locals, redact_url
 from .catalog import DamagedSession, SessionInfo
 from .exceptions import (
     AccessDeniedError,
@@ -127,7 +128,13 @@ def _fail(code: int, message: str) -> NoReturn:
 def _exit_codes() -> Iterator[None]:
     """Turn the package's and the client's exceptions into one line on stderr and an exit code."""
     try:
-        yield
+        try:
+            yield
+        except Exception as e:
+            # The exit chains to this error: its frames (the client's hold the password it sent) keep
+            # no locals.
+            drop_frame_locals(e)
+            raise
     except (typer.Exit, typer.Abort, typer.BadParameter):
         raise
     except CliError as e:
@@ -174,6 +181,9 @@ class Settings:
     timeout: float = 5.0
     _client: Any = None
 
+    def __repr__(self) -> str:
+        return f"Settings(url={redact_url(self.url)!r}, cluster={self.cluster}, prefix={self.prefix!r})"
+
     def client(self) -> Any:
         if self._client is None:
             self._client = make_client(self.url, cluster=self.cluster, timeout=self.timeout)
@@ -190,14 +200,19 @@ class Settings:
 
 def make_client(url: str, *, cluster: bool, timeout: float) -> Any:
     """A valkey-py client (``decode_responses=True``) with ``timeout`` for connecting and for replies."""
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-    }
-    if cluster:
-        return valkey.cluster.ValkeyCluster.from_url(url, **options)  # type: ignore[no-untyped-call]
-    return valkey.Valkey.from_url(url, **options)
+    # Errors name the URL without its password, and hold it nowhere (see _redact.py).
+    factory: Any = valkey.cluster.ValkeyCluster.from_url if cluster else valkey.Valkey.from_url
+    try:
+        return client_from_url(
+            factory,
+            url,
+            unavailable=SessionStoreUnavailableError,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+    finally:
+        del url  # tracebacks keep this frame: no password among its locals
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -614,14 +629,9 @@ def doctor_command(ctx: typer.Context) -> None:
     for check in checks:
         table.add_row(check.name, Text(check.status, style=_STATUS_STYLE[check.status]), Text(check.detail))
     out = _out()
-    out.print(Text(f"server {_redacted(settings.url)}", style="bold"))
+    out.print(Text(f"server {redact_url(settings.url)}", style="bold"))
     out.print(table)
     raise typer.Exit(_doctor.exit_code(checks))
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 class Flavour(str, Enum):

@@ -300,21 +300,21 @@ class ValkeyStorage:
 
         Raises:
             StorageUnavailableError: If a cluster client cannot reach any node (it connects at once).
-            ValueError: If an argument is invalid.
+            ValueError: If an argument is invalid, or the URL cannot be parsed (a ``/``, ``?``, ``#`` or
+                ``@`` in the password must be percent-encoded). Errors show the URL with its password as
+                ``***``.
         """
         import valkey
-        import valkey.exceptions
+        from valkey.cluster import ValkeyCluster
 
+        from ._redact import client_from_url
+
+        # Errors name the URL without its password, and hold it nowhere (see _redact.py).
+        factory: Any = ValkeyCluster.from_url if cluster else valkey.Valkey.from_url
         try:
-            if cluster:
-                from valkey.cluster import ValkeyCluster
-
-                cluster_type: Any = ValkeyCluster  # unannotated in valkey-py
-                client: Any = cluster_type.from_url(url, **client_kwargs)
-            else:
-                client = valkey.Valkey.from_url(url, **client_kwargs)
-        except (valkey.exceptions.ValkeyError, valkey.exceptions.ValkeyClusterException) as e:
-            raise StorageUnavailableError(f"Failed to connect to {url!r}: {e}") from e
+            client: Any = client_from_url(factory, url, unavailable=StorageUnavailableError, **client_kwargs)
+        finally:
+            del url, client_kwargs  # tracebacks keep this frame: no password among its locals
         try:
             storage = cls(
                 client,

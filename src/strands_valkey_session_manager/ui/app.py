@@ -42,7 +42,7 @@ from strands.types.session import SessionAgent, SessionMessage
 
 from .._humanize import duration, size
 from ..catalog import SessionInfo
-from ..exceptions import SessionStoreUnavailableError
+from ..exceptions import AccessDeniedError, SessionStoreUnavailableError
 from ..repository import ValkeySessionRepository
 from ..storage import StorageUnavailableError, ValkeyStorage
 from ..transfer import export_lines
@@ -587,6 +587,9 @@ class _Viewer:
             status, detail = exc.status_code, str(exc.detail)
         elif isinstance(exc, (SessionStoreUnavailableError, StorageUnavailableError)):
             status, detail = 503, f"The server is unavailable: {exc}"
+        elif isinstance(exc, AccessDeniedError):
+            # A wrong password, or an ACL that does not cover the viewer's reads: the server's setup.
+            status, detail = 503, f"The server refused the viewer: {exc}"
         elif isinstance(exc, SessionException) and "does not exist" in str(exc):
             status, detail = 404, str(exc)
         else:

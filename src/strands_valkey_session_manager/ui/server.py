@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import traceback
 from typing import Any
 
+from .._redact import client_from_url, redact_url
 from .app import DEFAULT_ALLOWED_HOSTS, create_app
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,10 @@ def allowed_hosts_for(host: str) -> list[str]:
     if host not in hosts:
         hosts.append(host)
     return hosts
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def serve(
@@ -56,7 +62,8 @@ def serve(
 
     Raises:
         SessionStoreUnavailableError: If the server does not answer a PING at start.
-        ValueError: If ``prefix`` is not a valid key prefix.
+        ValueError: If ``prefix`` is not a valid key prefix, or the URL cannot be parsed. Errors show
+            the URL with its password as ``***``.
     """
     import uvicorn
     import valkey
@@ -67,21 +74,30 @@ def serve(
     from ..repository import ValkeySessionRepository
     from ..storage import ValkeyStorage
 
-    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    client: Any
+    # Errors name the URL without its password, and hold it nowhere (see _redact.py).
+    factory: Any = valkey.cluster.ValkeyCluster.from_url if cluster else valkey.Valkey.from_url
+    where = redact_url(url)
     try:
-        if cluster:
-            cluster_type: Any = valkey.cluster.ValkeyCluster  # unannotated in valkey-py
-            client = cluster_type.from_url(url, **options)
-        else:
-            client = valkey.Valkey.from_url(url, **options)
-    except valkey.exceptions.ValkeyError as e:
-        raise SessionStoreUnavailableError(f"cannot reach the server: {e}") from e
+        client = client_from_url(
+            factory,
+            url,
+            unavailable=SessionStoreUnavailableError,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+    finally:
+        del url  # tracebacks keep this frame: no password among its locals
     try:
+        unreachable = None
         try:
             client.ping()
-        except valkey.exceptions.ValkeyError as e:
-            raise SessionStoreUnavailableError(f"cannot reach the server: {e}") from e
+        except (valkey.exceptions.ValkeyError, valkey.exceptions.ValkeyClusterException) as e:
+            # Raised outside this block: the client's exception (whose frames hold the connection's
+            # password) is neither the cause nor the context of ours.
+            unreachable = SessionStoreUnavailableError(f"cannot reach the server at {where}: {_one_line(e)}")
+            traceback.clear_frames(e.__traceback__)
+        if unreachable is not None:
+            raise unreachable
         repository = ValkeySessionRepository(client, key_prefix=prefix)
         storage = ValkeyStorage(client, namespace=prefix)
         app = create_app(repository, allow_delete=allow_delete, storage=storage, allowed_hosts=allowed_hosts_for(host))
