@@ -210,8 +210,9 @@ class SessionCore(CatalogPlans, TransferPlans):
         except AgentExistsError:
             # This process has not seen the stored agent: its writes are conflicts until it
             # restores the agent (whose first read then sets the version).
+            # A process that already restored the agent keeps the view it has.
             if self._versions is not None:
-                self._versions[(session_id, agent_id)] = _NOT_SEEN
+                self._versions.setdefault((session_id, agent_id), _NOT_SEEN)
             raise
         self._saw(session_id, agent_id, version, wrote=True)
 
