@@ -286,12 +286,14 @@ class Machine(RuleBasedStateMachine):
 
     @rule(actor=st.sampled_from(ACTORS), sid=st.sampled_from(SESSIONS))
     def delete_session(self, actor: int, sid: str) -> None:
-        exists = sid in self.sessions
+        # A session whose hash alone is gone (headless) still holds keys: delete removes them.
+        exists = sid in self.sessions or sid in self.headless
         # A delete repeated after a failed attempt takes "missing" for its own earlier success
         # (repository.delete_session): it cannot tell an attempt that never reached the server.
         refused = None if exists else Refused(SessionException, or_ok=self.disturbed[actor])
         self._expect(actor, f"delete_session {sid} by {actor}", lambda: self.repos[actor].delete_session(sid), refused)
         self.sessions.pop(sid, None)
+        self.headless.discard(sid)
 
     @rule(actor=st.sampled_from(ACTORS), sid=st.sampled_from(SESSIONS), aid=st.sampled_from(AGENTS))
     def restore(self, actor: int, sid: str, aid: str) -> None:
