@@ -148,6 +148,22 @@ def test_create_agent_race_on_the_asyncio_face(standalone_client: Any, valkey9_s
     assert _snapshot(standalone_client, sync) == before
 
 
+def test_a_refused_create_keeps_the_view_of_a_process_that_restored_the_agent(standalone_client: Any) -> None:
+    """A process that restored the agent and then tries to create it again is refused, and its
+    view stays the restored one: its next append is not a false conflict."""
+    writer = ValkeySessionRepository(standalone_client, check_versions=True)
+    writer.create_session(_session())
+    writer.create_agent(SID, _agent("agent"))
+    writer.create_message(SID, "agent", _message(0))
+    restored = ValkeySessionRepository(standalone_client, check_versions=True)
+    assert restored.read_agent(SID, "agent") is not None
+    assert len(restored.list_messages(SID, "agent")) == 1
+    with pytest.raises(AgentExistsError):
+        restored.create_agent(SID, _agent("agent", n=5))
+    restored.create_message(SID, "agent", _message(1))
+    assert [m.message_id for m in writer.list_messages(SID, "agent")] == [0, 1]
+
+
 def test_a_repeated_create_is_recognised_only_while_nothing_followed_it(standalone_client: Any) -> None:
     """The same create sent again (its reply lost) finds its own record at version 1: success.
     Once a message followed it, the same bytes are another writer's agent: refused."""
