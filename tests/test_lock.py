@@ -6,11 +6,19 @@ import time
 from typing import Any
 
 import pytest
+import valkey
 from strands import Agent
 from strands.types.session import SessionMessage
 
-from strands_valkey_session_manager import SessionLockedError, ValkeySessionManager
+from strands_valkey_session_manager import (
+    SessionLockedError,
+    SessionNotFoundError,
+    ValkeySessionManager,
+    ValkeySessionRepository,
+)
+from strands_valkey_session_manager._write_behind import WriteBehindError
 from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.servers import ServerProcess
 
 
 def _agent(manager: ValkeySessionManager, agent_id: str = "a", turns: list[Any] | None = None) -> Agent:
@@ -82,3 +90,50 @@ def test_a_crashed_owner_expires_and_its_late_writes_are_fenced(standalone_clien
 def test_bad_lock_ttl_raises_value_error(standalone_client: Any) -> None:
     with pytest.raises(ValueError, match="lock_ttl"):
         ValkeySessionManager(session_id="s", client=standalone_client, lock=True, lock_ttl=0)
+
+
+def _closed(client: Any) -> bool:
+    """Whether every connection of a valkey-py client's pool is closed (it had some)."""
+    pool = client.connection_pool
+    connections = [*pool._available_connections, *pool._in_use_connections]
+    return bool(connections) and all(connection._sock is None for connection in connections)
+
+
+def test_a_vanished_session_stops_renewal_and_close_still_closes_the_client(valkey9_server: ServerProcess) -> None:
+    manager = ValkeySessionManager.from_url(
+        valkey9_server.url, session_id="s", lock=True, lock_ttl=0.3, write_behind=True
+    )
+    assert manager._lease is not None
+    _agent(manager, turns=["hi"])("hello")
+    admin: Any = valkey.Valkey.from_url(valkey9_server.url)
+    try:
+        ValkeySessionRepository(admin).delete_session("s")  # expired, pruned, lost by a restart
+    finally:
+        admin.close()
+    # The next renewal finds the session gone: the loss is recorded and renewal of it stops.
+    assert manager._lease._lost_event.wait(timeout=10)
+    lost = manager.lost_leases
+    assert list(lost) == ["a"]
+    assert isinstance(lost["a"], SessionNotFoundError)
+    thread = manager._lease._thread
+    assert thread is not None
+    assert thread.is_alive()  # it did not die of the error
+    # A write queued into the vanished session fails in the background; close reports it, after
+    # closing the client it made.
+    manager.create_message("s", "a", SessionMessage(message={"role": "user", "content": []}, message_id=2))
+    client = manager.client
+    with pytest.raises(WriteBehindError, match="does not exist"):
+        manager.close()
+    assert _closed(client)
+    assert not thread.is_alive()
+    manager.close()  # closing again is a no-op
+
+
+def test_close_closes_the_client_when_a_lease_cannot_be_released(valkey9_server: ServerProcess) -> None:
+    manager = ValkeySessionManager.from_url(valkey9_server.url, session_id="s", lock=True)
+    _agent(manager)
+    ValkeySessionRepository(manager.client).delete_session("s")
+    client = manager.client
+    manager.close()  # the release fails (the session is gone): logged, the lease expires anyway
+    assert _closed(client)
+    assert manager.lost_leases == {}  # never renewed: the loss was not observed, only the release failed
