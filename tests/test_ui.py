@@ -7,8 +7,11 @@ Data is written by a real ``strands.Agent`` with ``ScriptedModel`` through ``Val
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
+from http.client import HTTPConnection
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -570,9 +573,132 @@ def test_serve_refuses_an_unreachable_server_before_listening(monkeypatch: pytes
 def test_allowed_hosts_follow_the_bind_address() -> None:
     from strands_valkey_session_manager.ui.server import allowed_hosts_for
 
-    assert allowed_hosts_for("127.0.0.1") == ["127.0.0.1", "localhost", "::1", "[::1]"]
-    assert allowed_hosts_for("192.0.2.7")[-1] == "192.0.2.7"
-    assert allowed_hosts_for("0.0.0.0") == ["*"]
+    loopback = ["127.0.0.1", "localhost", "::1", "[::1]"]
+    assert allowed_hosts_for("127.0.0.1") == loopback
+    assert allowed_hosts_for("192.0.2.7") == [*loopback, "192.0.2.7"]
+    assert allowed_hosts_for("2001:db8::7") == [*loopback, "[2001:db8::7]"]
+    for wildcard in ("0.0.0.0", "::", ""):
+        assert allowed_hosts_for(wildcard) == loopback  # every interface, still only loopback names
+    given = ["My.Box", "*.corp.example", "10.0.0.1", "::1", "fe80::1", "my.box"]
+    assert allowed_hosts_for("0.0.0.0", given) == [*loopback, "my.box", "*.corp.example", "10.0.0.1", "[fe80::1]"]
+
+
+@pytest.mark.parametrize("name", ["*", "my.box:8765", "http://my.box", "a b", "", "*.", "[::1"])
+def test_allowed_hosts_are_names_or_addresses(name: str) -> None:
+    from strands_valkey_session_manager.ui.server import allowed_hosts_for
+
+    with pytest.raises(ValueError, match="cannot be turned off"):
+        allowed_hosts_for("0.0.0.0", [name])
+
+
+def _request(port: int, host_header: str, method: str = "GET", path: str = "/", body: str | None = None) -> int:
+    """Status of one request to the server on 127.0.0.1:``port`` that names ``host_header`` as its host."""
+    connection = HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest(method, path, skip_host=True)
+        connection.putheader("Host", host_header)
+        if body is not None:
+            connection.putheader("Content-Type", "application/x-www-form-urlencoded")
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body.encode() if body is not None else None)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def real_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[Callable[[int], None]]:
+    """``uvicorn.run`` replaced by a real uvicorn server on the host and port ``serve`` asks for, in a
+    thread, that runs the checks appended to the returned list and stops."""
+    import uvicorn
+
+    checks: list[Callable[[int], None]] = []
+
+    def run(app: Any, *, host: str, port: int, **kwargs: Any) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))  # listening before the thread starts: no wait for a start-up
+        listener.listen()
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False, lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})
+        thread.start()
+        try:
+            for check in checks:
+                check(port)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+            listener.close()
+        assert not thread.is_alive()
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    return checks
+
+
+def test_binding_every_interface_keeps_the_host_check(
+    valkey9_server: Any, seeded: Any, repository: ValkeySessionRepository, real_uvicorn: list[Callable[[int], None]]
+) -> None:
+    """``svsm ui --host 0.0.0.0``: a DNS-rebinding page (``Host: evil.example``) reads and deletes nothing."""
+    from typer.testing import CliRunner
+
+    from strands_valkey_session_manager.cli import app
+
+    target = session_path(LONG_SESSION)
+    statuses: dict[str, int] = {}
+
+    def check(port: int) -> None:
+        for name in ("evil.example", f"evil.example:{port}", "my.box", "0.0.0.0"):
+            statuses[name] = _request(port, name)
+        statuses["evil delete"] = _request(port, "evil.example", "POST", target + "/delete", "confirm=on&token=x")
+        for name in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+            statuses[name] = _request(port, name)
+
+    real_uvicorn.append(check)
+    port = free_port()
+    argv = ["--url", valkey9_server.url, "ui", "--host", "0.0.0.0", "--port", str(port), "--allow-delete"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    refused = {name: statuses[name] for name in ("evil.example", f"evil.example:{port}", "my.box", "0.0.0.0")}
+    assert set(refused.values()) == {400}, refused
+    assert statuses["evil delete"] == 400
+    assert all(statuses[name] == 200 for name in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"))
+    assert repository.read_session(LONG_SESSION) is not None
+
+
+def test_allowed_host_names_are_answered_on_every_interface(
+    valkey9_server: Any, seeded: Any, real_uvicorn: list[Callable[[int], None]]
+) -> None:
+    from typer.testing import CliRunner
+
+    from strands_valkey_session_manager.cli import app
+
+    statuses: dict[str, int] = {}
+
+    def check(port: int) -> None:
+        for name in ("my.box", f"My.Box:{port}", "viewer.corp.example", "10.0.0.1", "evil.example", "box"):
+            statuses[name] = _request(port, name)
+
+    real_uvicorn.append(check)
+    argv = ["--url", valkey9_server.url, "ui", "--host", "0.0.0.0", "--port", str(free_port())]
+    argv += ["--allowed-host", "my.box", "--allowed-host", "*.corp.example", "--allowed-host", "10.0.0.1"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert [statuses[n] for n in ("my.box", "viewer.corp.example", "10.0.0.1")] == [200, 200, 200]
+    assert [statuses[n] for n in ("evil.example", "box")] == [400, 400]
+    assert any(name.lower().startswith("my.box:") and status == 200 for name, status in statuses.items())
+
+
+def test_svsm_ui_refuses_a_wildcard_allowed_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import strands_valkey_session_manager.ui
+    from strands_valkey_session_manager.cli import app
+
+    monkeypatch.setattr(strands_valkey_session_manager.ui, "serve", lambda url, **kw: pytest.fail("served"))
+    for name in ("*", "my.box:8765"):
+        result = CliRunner().invoke(app, ["--url", "redis://h:1", "ui", "--host", "0.0.0.0", "--allowed-host", name])
+        assert result.exit_code == 2, result.output
+        assert "cannot be turned off" in result.output
 
 
 def test_svsm_ui_passes_the_global_options(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -589,6 +715,14 @@ def test_svsm_ui_passes_the_global_options(monkeypatch: pytest.MonkeyPatch) -> N
     assert calls == [
         (
             "redis://h:1",
-            {"cluster": False, "prefix": "p", "host": "127.0.0.1", "port": 9000, "allow_delete": True, "timeout": 2.0},
+            {
+                "cluster": False,
+                "prefix": "p",
+                "host": "127.0.0.1",
+                "port": 9000,
+                "allow_delete": True,
+                "timeout": 2.0,
+                "allowed_hosts": [],
+            },
         )
     ]

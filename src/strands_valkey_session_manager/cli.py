@@ -688,13 +688,29 @@ def server_command(
 @_guarded
 def ui_command(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option("--host", metavar="HOST", help="Interface to bind (loopback by default).")] = (
-        "127.0.0.1"
-    ),
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            metavar="HOST",
+            help="Interface to bind (loopback by default; 0.0.0.0 for every interface, as in a container: "
+            "requests must still name a loopback host or an --allowed-host).",
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="PORT", help="Port.")] = 8765,
     allow_delete: Annotated[
         bool, typer.Option("--allow-delete", help="Allow deleting sessions from the page.")
     ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="HOST",
+            help="Also answer requests addressed to HOST (a name the viewer is reached by, *.<domain>, or "
+            "an IP address; repeatable). Loopback names are always answered, other names never, even "
+            "with --host 0.0.0.0.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a local web viewer of the sessions (needs the ui extra); Ctrl-C to stop."""
     try:
@@ -703,6 +719,13 @@ def ui_command(
         raise CliError(
             EXIT_USAGE, f"svsm ui needs the ui extra: pip install 'strands-valkey-session-manager[ui]' ({e})"
         ) from e
+    from .ui.server import check_allowed_host
+
+    for name in allowed_host or ():
+        try:
+            check_allowed_host(name)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="'--allowed-host'") from None
     settings = _settings(ctx)
     serve(
         settings.url,
@@ -712,6 +735,7 @@ def ui_command(
         port=port,
         allow_delete=allow_delete,
         timeout=settings.timeout,
+        allowed_hosts=list(allowed_host or ()),
     )
 
 

@@ -8,7 +8,8 @@ optional :class:`~strands_valkey_session_manager.storage.ValkeyStorage`.
 
 Safety: templates autoescape; Markdown is rendered with raw HTML off; a Content-Security-Policy
 allows only this origin's scripts and styles (no inline script, no remote images); only loopback
-``Host`` headers are accepted by default (DNS rebinding); the delete form carries a per-process
+``Host`` headers are accepted by default (DNS rebinding; ``serve`` keeps the check when bound to
+every interface); the delete form carries a per-process
 HMAC token and is checked against ``Origin``. Ids travel as percent-encoded path segments, routed
 on the raw request path, so ``/``, ``?``, ``#``, ``%`` and Unicode in ids are plain data.
 """
