@@ -493,3 +493,41 @@ def test_key_material_stays_out_of_errors_and_reprs(standalone_client: Any) -> N
         )
     )
     assert_no_secret(error, extra=[WRAPPING_KEY, *failing.data_keys])
+
+
+def test_svsm_demo_keeps_the_password_off_child_command_lines(locked_server: ServerProcess) -> None:
+    """The demo's two processes get the URL from the environment: a command line is public (``ps``),
+    and a failed child's ``CalledProcessError`` names its command."""
+    import subprocess
+    import sys
+
+    svsm = Path(sys.executable).with_name("svsm")
+    done = subprocess.run(
+        [str(svsm), "--url", url_for(locked_server, WRONG_PASSWORD), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert_no_secret(None, done.stdout, done.stderr)
+    result = _svsm("--url", url_for(locked_server, WRONG_PASSWORD), "demo")
+    assert result.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("valkey://user:pw@host:6379/0", "valkey://user:***@host:6379/0"),
+        ("rediss://:pw@host", "rediss://:***@host"),
+        ("valkey://user@host", "valkey://user@host"),
+        ("valkey://host:6379", "valkey://host:6379"),
+        (f"valkey://u:{PASSWORD}@host:1", "valkey://u:***@host:1"),
+        ("valkey://host?password=pw&db=1", "valkey://host?password=***&db=1"),
+        ("unix://:pw@/tmp/valkey.sock?db=0", "unix://:***@/tmp/valkey.sock?db=0"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    from strands_valkey_session_manager._redact import redact_url
+
+    assert redact_url(url) == shown

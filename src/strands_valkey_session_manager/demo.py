@@ -80,12 +80,12 @@ def _run_phase(phase: str, url: str, session_id: str) -> None:
         "strands_valkey_session_manager.demo",
         "--phase",
         phase,
-        "--url",
-        url,
         "--session-id",
         session_id,
     ]
-    subprocess.run(command, check=True)
+    # The URL (and its password) goes by the environment: a command line is visible to every local
+    # user (ps), and a failed child's CalledProcessError names its command.
+    subprocess.run(command, check=True, env={**os.environ, "VALKEY_URL": url})
 
 
 def _embedded_flavour() -> str:
