@@ -137,3 +137,17 @@ def test_close_closes_the_client_when_a_lease_cannot_be_released(valkey9_server:
     manager.close()  # the release fails (the session is gone): logged, the lease expires anyway
     assert _closed(client)
     assert manager.lost_leases == {}  # never renewed: the loss was not observed, only the release failed
+
+
+def test_a_lease_taken_over_is_recorded_lost_and_no_longer_renewed(standalone_client: Any) -> None:
+    owner = ValkeySessionManager(session_id="s", client=standalone_client, lock=True, lock_ttl=0.3)
+    assert owner._lease is not None
+    _agent(owner)
+    key = owner.session_keys("s").session
+    # Another owner's live lease, as after a takeover (its token from the fence, which only grows).
+    token = standalone_client.hincrby(key, "fence:a", 1)
+    standalone_client.hset(key, "lease:a", f"{token} {int(time.time() * 1000) + 60_000} other")
+    assert owner._lease._lost_event.wait(timeout=10)
+    assert isinstance(owner.lost_leases["a"], SessionLockedError)
+    owner.close()
+    assert standalone_client.hget(key, "lease:a").endswith(" other")  # neither renewed nor released over it

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from strands import Agent
+from strands import Agent, tool
 from strands.agent.conversation_manager import SlidingWindowConversationManager
-from strands.types.exceptions import SessionException
+from strands.types.exceptions import EventLoopException, SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import (
@@ -20,7 +20,8 @@ from strands_valkey_session_manager import (
     ValkeySessionManager,
     ValkeySessionRepository,
 )
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager._write_behind import WriteBehindError
+from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
 from strands_valkey_session_manager.servers import ServerProcess
 from tests.conftest import Backend
 
@@ -174,6 +175,8 @@ def test_a_vanished_session_raises_session_not_found_and_keeps_agent_messages_as
             agent("second")
         assert "expired" in str(caught.value)
         assert agent.messages == before
+        assert isinstance(agent.model, ScriptedModel)
+        assert agent.model.remaining == 1  # the prompt is the turn's first write: the model was not called
     assert ValkeySessionRepository(client).read_session(SID) is None
 
     # Recovery as the README shows: a new manager (the session is created again), a new agent
@@ -266,3 +269,58 @@ def test_records_nested_1000_levels_deep_are_written_by_the_manager(standalone_c
     agent = reader.read_agent(SID, "bot")
     assert agent is not None
     assert _bottom(agent.state["deep"]) == (1000, {"bottom": b"\x00\xff", "n": 10**30})
+
+
+def test_with_write_behind_a_vanished_session_is_raised_within_the_turn(standalone_client: Any) -> None:
+    manager = ValkeySessionManager(session_id=SID, client=standalone_client, write_behind=True)
+    agent = Agent(agent_id="bot", model=ScriptedModel(["one", "two"]), session_manager=manager, callback_handler=None)
+    agent("first")
+    ValkeySessionRepository(standalone_client).delete_session(SID)
+    with pytest.raises(Exception) as caught:  # the chain is checked below
+        agent("second")
+    chain = _chain(caught.value)
+    # Found in the background, raised at the next queued write (inside the SDK's event loop, which
+    # wraps it in its EventLoopException) or at the end of the turn, whichever comes first.
+    assert any(isinstance(e, WriteBehindError) and isinstance(e.__cause__, SessionNotFoundError) for e in chain), chain
+    assert len(agent.messages) == 4  # found in the background: the turn's messages stay
+    assert ValkeySessionRepository(standalone_client).read_session(SID) is None  # never recreated behind the back
+    manager.close()
+
+
+def test_a_session_vanishing_mid_turn_surfaces_as_the_cause_of_the_sdk_error(standalone_client: Any) -> None:
+    @tool
+    def vanish() -> str:
+        """Delete the session (as an expiry or a prune would, during the turn)."""
+        ValkeySessionRepository(standalone_client).delete_session(SID)
+        return "gone"
+
+    manager = ValkeySessionManager(session_id=SID, client=standalone_client)
+    agent = Agent(
+        agent_id="bot",
+        model=ScriptedModel([ToolCall("vanish"), "unused"]),
+        tools=[vanish],
+        session_manager=manager,
+        callback_handler=None,
+    )
+    with pytest.raises(Exception) as caught:  # which one the SDK lets through is checked below
+        agent("go")
+    # The tool result's append fails inside the SDK's event loop, which wraps the error in its
+    # EventLoopException; the end of the turn then fails to store the agent's state too, raised
+    # with the first as its context.
+    chain = _chain(caught.value)
+    assert any(isinstance(e, SessionNotFoundError) for e in chain), chain
+    assert isinstance(chain[0], (SessionNotFoundError, EventLoopException))
+    wrapped = [e for e in chain if isinstance(e, EventLoopException)]
+    assert wrapped
+    assert isinstance(wrapped[0].__cause__, SessionNotFoundError)
+    assert "no longer exists" in str(wrapped[0].__cause__)
+    assert [m["role"] for m in agent.messages] == ["user", "assistant"]  # the unsaved tool result is taken back
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    """An error and the errors behind it (causes, else contexts)."""
+    chain: list[BaseException] = []
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
