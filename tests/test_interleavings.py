@@ -686,9 +686,17 @@ def test_write_behind_invocation_against_a_delete(clients: tuple[Any, Any, Any])
     assert _explore("write-behind invocation x delete", clients, _write_behind_build, ops, check) >= 8
 
 
-def test_summary() -> None:
-    """Prints the interleavings each scenario ran (with ``-s``); the figures of the README."""
+def test_summary(request: pytest.FixtureRequest) -> None:
+    """Prints the interleavings each scenario ran (with ``-s``) and holds the README's figures:
+    at least 26 operation pairs and 125 interleavings, each checked."""
+    scenarios = [
+        item for item in request.session.items if item.module is request.module and item.name != "test_summary"
+    ]
+    if len(scenarios) < 26:
+        pytest.skip("the figures hold for a run of the whole file")
     total = sum(EXPLORED.values())
     for name, count in sorted(EXPLORED.items()):
         print(f"{count:5d}  {name}")
     print(f"{total:5d}  interleavings over {len(EXPLORED)} operation pairs")
+    assert len(EXPLORED) >= 26
+    assert total >= 125
