@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import valkey
 from strands import Agent, tool
 from strands.agent.conversation_manager import SlidingWindowConversationManager
 from strands.types.exceptions import EventLoopException, SessionException
@@ -24,6 +25,7 @@ from strands_valkey_session_manager._write_behind import WriteBehindError
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
 from strands_valkey_session_manager.servers import ServerProcess
 from tests.conftest import Backend
+from tests.roundtrips import count_round_trips
 
 SID = "chat:{42}/race"
 
@@ -40,7 +42,7 @@ def two_clients(backend: Backend) -> Iterator[tuple[Any, Any]]:
         second.close()
 
 
-def _once(step: Callable[[], None]) -> Callable[[], None]:
+def _once(step: Callable[[], object]) -> Callable[[], None]:
     """``step`` the first time it is called, nothing afterwards."""
     pending = [step]
 
@@ -100,6 +102,27 @@ def test_the_manager_that_loses_the_session_create_race_adopts_the_session(two_c
     # A direct create of an existing session keeps the SDK's semantics.
     with pytest.raises(SessionException, match="already exists"):
         loser.create_session(Session(session_id=SID, session_type=SessionType.AGENT))
+
+
+def test_adopting_the_session_costs_one_more_read(standalone_client: Any, valkey9_server: ServerProcess) -> None:
+    other_client: Any = valkey.Valkey(valkey9_server.host, valkey9_server.port)
+    try:
+        other = ValkeySessionRepository(other_client)
+        other.create_session(Session(session_id="warm-up", session_type=SessionType.AGENT))  # scripts loaded
+        step = _once(lambda: other.create_session(Session(session_id=SID, session_type=SessionType.AGENT)))
+
+        class SteppedManager(ValkeySessionManager):
+            def read_session(self, session_id: str, **kwargs: Any) -> Session | None:
+                found = super().read_session(session_id, **kwargs)
+                step()
+                return found
+
+        with count_round_trips() as trips:
+            SteppedManager(session_id=SID, client=standalone_client)
+        # Ours: HGET, the create pipeline, HGET again; the other process's create in between.
+        assert trips.value == 4, trips
+    finally:
+        other_client.close()
 
 
 # -- 2. two processes create the same agent ------------------------------------------------------
