@@ -121,7 +121,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         # RepositorySessionManager takes **kwargs "for future extensibility" and ignores them all
         # (strands-agents 1.0 to 1.62): an unknown name here is a mistake, never an SDK option.
         if kwargs:
-            raise _unexpected_arguments(type(self).__name__, kwargs, manager_options(type(self)))
+            raise _unexpected_arguments(type(self).__name__, kwargs, _manager_options(type(self)))
         ValkeySessionRepository.__init__(
             self,
             client,
@@ -197,7 +197,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         import valkey
         import valkey.cluster
 
-        known = manager_options(cls)
+        known = _manager_options(cls)
         options = dict(manager_kwargs or {})
         unknown = {name: value for name, value in options.items() if name not in known}
         if unknown:
@@ -464,7 +464,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         return super().read_multi_agent(session_id, multi_agent_id, **kwargs)
 
 
-def manager_options(cls: type[ValkeySessionManager]) -> frozenset[str]:
+def _manager_options(cls: type[ValkeySessionManager]) -> frozenset[str]:
     """The keyword options of a manager class's constructor (``ttl``, ``lock``, ...)."""
     parameters = inspect.signature(cls.__init__).parameters.values()
     return frozenset(
