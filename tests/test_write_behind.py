@@ -228,7 +228,6 @@ class _Orchestrator:
         return self._state
 
 
-@pytest.mark.slow
 def test_queued_writes_ride_out_a_restart_with_the_same_retries_as_direct_ones() -> None:
     server = start_server("valkey9", appendonly=True)
     client: Any = valkey.Valkey(port=server.port, socket_timeout=1, socket_connect_timeout=1)
