@@ -196,7 +196,7 @@ def test_from_url_builds_a_cluster_client(backend: Backend) -> None:
 def test_from_url_to_an_unreachable_cluster_is_unavailable() -> None:
     from strands_valkey_session_manager.servers import free_port
 
-    with pytest.raises(StorageUnavailableError, match="cannot connect to redis://127.0.0.1:"):
+    with pytest.raises(StorageUnavailableError, match=r"cannot connect to redis://127\.0\.0\.1:"):
         ValkeyStorage.from_url(f"redis://127.0.0.1:{free_port()}", cluster=True, socket_connect_timeout=0.5)
 
 
