@@ -489,7 +489,7 @@ def test_migrate_files(cli: Any, standalone_client: Any, tmp_path: Path) -> None
     assert rest.exit_code == 0
     assert "migrated 1 of 2 sessions" in rest.stdout and "skipped 1 sessions" in rest.stdout
     again = cli("migrate", "files", str(tmp_path))
-    assert again.exit_code == 1  # nothing to do
+    assert again.exit_code == 0  # everything already migrated: success
     assert "skipped 2 sessions already in the target: 2 agents, 4 messages" in again.stdout
 
 

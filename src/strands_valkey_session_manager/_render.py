@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -72,29 +73,82 @@ def session_row(info: SessionInfo) -> dict[str, Any]:
     }
 
 
-def sessions_table(infos: Sequence[SessionInfo]) -> Table:
-    """The ``svsm sessions`` table, newest first as listed."""
+_HEADERS = ("session", "user", "tags", "agents", "messages", "created (UTC)", "updated (UTC)", "TTL left")
+_ORCHESTRATORS = "orchestrators"
+
+
+def _cells(info: SessionInfo, orchestrators: Mapping[str, Sequence[str]] | None) -> list[str]:
+    cells = [
+        info.session_id,
+        info.user_id or "-",
+        ", ".join(info.tags) or "-",
+        str(len(info.message_counts)),
+        str(info.message_count),
+        timestamp(info.created_at),
+        timestamp(info.updated_at),
+        duration(info.expires_in),
+    ]
+    if orchestrators is not None:
+        cells.insert(5, str(len(orchestrators.get(info.session_id, ()))))
+    return cells
+
+
+def sessions_table(infos: Sequence[SessionInfo], orchestrators: Mapping[str, Sequence[str]] | None = None) -> Table:
+    """The ``svsm sessions`` table, newest first as listed; with ``orchestrators`` (ids by session
+    id) an orchestrators column too. Cells never wrap: :func:`sessions_view` picks another layout
+    when the table does not fit."""
+    headers = list(_HEADERS)
+    if orchestrators is not None:
+        headers.insert(5, _ORCHESTRATORS)
     table = Table(show_edge=False, pad_edge=False)
-    table.add_column("session", overflow="fold")
-    table.add_column("user", overflow="fold")
-    table.add_column("tags", overflow="fold")
-    table.add_column("agents", justify="right", no_wrap=True)
-    table.add_column("messages", justify="right", no_wrap=True)
-    table.add_column("created (UTC)", no_wrap=True)
-    table.add_column("updated (UTC)", no_wrap=True)
-    table.add_column("TTL left", justify="right", no_wrap=True)
+    for header in headers:
+        numeric = header in ("agents", "messages", _ORCHESTRATORS, "TTL left")
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
     for info in infos:
-        table.add_row(
-            Text(info.session_id),
-            Text(info.user_id or "-"),
-            Text(", ".join(info.tags) or "-"),
-            str(len(info.message_counts)),
-            str(info.message_count),
-            timestamp(info.created_at),
-            timestamp(info.updated_at),
-            duration(info.expires_in),
-        )
+        table.add_row(*(Text(cell) for cell in _cells(info, orchestrators)))
     return table
+
+
+def table_width(infos: Sequence[SessionInfo], orchestrators: Mapping[str, Sequence[str]] | None = None) -> int:
+    """Columns :func:`sessions_table` needs to show every cell whole."""
+    headers = list(_HEADERS)
+    if orchestrators is not None:
+        headers.insert(5, _ORCHESTRATORS)
+    rows = [_cells(info, orchestrators) for info in infos]
+    widths = [max([cell_len(h)] + [cell_len(row[i]) for row in rows]) for i, h in enumerate(headers)]
+    return sum(widths) + 3 * (len(widths) - 1)  # " │ " between columns
+
+
+def sessions_stacked(infos: Sequence[SessionInfo], orchestrators: Mapping[str, Sequence[str]] | None = None) -> Group:
+    """Sessions as blocks of short lines (a narrow terminal): the id whole on its own line."""
+    lines: list[RenderableType] = []
+    for n, info in enumerate(infos):
+        if n:
+            lines.append(Text(""))
+        lines.append(Text(info.session_id, style="bold"))
+        owner = Text("  user ", style="dim").append(info.user_id or "-", style="")
+        owner.append(" · tags ", style="dim").append(", ".join(info.tags) or "-", style="")
+        lines.append(owner)
+        agents = len(info.message_counts)
+        counts = f"  {agents} {'agent' if agents == 1 else 'agents'} · {info.message_count} messages"
+        if orchestrators is not None:
+            count = len(orchestrators.get(info.session_id, ()))
+            counts += f" · {count} {'orchestrator' if count == 1 else 'orchestrators'}"
+        lines.append(Text(counts + f" · TTL left {duration(info.expires_in)}"))
+        lines.append(
+            Text(f"  created {timestamp(info.created_at)} · updated {timestamp(info.updated_at)} UTC", style="dim")
+        )
+    return Group(*lines)
+
+
+def sessions_view(
+    infos: Sequence[SessionInfo], *, width: int, orchestrators: Mapping[str, Sequence[str]] | None = None
+) -> RenderableType:
+    """The table when it fits in ``width`` columns, else :func:`sessions_stacked`: ids, users and
+    tags are never cut or folded."""
+    if table_width(infos, orchestrators) <= width:
+        return sessions_table(infos, orchestrators)
+    return sessions_stacked(infos, orchestrators)
 
 
 # -- conversations ----------------------------------------------------------------------------------

@@ -18,7 +18,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from enum import Enum
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
@@ -32,12 +35,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 from strands.types.exceptions import SessionException
+from typer.core import TyperCommand, TyperGroup
 
 from . import _doctor, _render
+from ._client import run_plan
 from ._codec import CodecError
-from ._keys import DEFAULT_KEY_PREFIX
+from ._keys import DEFAULT_KEY_PREFIX, encode_id, session_id_of_member
+from ._lifetime import now_ms
 from ._redact import client_from_url, drop_frame_locals, redact_url
-from .catalog import DamagedSession, SessionInfo
+from .catalog import DamagedSession, SessionInfo, SessionPage
 from .exceptions import (
     AccessDeniedError,
     CorruptRecordError,
@@ -85,8 +91,72 @@ command needs (the JSON module for migrate seed).
 DEFAULT_URL = "redis://127.0.0.1:6379"
 URL_ENVVARS = ["VALKEY_URL", "REDIS_URL"]
 
+
+class _Group(TyperGroup):
+    """The top-level group: its options (``--url``, ``--timeout``, ...) are also accepted after the
+    subcommand (``svsm sessions --url ...``) and are moved in front of it before parsing."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(self.params, args))
+
+
+def hoist_global_options(params: Any, args: list[str]) -> list[str]:
+    """``args`` with the group's own options found after the subcommand moved in front of it.
+
+    Tokens after ``--`` stay where they are, and so does the value of an option that takes one.
+    """
+    takes_value: dict[str, bool] = {}
+    for param in params:
+        if getattr(param, "param_type_name", "") == "option":
+            for name in [*param.opts, *param.secondary_opts]:
+                takes_value[name] = not (param.is_flag or getattr(param, "count", False))
+    head: list[str] = []
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":  # options before the command
+        head.append(args[i])
+        if takes_value.get(args[i]) and i + 1 < len(args):
+            head.append(args[i + 1])
+            i += 1
+        i += 1
+    if i >= len(args) or args[i] == "--":
+        return args
+    hoisted: list[str] = []
+    tail: list[str] = [args[i]]
+    i += 1
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            tail.extend(args[i:])
+            break
+        name = token.split("=", 1)[0] if token.startswith("--") else token
+        if name in takes_value:
+            hoisted.append(token)
+            if takes_value[name] and "=" not in token and i + 1 < len(args):
+                hoisted.append(args[i + 1])
+                i += 1
+        else:
+            tail.append(token)
+        i += 1
+    return head + hoisted + tail
+
+
+class _Command(TyperCommand):
+    """A command whose help shows its arguments as their placeholders (``SESSION_ID``), without
+    braces or Python type names."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if getattr(param, "param_type_name", "") == "argument":
+                name = param.metavar or str(param.name).upper()
+                param._usage_display_name = lambda name=name: name  # type: ignore[attr-defined]
+                param.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]
+
+
 app = typer.Typer(
     name="svsm",
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Strands sessions in Valkey or Redis: list, show, export, import, fork, delete, prune, migrate, doctor.\n\n"
     + EXIT_CODES,
     no_args_is_help=True,
@@ -119,14 +189,35 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+# The fields the package's errors open with (``operation=<...>, session_id=<...>, key=<...> | ``):
+# kept for --verbose, left out otherwise.
+_INTERNALS = re.compile(r"^(?:[a-z_]+=<.*?>(?:, )?)+ \| ")
+
+
+def _describe(error: BaseException, *, verbose: bool) -> str:
+    """One line for ``error``; without ``verbose``, without the operation, key and id fields."""
+    text = _one_line(error)
+    return text if verbose else _INTERNALS.sub("", text, count=1)
+
+
 def _fail(code: int, message: str) -> NoReturn:
     typer.echo(f"svsm: error: {' '.join(message.split())}", err=True)
     raise typer.Exit(code)
 
 
 @contextmanager
-def _exit_codes() -> Iterator[None]:
-    """Turn the package's and the client's exceptions into one line on stderr and an exit code."""
+def _exit_codes(settings: "Settings | None" = None) -> Iterator[None]:
+    """Turn the package's and the client's exceptions into one line on stderr and an exit code.
+
+    Server errors name the server (``server <url>``, or ``target server`` in a migration) with the
+    URL's password hidden; the operation, key and id fields of an error are shown with --verbose.
+    """
+    verbose = settings is not None and settings.verbose
+
+    def at_server(error: BaseException) -> str:
+        where = settings.server_label() if settings is not None else "server"
+        return f"{where}: {_describe(error, verbose=verbose)}"
+
     try:
         try:
             yield
@@ -139,25 +230,29 @@ def _exit_codes() -> Iterator[None]:
         raise
     except CliError as e:
         _fail(e.code, str(e))
-    except (SessionStoreUnavailableError, AccessDeniedError, SeedSourceError, ServerError) as e:
-        _fail(EXIT_UNAVAILABLE, _one_line(e))
+    except (SessionStoreUnavailableError, AccessDeniedError) as e:
+        _fail(EXIT_UNAVAILABLE, at_server(e))
+    except (SeedSourceError, ServerError) as e:
+        _fail(EXIT_UNAVAILABLE, _describe(e, verbose=verbose))
     except (CorruptRecordError, SessionTooLargeError, SourceRecordError, CodecError) as e:
         # CodecError: a stored record that a bulk read (export) decoded without wrapping the error.
-        _fail(EXIT_DATA, _one_line(e))
+        _fail(EXIT_DATA, _describe(e, verbose=verbose))
     except (valkey.exceptions.ValkeyError, valkey.exceptions.ValkeyClusterException) as e:
-        _fail(EXIT_UNAVAILABLE, f"server: {_one_line(e)}")
+        _fail(EXIT_UNAVAILABLE, at_server(e))
     except SessionException as e:
-        _fail(EXIT_DATA, _one_line(e))
+        _fail(EXIT_DATA, _describe(e, verbose=verbose))
     except ValueError as e:
-        _fail(EXIT_USAGE, _one_line(e))
+        _fail(EXIT_USAGE, _describe(e, verbose=verbose))
     except OSError as e:
-        _fail(EXIT_USAGE, _one_line(e))
+        _fail(EXIT_USAGE, _describe(e, verbose=verbose))
 
 
 def _guarded(command: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        with _exit_codes():
+        ctx = kwargs.get("ctx")
+        settings = ctx.find_object(Settings) if hasattr(ctx, "find_object") else None
+        with _exit_codes(settings):
             return command(*args, **kwargs)
 
     return run
@@ -179,10 +274,17 @@ class Settings:
     cluster: bool = False
     prefix: str = DEFAULT_KEY_PREFIX
     timeout: float = 5.0
+    verbose: bool = False
+    #: How errors name the server of --url: ``server``, or ``target server`` in a migration.
+    role: str = "server"
     _client: Any = None
 
     def __repr__(self) -> str:
         return f"Settings(url={redact_url(self.url)!r}, cluster={self.cluster}, prefix={self.prefix!r})"
+
+    def server_label(self) -> str:
+        """``server <url>`` (password hidden), as errors name it."""
+        return f"{self.role} {redact_url(self.url)}"
 
     def client(self) -> Any:
         if self._client is None:
@@ -222,8 +324,18 @@ def _settings(ctx: typer.Context) -> Settings:
     return settings
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        try:
+            found = package_version("strands-valkey-session-manager")
+        except PackageNotFoundError:  # pragma: no cover (running from a source tree)
+            found = "unknown"
+        typer.echo(f"svsm {found}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
-def main(
+def main(  # noqa: PLR0917 (typer passes every option as a keyword)
     ctx: typer.Context,
     url: Annotated[
         str,
@@ -244,8 +356,18 @@ def main(
         float,
         typer.Option("--timeout", min=0.001, metavar="SECONDS", help="Seconds to wait for a connection or a reply."),
     ] = 5.0,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Errors also name the operation, session and key that failed.")
+    ] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
 ) -> None:
-    """Strands sessions in Valkey or Redis."""
+    """Strands sessions in Valkey or Redis.
+
+    Global options may also follow the command: svsm sessions --url URL.
+    """
     # typer re-exports click's ParameterSource under different modules across versions: compare names.
     source = ctx.get_parameter_source("url")
     settings = Settings(
@@ -254,6 +376,7 @@ def main(
         cluster=cluster,
         prefix=prefix,
         timeout=timeout,
+        verbose=verbose,
     )
     ctx.obj = settings
     ctx.call_on_close(settings.close)
@@ -303,6 +426,8 @@ def sessions_command(  # noqa: PLR0917 (typer passes every option as a keyword)
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: sessions and cursor.")] = False,
 ) -> None:
     """List sessions, newest first, with their agents, messages, times and TTL."""
+    if cursor is not None:
+        check_cursor(cursor)
     repo = _settings(ctx).repository()
     page = repo.list_sessions(user_id=user, tag=tag, cursor=cursor, limit=limit)
     if as_json:
@@ -312,12 +437,27 @@ def sessions_command(  # noqa: PLR0917 (typer passes every option as a keyword)
         return
     out = _out()
     if page.sessions:
-        out.print(_render.sessions_table(page.sessions))
+        out.print(_render.sessions_view(page.sessions, width=out.width))
     elif not page.damaged:
         out.print("no sessions")
     _report_damaged(page.damaged)
     if page.cursor is not None:
         out.print(Text(f"next cursor: {page.cursor}"))
+
+
+_CURSOR = re.compile(r"\d{15}:(.+)")
+
+
+def check_cursor(cursor: str) -> None:
+    """Refuse (usage error) a ``--cursor`` that no listing printed: ``<15 digits>:<encoded id>``."""
+    match = _CURSOR.fullmatch(cursor)
+    try:
+        if match is None or encode_id(session_id_of_member(cursor), "session_id") != match.group(1):
+            raise ValueError
+    except (ValueError, UnicodeDecodeError):
+        raise typer.BadParameter(
+            f"{cursor!r} is not a cursor printed by svsm sessions (next cursor: ...)", param_hint="'--cursor'"
+        ) from None
 
 
 def _report_damaged(damaged: list[DamagedSession]) -> None:
@@ -332,7 +472,7 @@ def _report_damaged(damaged: list[DamagedSession]) -> None:
 @_guarded
 def show_command(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(help="Session id.")],
+    session_id: Annotated[str, typer.Argument(metavar="SESSION_ID", help="Session id.", show_default=False)],
     agent: Annotated[str | None, typer.Option("--agent", metavar="AGENT", help="Only this agent.")] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, metavar="N", help="Only the last N messages of each agent.")
@@ -368,7 +508,7 @@ def show_command(
 @_guarded
 def export_command(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(help="Session id.")],
+    session_id: Annotated[str, typer.Argument(metavar="SESSION_ID", help="Session id.", show_default=False)],
     output: Annotated[
         Path | None, typer.Option("-o", "--output", metavar="FILE", help="Write here instead of stdout.")
     ] = None,
@@ -390,7 +530,10 @@ def export_command(
 @_guarded
 def import_command(
     ctx: typer.Context,
-    file: Annotated[typer.FileText, typer.Argument(help="JSON Lines from svsm export; - for stdin.", encoding="utf-8")],
+    file: Annotated[
+        typer.FileText,
+        typer.Argument(metavar="FILE", help="JSON Lines from svsm export; - for stdin.", encoding="utf-8"),
+    ],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a session with the same id.")] = False,
 ) -> None:
     """Write a session from svsm export output."""
@@ -413,8 +556,8 @@ def import_command(
 @_guarded
 def fork_command(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help="Session to copy.")],
-    target: Annotated[str, typer.Argument(help="Id of the copy (must not exist).")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE_ID", help="Session to copy.")],
+    target: Annotated[str, typer.Argument(metavar="TARGET_ID", help="Id of the copy (must not exist).")],
 ) -> None:
     """Copy a session, with all its agents, messages and orchestrator state, to a new id."""
     repo = _settings(ctx).repository()
@@ -433,7 +576,7 @@ def fork_command(
 @_guarded
 def delete_command(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(help="Session id.")],
+    session_id: Annotated[str, typer.Argument(metavar="SESSION_ID", help="Session id.", show_default=False)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a session with everything in it (asks first unless --yes)."""
@@ -472,9 +615,50 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+_PREVIEW = 10
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def delete_if_idle(repo: ValkeySessionRepository, info: SessionInfo, *, cutoff_ms: int) -> bool:
+    """Delete a listed session only if it is still idle since before ``cutoff_ms`` and still the
+    session listed, in one atomic step (what ``repository.prune`` does per session); True when
+    deleted. A write after the listing keeps the session."""
+    return bool(run_plan(repo._db, repo._p_delete_idle(info, cutoff_ms)))
+
+
+def _stale_sessions(
+    repo: ValkeySessionRepository, user: str | None, tag: str | None, cutoff_ms: int
+) -> tuple[list[SessionInfo], list[DamagedSession]]:
+    """The listed sessions (of ``user``, with ``tag``) last written before ``cutoff_ms``."""
+    stale: list[SessionInfo] = []
+    damaged: list[DamagedSession] = []
+    with _progress() as progress:
+        task = progress.add_task("scanning the catalog", total=None)
+        cursor: str | None = None
+        while True:
+            page: SessionPage = repo.list_sessions(user_id=user, tag=tag, cursor=cursor, limit=200)
+            progress.advance(task, len(page.sessions))
+            stale.extend(info for info in page.sessions if _ms(info.updated_at) < cutoff_ms)
+            damaged.extend(page.damaged)
+            if page.cursor is None:
+                return stale, damaged
+            cursor = page.cursor
+
+
+def _preview(console: Console, stale: list[SessionInfo]) -> None:
+    """The first few sessions of a long list, and how many more there are."""
+    console.print(_render.sessions_view(stale[:_PREVIEW], width=console.width))
+    if len(stale) > _PREVIEW:
+        console.print(Text(f"... and {len(stale) - _PREVIEW} more", style="dim"))
+
+
 @app.command("prune")
 @_guarded
-def prune_command(
+def prune_command(  # noqa: PLR0917 (typer passes every option as a keyword)
     ctx: typer.Context,
     older_than: Annotated[
         str,
@@ -482,46 +666,57 @@ def prune_command(
             "--older-than", metavar="DURATION", help="Idle time: 90s, 15m, 12h, 30d, 2w (or 1d12h).", show_default=False
         ),
     ],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False,
+    user: Annotated[str | None, typer.Option("--user", metavar="USER", help="Only this user's sessions.")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", metavar="TAG", help="Only sessions with this tag.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be deleted.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: every session that would be deleted, as JSON.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete every session whose last write is older than --older-than."""
+    """Delete every session whose last write is older than --older-than (of --user, with --tag).
+
+    Shows how many and the first few, then asks (unless --yes). Each delete checks again, in one
+    atomic step, that the session is still idle: a session written meanwhile is kept.
+    """
     try:
         seconds = parse_duration(older_than)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="'--older-than'") from e
+    if as_json and not dry_run:
+        raise typer.BadParameter("--json lists what would be deleted: use it with --dry-run", param_hint="'--json'")
     repo = _settings(ctx).repository()
-    stale: list[SessionInfo] = []
-    damaged: list[DamagedSession] = []
-    with _progress() as progress:
-        task = progress.add_task("scanning the catalog", total=None)
-
-        def seen(info: SessionInfo, doomed: bool) -> None:
-            progress.advance(task)
-            if doomed:
-                stale.append(info)
-
-        repo.prune(seconds, dry_run=True, on_session=seen, on_damaged=damaged.append)
+    if not dry_run:
+        repo.sweep_catalog()  # entries of expired sessions first, as repository.prune does
+    cutoff = now_ms() - round(seconds * 1000)
+    stale, damaged = _stale_sessions(repo, user, tag, cutoff)
     _report_damaged(damaged)
+    which = (
+        f"idle for more than {older_than}" + (f" of user {user}" if user else "") + (f" tagged {tag}" if tag else "")
+    )
+    if as_json:
+        typer.echo(json.dumps({"sessions": [_render.session_row(i) for i in stale]}))
+        return
     if not stale:
-        _out().print(f"nothing to prune: no session idle for more than {older_than}")
+        _out().print(Text(f"nothing to prune: no session {which}"))
         raise typer.Exit(EXIT_NOT_FOUND)
     if dry_run:
         out = _out()
-        out.print(_render.sessions_table(stale))
-        out.print(f"would delete {len(stale)} sessions idle for more than {older_than}")
+        _preview(out, stale)
+        out.print(Text(f"would delete {len(stale)} sessions {which}"))
         return
     if not yes:
-        typer.confirm(f"Delete {len(stale)} sessions idle for more than {older_than}?", abort=True, err=True)
+        err = _err()
+        _preview(err, stale)
+        typer.confirm(f"Delete these {len(stale)} sessions {which}?", abort=True, err=True)
+    count = 0
     with _progress() as progress:
         task = progress.add_task("deleting", total=len(stale))
-
-        def deleted(info: SessionInfo, doomed: bool) -> None:
-            if doomed:
-                progress.advance(task)
-
-        count = repo.prune(seconds, on_session=deleted)
-    _out().print(f"deleted {count} sessions idle for more than {older_than}")
+        for info in stale:
+            count += delete_if_idle(repo, info, cutoff_ms=cutoff)
+            progress.advance(task)
+    kept = f" ({len(stale) - count} written meanwhile or gone, kept)" if count < len(stale) else ""
+    _out().print(Text(f"deleted {count} sessions {which}{kept}"))
 
 
 # -- migrations -------------------------------------------------------------------------------------
@@ -540,7 +735,7 @@ def _run_migration(what: str, migrate: Callable[[Callable[[MigrationProgress], N
         out.print(line)
     if report.failures:
         raise typer.Exit(EXIT_DATA)
-    if report.sessions_migrated == 0:
+    if report.sessions_found == 0:  # nothing to migrate; everything already migrated is success
         raise typer.Exit(EXIT_NOT_FOUND)
 
 
@@ -566,6 +761,7 @@ def migrate_seed_command(
     are skipped, partial copies from an interrupted run are rewritten.
     """
     settings = _settings(ctx)
+    settings.role = "target server"
     target = settings.repository()
     source = make_client(source_url, cluster=source_cluster, timeout=settings.timeout)
     try:
@@ -573,6 +769,10 @@ def migrate_seed_command(
             "migrating",
             lambda step: migrate_from_seed(source, target, session_ids=session, dry_run=dry_run, on_session=step),
         )
+    except (valkey.exceptions.ValkeyError, valkey.exceptions.ValkeyClusterException, SeedSourceError) as e:
+        # The target's errors are the package's own; the source client's are the client library's.
+        where = f"source server {redact_url(source_url)}"
+        raise CliError(EXIT_UNAVAILABLE, f"{where}: {_describe(e, verbose=settings.verbose)}") from None
     finally:
         source.close()
 
@@ -583,7 +783,13 @@ def migrate_files_command(
     ctx: typer.Context,
     directory: Annotated[
         Path,
-        typer.Argument(help="The FileSessionManager storage_dir.", exists=True, file_okay=False, dir_okay=True),
+        typer.Argument(
+            metavar="DIRECTORY",
+            help="The FileSessionManager storage_dir.",
+            exists=True,
+            file_okay=False,
+            dir_okay=True,
+        ),
     ],
     session: Annotated[
         list[str] | None, typer.Option("--session", metavar="ID", help="Only this session (repeatable).")
@@ -595,7 +801,9 @@ def migrate_files_command(
     Sessions already complete in the target are skipped, partial copies from an interrupted run are
     rewritten.
     """
-    target = _settings(ctx).repository()
+    settings = _settings(ctx)
+    settings.role = "target server"
+    target = settings.repository()
     _run_migration(
         "migrating",
         lambda step: migrate_from_file_store(directory, target, session_ids=session, dry_run=dry_run, on_session=step),
@@ -755,3 +963,9 @@ def demo_command(ctx: typer.Context) -> None:
     except subprocess.CalledProcessError as e:
         raise CliError(EXIT_UNAVAILABLE, f"the demo failed (exit code {e.returncode})") from e
     raise typer.Exit(code)
+
+
+for _typer in (app, migrate_app):
+    for _info in _typer.registered_commands:
+        if _info.cls in (None, TyperCommand):
+            _info.cls = _Command
