@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -58,9 +59,10 @@ def _printable(value: Any) -> Any:
 # -- sessions ---------------------------------------------------------------------------------------
 
 
-def session_row(info: SessionInfo) -> dict[str, Any]:
-    """One session as plain JSON values (``svsm sessions --json``)."""
-    return {
+def session_row(info: SessionInfo, orchestrators: Sequence[str] | None = None) -> dict[str, Any]:
+    """One session as plain JSON values (``svsm sessions --json``), with its orchestrators' ids
+    when given."""
+    row = {
         "session_id": info.session_id,
         "user_id": info.user_id,
         "tags": list(info.tags),
@@ -71,6 +73,9 @@ def session_row(info: SessionInfo) -> dict[str, Any]:
         "updated_at": info.updated_at.isoformat(),
         "expires_in": info.expires_in,
     }
+    if orchestrators is not None:
+        row["orchestrators"] = list(orchestrators)
+    return row
 
 
 _HEADERS = ("session", "user", "tags", "agents", "messages", "created (UTC)", "updated (UTC)", "TTL left")
@@ -237,7 +242,27 @@ def message(record: SessionMessage) -> RenderableType:
     return Group(*lines)
 
 
-def agent_header(agent: SessionAgent | None, agent_id: str, shown: int, stored: int) -> RenderableType:
+@dataclass(frozen=True)
+class Sealed:
+    """A stored record that could not be opened (encrypted, and no key or not the right one): what
+    its plaintext envelope tells."""
+
+    message_id: Any = None
+    created_at: Any = None
+
+
+#: What an agent's record is shown as when it could not be opened.
+SEALED_AGENT = Sealed()
+
+
+def sealed_message(record: Sealed) -> RenderableType:
+    """A message that could not be opened, in its place: id and time, then ``[encrypted]``."""
+    head = Text("message ", style="bold")
+    head.append(f"#{record.message_id} · {timestamp(record.created_at)}", style="dim")
+    return Group(head, Text("  [encrypted]", style="magenta"))
+
+
+def agent_header(agent: SessionAgent | Sealed | None, agent_id: str, shown: int, stored: int) -> RenderableType:
     """An agent's title, state and conversation-manager state."""
     title = Text("agent ", style="bold")
     title.append(agent_id, style="bold underline")
@@ -246,6 +271,10 @@ def agent_header(agent: SessionAgent | None, agent_id: str, shown: int, stored: 
     lines: list[RenderableType] = [title]
     if agent is None:
         lines.append(Text("  (agent record missing)", style="red"))
+        return Group(*lines)
+    if isinstance(agent, Sealed):
+        lines.append(Text("  state: ", style="bold").append("encrypted", style="magenta"))
+        lines.append(Text("  conversation manager: ", style="bold").append("encrypted", style="magenta"))
         return Group(*lines)
     lines.append(Text("  state: ", style="bold").append(to_json(agent.state)))
     lines.append(Text("  conversation manager: ", style="bold").append(to_json(agent.conversation_manager_state)))
@@ -267,6 +296,109 @@ def session_header(info: SessionInfo, session_type: str) -> RenderableType:
     if info.tags:
         details.append(f"tags {', '.join(info.tags)}")
     return Group(title, Text("  " + " · ".join(details), style="dim"))
+
+
+# -- orchestrators (Graph, Swarm) -----------------------------------------------------------------
+
+_SUMMARY_CHARS = 120
+
+
+def _ids(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _short(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _SUMMARY_CHARS else flat[: _SUMMARY_CHARS - 1] + "…"
+
+
+def _task_text(task: Any) -> str:
+    if isinstance(task, str):
+        return task
+    if isinstance(task, list):  # content blocks
+        parts = [" ".join(t.plain for t in content_lines(b)) for b in task if isinstance(b, Mapping)]
+        return " ".join(parts)
+    return to_json(task)
+
+
+def _result_summary(result: Any) -> str:
+    """One line of a node's result: the agent's last text, an error, or a nested run's status."""
+    if not isinstance(result, Mapping):
+        return ""
+    kind = result.get("type")
+    if kind == "agent_result":
+        message = result.get("message")
+        blocks = message.get("content") if isinstance(message, Mapping) else None
+        texts = [str(b["text"]) for b in blocks or [] if isinstance(b, Mapping) and "text" in b]
+        return _short(" ".join(texts))
+    if kind == "exception":
+        return _short(f"error: {result.get('message', '')}")
+    if kind == "multiagent_result":
+        return f"nested run, status {result.get('status', '?')}"
+    return ""
+
+
+def _usage(state: Mapping[str, Any]) -> str:
+    parts = []
+    usage = state.get("accumulated_usage")
+    if isinstance(usage, Mapping) and ("inputTokens" in usage or "outputTokens" in usage):
+        parts.append(f"{usage.get('inputTokens', 0)} input, {usage.get('outputTokens', 0)} output tokens")
+    if isinstance(state.get("execution_count"), int):
+        parts.append(f"{state['execution_count']} node executions")
+    if isinstance(state.get("execution_time"), (int, float)):
+        parts.append(f"{state['execution_time']} ms")
+    return " · ".join(parts)
+
+
+def orchestrator(multi_id: str, state: Mapping[str, Any] | Sealed) -> RenderableType:
+    """A Graph's or a Swarm's stored state (``serialize_state()``): status, nodes, order, results,
+    handoffs. Other orchestrators' state is shown as JSON."""
+    title = Text("orchestrator ", style="bold")
+    title.append(multi_id, style="bold underline")
+    if isinstance(state, Sealed):
+        return Group(title.append(" · ", style="dim").append("encrypted", style="magenta"))
+    kind = str(state.get("type", "?"))
+    title.append(f" · {kind} · status {state.get('status', '?')}", style="dim")
+    lines: list[RenderableType] = [title]
+
+    def field(label: str, value: str) -> None:
+        if value:
+            lines.append(Text(f"  {label}: ", style="bold").append(value))
+
+    if kind not in ("graph", "swarm"):
+        field("state", to_json(state))
+        return Group(*lines)
+    if "current_task" in state:
+        field("task", _short(_task_text(state["current_task"])))
+    if kind == "graph":
+        field("execution order", " → ".join(_ids(state.get("execution_order"))))
+        field("completed nodes", ", ".join(_ids(state.get("completed_nodes"))))
+        field("failed nodes", ", ".join(_ids(state.get("failed_nodes"))))
+        field("interrupted nodes", ", ".join(_ids(state.get("interrupted_nodes"))))
+    else:
+        field("node history", " → ".join(_ids(state.get("node_history"))))
+    field("next nodes", ", ".join(_ids(state.get("next_nodes_to_execute"))))
+    context = state.get("context")
+    if isinstance(context, Mapping):
+        if context.get("handoff_node"):
+            field("handoff to", str(context["handoff_node"]))
+        if context.get("handoff_message"):
+            field("handoff message", _short(str(context["handoff_message"])))
+        if context.get("shared_context"):
+            field("shared context", to_json(context["shared_context"]))
+    field("usage", _usage(state))
+    results = state.get("node_results")
+    if isinstance(results, Mapping) and results:
+        lines.append(Text("  results:", style="bold"))
+        for node_id, result in results.items():
+            line = Text(f"    {node_id}: ")
+            status = str(result.get("status", "?")) if isinstance(result, Mapping) else "?"
+            line.append(status, style="red" if status == "failed" else "green" if status == "completed" else "")
+            summary = _result_summary(result.get("result")) if isinstance(result, Mapping) else ""
+            if summary:
+                line.append(f" · {summary}")
+            lines.append(line)
+    return Group(*lines)
 
 
 # -- migrations -------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Errors print one line to stderr (no traceback) and exit with a code a script can
 ``EXIT_CODES``.
 """
 
+import base64
+import binascii
 import functools
 import json
 import re
@@ -35,12 +37,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 from strands.types.exceptions import SessionException
+from strands.types.session import SessionMessage
 from typer.core import TyperCommand, TyperGroup
 
-from . import _doctor, _render
+from . import _codec, _doctor, _render, _seal
 from ._client import run_plan
 from ._codec import CodecError
-from ._keys import DEFAULT_KEY_PREFIX, encode_id, session_id_of_member
+from ._keys import DEFAULT_KEY_PREFIX, agent_member_range, encode_id, session_id_of_member
 from ._lifetime import now_ms
 from ._redact import client_from_url, drop_frame_locals, redact_url
 from .catalog import DamagedSession, SessionInfo, SessionPage
@@ -48,6 +51,7 @@ from .exceptions import (
     AccessDeniedError,
     CorruptRecordError,
     DamagedSessionError,
+    DecryptionError,
     SessionStoreUnavailableError,
     SessionTooLargeError,
 )
@@ -277,7 +281,11 @@ class Settings:
     verbose: bool = False
     #: How errors name the server of --url: ``server``, or ``target server`` in a migration.
     role: str = "server"
+    key_file: Path | None = None
+    key_store_dir: Path | None = None
+    key_store_url: str | None = None
     _client: Any = None
+    _key_store_client: Any = None
 
     def __repr__(self) -> str:
         return f"Settings(url={redact_url(self.url)!r}, cluster={self.cluster}, prefix={self.prefix!r})"
@@ -292,12 +300,81 @@ class Settings:
         return self._client
 
     def repository(self) -> ValkeySessionRepository:
-        return ValkeySessionRepository(self.client(), key_prefix=self.prefix)
+        return ValkeySessionRepository(self.client(), key_prefix=self.prefix, key_provider=self.key_provider())
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether a key file or a key store was given (encrypted records can be opened)."""
+        return bool(self.key_file or self.key_store_dir or self.key_store_url)
+
+    def key_provider(self) -> Any:
+        """The key provider of --key-file, --key-store-dir, --key-store-url (None without them)."""
+        local = load_key_file(self.key_file) if self.key_file is not None else None
+        store: Any = None
+        if self.key_store_dir is not None:
+            from .encryption import FileKeyStore
+
+            if not self.key_store_dir.is_dir():
+                raise CliError(EXIT_USAGE, f"key store directory {self.key_store_dir} does not exist")
+            store = FileKeyStore(self.key_store_dir)
+        elif self.key_store_url is not None:
+            from .encryption import ValkeyKeyStore
+
+            if self._key_store_client is None:
+                self._key_store_client = make_client(self.key_store_url, cluster=False, timeout=self.timeout)
+            store = ValkeyKeyStore(self._key_store_client)
+        if store is None:
+            return local
+        from .encryption import KeyStoreProvider
+
+        return KeyStoreProvider(store, legacy=local)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in (self._client, self._key_store_client):
+            if client is not None:
+                client.close()
+        self._client = self._key_store_client = None
+
+
+def load_key_file(path: Path) -> Any:
+    """A ``LocalKeyProvider`` from a keys file: JSON ``{"current": "<key id>", "keys": {"<key id>":
+    "<base64 of 32 bytes>", ...}}``. Errors name the file and the key id, never key material.
+
+    Raises:
+        CliError: If the file cannot be read or is not such a document (usage error).
+    """
+    from .encryption import LocalKeyProvider
+
+    def bad(reason: str) -> CliError:
+        return CliError(EXIT_USAGE, f"key file {path}: {reason}")
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise bad(getattr(e, "strerror", None) or "not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        message = e.msg if isinstance(e, json.JSONDecodeError) else "invalid"
+        raise bad(f"not JSON ({message})") from None
+    finally:
+        del text
+    if not isinstance(data, dict) or not isinstance(data.get("current"), str) or not isinstance(data.get("keys"), dict):
+        raise bad('expected {"current": "<key id>", "keys": {"<key id>": "<base64 of 32 bytes>"}}')
+    keys: dict[str, bytes] = {}
+    for key_id, encoded in data["keys"].items():
+        try:
+            keys[key_id] = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else b""
+        except (binascii.Error, ValueError):
+            raise bad(f"key {key_id!r} is not base64") from None
+        if len(keys[key_id]) != _seal.DATA_KEY_BYTES:
+            raise bad(f"key {key_id!r} must be 32 bytes (base64 of 32 random bytes)")
+    if data["current"] not in keys:
+        raise bad(f"the current key id {data['current']!r} is not among the keys")
+    try:
+        return LocalKeyProvider(keys, data["current"])
+    except ValueError as e:
+        raise bad(str(e)) from None
 
 
 def make_client(url: str, *, cluster: bool, timeout: float) -> Any:
@@ -359,6 +436,37 @@ def main(  # noqa: PLR0917 (typer passes every option as a keyword)
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Errors also name the operation, session and key that failed.")
     ] = False,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-file",
+            metavar="FILE",
+            envvar="SVSM_KEY_FILE",
+            help='Open encrypted sessions with the wrapping keys in FILE: {"current": "<id>", "keys": '
+            '{"<id>": "<base64 of 32 bytes>"}} (LocalKeyProvider).',
+            show_default=False,
+        ),
+    ] = None,
+    key_store_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-store-dir",
+            metavar="DIR",
+            envvar="SVSM_KEY_STORE_DIR",
+            help="Open encrypted sessions with the data keys in this FileKeyStore directory.",
+            show_default=False,
+        ),
+    ] = None,
+    key_store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--key-store-url",
+            metavar="URL",
+            envvar="SVSM_KEY_STORE_URL",
+            help="Open encrypted sessions with the data keys in this ValkeyKeyStore server.",
+            show_default=False,
+        ),
+    ] = None,
     show_version: Annotated[
         bool,
         typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
@@ -377,6 +485,9 @@ def main(  # noqa: PLR0917 (typer passes every option as a keyword)
         prefix=prefix,
         timeout=timeout,
         verbose=verbose,
+        key_file=key_file,
+        key_store_dir=key_store_dir,
+        key_store_url=key_store_url,
     )
     ctx.obj = settings
     ctx.call_on_close(settings.close)
@@ -430,19 +541,37 @@ def sessions_command(  # noqa: PLR0917 (typer passes every option as a keyword)
         check_cursor(cursor)
     repo = _settings(ctx).repository()
     page = repo.list_sessions(user_id=user, tag=tag, cursor=cursor, limit=limit)
+    multi = orchestrator_ids(repo, [i.session_id for i in page.sessions])
     if as_json:
         damaged = [{"session_id": d.session_id, "key": d.key, "reason": d.reason} for d in page.damaged]
-        rows = [_render.session_row(i) for i in page.sessions]
+        rows = [_render.session_row(i, multi.get(i.session_id, [])) for i in page.sessions]
         typer.echo(json.dumps({"sessions": rows, "cursor": page.cursor, "damaged": damaged}))
         return
     out = _out()
     if page.sessions:
-        out.print(_render.sessions_view(page.sessions, width=out.width))
+        out.print(_render.sessions_view(page.sessions, width=out.width, orchestrators=multi))
     elif not page.damaged:
         out.print("no sessions")
     _report_damaged(page.damaged)
     if page.cursor is not None:
         out.print(Text(f"next cursor: {page.cursor}"))
+
+
+def orchestrator_ids(repo: ValkeySessionRepository, session_ids: list[str]) -> dict[str, list[str]]:
+    """The Graph/Swarm orchestrator ids stored in each session (one pipelined ``HKEYS`` per
+    session, one round trip); a session whose orchestrator key cannot be read counts none."""
+    if not session_ids:
+        return {}
+    client = repo.client
+    cluster = isinstance(client, valkey.cluster.ValkeyCluster)
+    pipe = client.pipeline() if cluster else client.pipeline(transaction=False)
+    for session_id in session_ids:
+        pipe.hkeys(repo.session_keys(session_id).multi)
+    replies = pipe.execute(raise_on_error=False)
+    return {
+        session_id: sorted(_codec.text(k) for k in reply) if isinstance(reply, list) else []
+        for session_id, reply in zip(session_ids, replies, strict=True)
+    }
 
 
 _CURSOR = re.compile(r"\d{15}:(.+)")
@@ -489,16 +618,84 @@ def show_command(
     out = _out()
     out.print(_render.session_header(info, session.session_type.value))
     agent_ids = [agent] if agent is not None else info.agent_ids
-    if not agent_ids:
+    multi_ids = [] if agent is not None else orchestrator_ids(repo, [session_id])[session_id]
+    if not agent_ids and not multi_ids:
         out.print(Text("(no agents)", style="dim"))
+    sealed = False
     for agent_id in agent_ids:
         stored = info.message_counts[agent_id]
         offset = max(0, stored - limit) if limit is not None else 0
-        messages = repo.list_messages(session_id, agent_id, offset=offset)
+        messages = _messages(repo, session_id, agent_id, offset)
+        try:
+            record: Any = repo.read_agent(session_id, agent_id)
+        except DecryptionError:
+            record = _render.SEALED_AGENT
+        sealed = sealed or record is _render.SEALED_AGENT or any(isinstance(m, _render.Sealed) for m in messages)
         out.print()
-        out.print(_render.agent_header(repo.read_agent(session_id, agent_id), agent_id, len(messages), stored))
-        for record in messages:
-            out.print(_render.message(record))
+        out.print(_render.agent_header(record, agent_id, len(messages), stored))
+        for message in messages:
+            out.print(
+                _render.sealed_message(message) if isinstance(message, _render.Sealed) else _render.message(message)
+            )
+    for multi_id in multi_ids:
+        try:
+            state: Any = repo.read_multi_agent(session_id, multi_id)
+        except DecryptionError:
+            state = _render.Sealed()
+            sealed = True
+        if state is not None:
+            out.print()
+            out.print(_render.orchestrator(multi_id, state))
+    if sealed:
+        hint = (
+            "the keys given do not open them"
+            if _settings(ctx).has_keys
+            else "pass --key-file, --key-store-dir or --key-store-url to open them"
+        )
+        _err().print(Text(f"session {session_id!r} holds encrypted records, shown as [encrypted]: {hint}"))
+
+
+def _messages(
+    repo: ValkeySessionRepository, session_id: str, agent_id: str, offset: int
+) -> list[SessionMessage | _render.Sealed]:
+    """An agent's messages from ``offset``; records that cannot be opened (encrypted, without the
+    right key) as :class:`_render.Sealed` in their place instead of failing the whole list."""
+    try:
+        return list(repo.list_messages(session_id, agent_id, offset=offset))
+    except DecryptionError:
+        pass
+    # Read the stored records as they are (one ZRANGEBYLEX, then HMGETs of 500) and open each alone.
+    keys = repo.session_keys(session_id)
+    client = repo.client
+    low, high = agent_member_range(encode_id(agent_id, "agent_id"))
+    members = [_codec.text(m) for m in client.zrangebylex(keys.order, low, high)][offset:]
+    shown: list[SessionMessage | _render.Sealed] = []
+    for start in range(0, len(members), 500):
+        batch = members[start : start + 500]
+        for raw in client.hmget(keys.messages, batch):
+            if raw is None:
+                continue
+            shown.append(_open_message(repo, session_id, agent_id, raw))
+    return shown
+
+
+def _open_message(repo: ValkeySessionRepository, session_id: str, agent_id: str, raw: Any) -> Any:
+    envelope = _codec.loads(raw)
+    if not isinstance(envelope, dict) or _codec.SEALED_MARKER not in envelope:
+        return _codec.decode_message(raw)
+    placeholder = _render.Sealed(envelope.get("message_id"), envelope.get("created_at"))
+    try:
+        encrypted = bool(base64.b64decode(envelope[_codec.SEALED_MARKER])[0] & _seal.ENCRYPTED)
+    except (binascii.Error, ValueError, TypeError, IndexError):
+        encrypted = True
+    if encrypted and repo._sealer.key_provider is None:
+        return placeholder
+    message_id = envelope.get("message_id")
+    try:
+        opened = repo.read_message(session_id, agent_id, message_id) if isinstance(message_id, int) else None
+    except DecryptionError:
+        return placeholder
+    return opened if opened is not None else placeholder
 
 
 # -- copies -----------------------------------------------------------------------------------------
