@@ -201,10 +201,12 @@ class SessionCore(CatalogPlans, TransferPlans):
         _expect(session_agent, SessionAgent, "session_agent")
         agent_id = _check_id(session_agent.agent_id, "agent_id")
         keys = self.session_keys(session_id)
-        seal = yield from self._p_seal("create_agent", session_id, keys.agents, agent_id)
-        record = self._sized(_codec.encode_agent(session_agent, seal), keys.agents)
-        call = ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent_id, record))
-        version = yield Step("create_agent", session_id, keys.agents, call)
+
+        def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
+            record = self._sized(_codec.encode_agent(session_agent, seal), keys.agents)
+            return ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent_id, record, dek))
+
+        version = yield from self._p_sealed_write("create_agent", session_id, keys.agents, agent_id, call)
         try:
             _check_written(version, session_id, keys, agent_id, "create_agent")
         except AgentExistsError:
@@ -290,9 +292,8 @@ class SessionCore(CatalogPlans, TransferPlans):
         _expect(session_agent, SessionAgent, "session_agent")
         agent_id = _check_id(session_agent.agent_id, "agent_id")
         keys = self.session_keys(session_id)
-        seal = yield from self._p_seal("update_agent", session_id, keys.agents, agent_id)
-        body = self._sized(_codec.encode_agent_update(session_agent, seal), keys.agents)
         missing = f"Agent {agent_id} in session {session_id} does not exist"
+        body = partial(_codec.encode_agent_update, session_agent)
         yield from self._p_update_record(
             "update_agent", session_id, agent_id, keys, index=2, field=agent_id, body=body, missing=missing
         )
@@ -303,19 +304,13 @@ class SessionCore(CatalogPlans, TransferPlans):
         _expect(session_message, SessionMessage, "session_message")
         member = self._member(agent_id, session_message.message_id)
         keys = self.session_keys(session_id)
-        seal = yield from self._p_seal("create_message", session_id, keys.messages, member)
-        record = self._sized(_codec.encode_message(session_message, seal), keys.messages)
-        args = (
-            self._ttl_ms,
-            agent_id,
-            member,
-            record,
-            self._expected(session_id, agent_id),
-            self._token(session_id, agent_id),
-        )
-        version = yield Step(
-            "create_message", session_id, keys.messages, ScriptCall("append_message", keys.all(), args)
-        )
+
+        def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
+            record = self._sized(_codec.encode_message(session_message, seal), keys.messages)
+            guards = (self._expected(session_id, agent_id), self._token(session_id, agent_id), dek)
+            return ScriptCall("append_message", keys.all(), (self._ttl_ms, agent_id, member, record, *guards))
+
+        version = yield from self._p_sealed_write("create_message", session_id, keys.messages, member, call)
         _check_written(version, session_id, keys, agent_id, "create_message")
         if not version:
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
@@ -334,8 +329,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         _expect(session_message, SessionMessage, "session_message")
         member = self._member(agent_id, session_message.message_id)
         keys = self.session_keys(session_id)
-        seal = yield from self._p_seal("update_message", session_id, keys.messages, member)
-        body = self._sized(_codec.encode_message_update(session_message, seal), keys.messages)
+        body = partial(_codec.encode_message_update, session_message)
         missing = f"Message {session_message.message_id} does not exist"
         yield from self._p_update_record(
             "update_message", session_id, agent_id, keys, index=3, field=member, body=body, missing=missing
@@ -350,15 +344,21 @@ class SessionCore(CatalogPlans, TransferPlans):
         *,
         index: int,
         field: str,
-        body: bytes,
+        body: Callable[[_codec.Seal | None], bytes],
         missing: str,
     ) -> Plan[None]:
         """Replace an agent's record or message (``update_record.lua``), keeping ``created_at`` and
-        checking the agent's version and lease; ``missing`` is the error when the field is absent."""
-        guards = (agent_id, self._expected(session_id, agent_id), self._token(session_id, agent_id))
-        args = (self._ttl_ms, index, field, body, "1", *guards)
+        checking the agent's version and lease; ``body`` encodes the record with a seal;
+        ``missing`` is the error when the field is absent."""
         key = keys.all()[index - 1]
-        version = yield Step(operation, session_id, key, ScriptCall("update_record", keys.all(), args))
+
+        def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
+            guards = (agent_id, self._expected(session_id, agent_id), self._token(session_id, agent_id), dek)
+            return ScriptCall(
+                "update_record", keys.all(), (self._ttl_ms, index, field, self._sized(body(seal), key), "1", *guards)
+            )
+
+        version = yield from self._p_sealed_write(operation, session_id, key, field, call)
         _check_written(version, session_id, keys, agent_id, operation)
         if not version:
             raise SessionException(missing)
@@ -442,10 +442,12 @@ class SessionCore(CatalogPlans, TransferPlans):
     def _p_put_multi_agent(self, session_id: str, multi_agent_id: str, state: dict[str, Any]) -> Plan[None]:
         _check_id(multi_agent_id, "multi_agent_id")
         keys = self.session_keys(session_id)
-        seal = yield from self._p_seal("create_multi_agent", session_id, keys.multi, multi_agent_id)
-        record = self._sized(_codec.encode_state(state, seal), keys.multi)
-        call = ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_agent_id, record))
-        done = yield Step("create_multi_agent", session_id, keys.multi, call)
+
+        def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
+            record = self._sized(_codec.encode_state(state, seal), keys.multi)
+            return ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, dek))
+
+        done = yield from self._p_sealed_write("create_multi_agent", session_id, keys.multi, multi_agent_id, call)
         _check_written(done, session_id, keys, "", "create_multi_agent")
 
     def _p_create_multi_agent(self, session_id: str, multi_agent: MultiAgentBase) -> Plan[None]:
@@ -467,10 +469,14 @@ class SessionCore(CatalogPlans, TransferPlans):
     def _p_replace_multi_agent(self, session_id: str, multi_agent_id: str, state: dict[str, Any]) -> Plan[None]:
         _check_id(multi_agent_id, "multi_agent_id")
         keys = self.session_keys(session_id)
-        seal = yield from self._p_seal("update_multi_agent", session_id, keys.multi, multi_agent_id)
-        record = self._sized(_codec.encode_state(state, seal), keys.multi)
-        call = ScriptCall("update_record", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, "0", "", ""))
-        done = yield Step("update_multi_agent", session_id, keys.multi, call)
+
+        def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
+            record = self._sized(_codec.encode_state(state, seal), keys.multi)
+            return ScriptCall(
+                "update_record", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, "0", "", "", "", dek)
+            )
+
+        done = yield from self._p_sealed_write("update_multi_agent", session_id, keys.multi, multi_agent_id, call)
         _check_written(done, session_id, keys, "", "update_multi_agent")
         if not done:
             raise SessionException(f"MultiAgent state {multi_agent_id} in session {session_id} does not exist")
@@ -505,16 +511,20 @@ class SessionCore(CatalogPlans, TransferPlans):
             pending.wrapped = bytes(provider.wrap(pending.key, context))
 
     def _p_read(self, operation: str, session_id: str, key: str, calls: list[Call]) -> Plan[list[Any]]:
-        """One round trip of read ``calls``, with ``HGET dek`` added when this repository encrypts
-        and does not know the session's data key yet (learnt from the reply). Returns the replies
-        of ``calls``."""
-        if self._sealer.key_provider is None or session_id in self._data_keys:
+        """One round trip of read ``calls``, with ``HGET dek`` added when this repository encrypts:
+        the session's data key is learnt from the reply, and a key cached earlier is replaced when
+        the session holds another one by now (re-encrypted, re-wrapped, or deleted and created
+        again by another process). Returns the replies of ``calls``."""
+        if self._sealer.key_provider is None:
             if len(calls) == 1:
                 return [(yield Step(operation, session_id, key, calls[0]))]
             return list((yield Step(operation, session_id, key, calls)))
         keys = self.session_keys(session_id)
         *replies, stored = yield Step(operation, session_id, key, [*calls, CommandCall("hget", (keys.session, "dek"))])
-        if stored is not None:
+        known = self._data_keys.get(session_id)
+        if stored is None:
+            self._data_keys.pop(session_id, None)
+        elif known is None or known.stored != _codec.text(stored):
             self._data_keys[session_id] = self._stored_key(session_id, stored)
         return list(replies)
 
@@ -583,6 +593,29 @@ class SessionCore(CatalogPlans, TransferPlans):
     def _seal_with(self, cipher: _seal.Cipher | None, session_id: str, key: str, field: str) -> _codec.Seal:
         sealer, binding = self._sealer, _seal.Binding(session_id, key)
         return lambda inner: sealer.seal(inner, cipher, binding, field)
+
+    def _p_sealed_write(
+        self,
+        operation: str,
+        session_id: str,
+        key: str,
+        field: str,
+        call: Callable[[_codec.Seal | None, str], ScriptCall],
+    ) -> Plan[Any]:
+        """Send the write ``call(seal, dek)`` builds: its record sealed under the session's data key,
+        and ``dek`` the wrapped key it was sealed under ('' when not encrypting), which the script
+        checks against the session's. When the session holds another key (another process
+        re-encrypted it, or deleted and created it again, since this one learnt the key), the
+        script refuses (-6): the key is read again and the record sealed again, so no record is
+        ever stored under a key the session does not have. Returns the script's reply."""
+        for _ in range(_SEAL_ATTEMPTS):
+            seal = yield from self._p_seal(operation, session_id, key, field)
+            data_key = self._data_keys.get(session_id) if self._sealer.key_provider is not None else None
+            reply = yield Step(operation, session_id, key, call(seal, "" if data_key is None else data_key.stored))
+            if reply is None or int(reply) != _KEY_CHANGED:
+                return reply
+            self._data_keys.pop(session_id, None)
+        return reply  # _check_written raises
 
     def _opener(self, session_id: str, key: str, field_of: Callable[[dict[str, Any]], str]) -> _codec.Open:
         """What opens sealed records read from ``key``; ``field_of`` names the hash field a
@@ -742,6 +775,9 @@ class SessionCore(CatalogPlans, TransferPlans):
 _NOT_SEEN = -1
 # Codes the write scripts return when they wrote nothing (besides 0, -1 and -3, see the scripts).
 _AGENT_EXISTS, _SESSION_GONE, _DAMAGED = -2, -4, -5
+# An encrypted write sealed under a data key the session no longer holds (``stale_data_key``).
+_KEY_CHANGED = -6
+_SEAL_ATTEMPTS = 3
 
 
 def _check_written(code: Any, session_id: str, keys: SessionKeys, agent_id: str, operation: str) -> None:
@@ -759,6 +795,11 @@ def _check_written(code: Any, session_id: str, keys: SessionKeys, agent_id: str,
             f"{where}, key=<{keys.session}> | {operation}: the session is damaged: a key it requires (agents, "
             "messages, order or multi) or the agent's record is gone (evicted or deleted); nothing was written. "
             "Inspect it (session_info, svsm show), then delete it or import it again from an export."
+        )
+    if code == _KEY_CHANGED:
+        raise SessionConflictError(
+            f"{where}, key=<{keys.session}> | {operation}: the session's data key changed during each attempt "
+            "to write (re-encryption, or the session deleted and created again); nothing was written"
         )
     if code == _AGENT_EXISTS and operation == "create_agent":
         raise AgentExistsError(

@@ -28,7 +28,7 @@ from ._client import CommandCall, Plan, ScriptCall, Step
 from ._keys import KeyLayout, SessionKeys, catalog_member, check_message_id, encode_id, message_member
 from ._lifetime import created_ms, now_ms
 from .catalog import expected_expiry
-from .exceptions import DecryptionError
+from .exceptions import DecryptionError, SessionConflictError
 
 if TYPE_CHECKING:
     from .catalog import SessionInfo
@@ -300,12 +300,15 @@ class TransferPlans:
         """The writes of an export, encoded, sealed and size-checked (raises before any I/O).
 
         Records are sealed (when this repository seals) under the data key the session's create
-        will store, so the same fresh key serves the records and ``create_session.lua``.
+        will store, so the same fresh key serves the records and ``create_session.lua``; each write
+        names that key, and the scripts refuse it if the session holds another by then (re-encrypted
+        meanwhile: see :meth:`_p_write_batches`).
         """
         session_id = export.session.session_id
         keys = self.session_keys(session_id)
         fresh = self._fresh_key(session_id)
         cipher = None if fresh is None else fresh.cipher(None, {})
+        dek = "" if fresh is None else fresh.stored
 
         def seal(key: str, field: str) -> _codec.Seal | None:
             return self._seal_with(cipher, session_id, key, field) if self._sealer.active else None
@@ -313,16 +316,18 @@ class TransferPlans:
         calls: list[ScriptCall] = []
         for agent in export.agents:
             record = self._sized(_codec.encode_agent(agent, seal(keys.agents, agent.agent_id)), keys.agents)
-            calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent.agent_id, record)))
+            calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent.agent_id, record, dek)))
         for agent_id, messages in export.messages.items():
             encoded_agent = encode_id(agent_id, "agent_id")
             for message in messages:
                 member = message_member(encoded_agent, check_message_id(message.message_id))
                 record = self._sized(_codec.encode_message(message, seal(keys.messages, member)), keys.messages)
-                calls.append(ScriptCall("append_message", keys.all(), (self._ttl_ms, agent_id, member, record, "")))
+                calls.append(
+                    ScriptCall("append_message", keys.all(), (self._ttl_ms, agent_id, member, record, "", "", dek))
+                )
         for multi_id, state in export.multi_agents.items():
             record = self._sized(_codec.encode_state(state, seal(keys.multi, multi_id)), keys.multi)
-            calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_id, record)))
+            calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_id, record, dek)))
         return calls
 
     def _p_write_calls(self, export: SessionExport, calls: list[ScriptCall]) -> Plan[None]:
@@ -336,8 +341,19 @@ class TransferPlans:
         for start in range(0, len(calls), _IMPORT_BATCH):
             results = yield Step("import_session", session_id, keys.session, calls[start : start + _IMPORT_BATCH])
             for result in results:
+                if result == _KEY_CHANGED:
+                    raise SessionConflictError(
+                        f"session_id=<{session_id}>, key=<{keys.session}> | copy interrupted: the session was "
+                        "re-encrypted by another process while its records were written; the records written "
+                        "before are readable, none is stored under a retired key. Delete it and copy again."
+                    )
                 if not isinstance(result, int) or result <= 0:
                     raise SessionException(f"session_id=<{session_id}> | import interrupted: session vanished")
+
+
+# A write script's refusal of a record sealed under a data key the session no longer holds
+# (``stale_data_key`` in ``lua/_prelude.lua``).
+_KEY_CHANGED = -6
 
 
 def export_lines(export: SessionExport) -> Iterable[str]:

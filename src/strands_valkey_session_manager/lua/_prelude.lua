@@ -161,6 +161,15 @@ local function fenced(agent_id, token, now)
   return held ~= (token or '')
 end
 
+-- Encrypted writes name the wrapped data key their record was sealed under (the session hash field
+-- 'dek' as the writer read it): when the session holds another one by then (re-encrypted, or
+-- deleted and created again, by another process), the record would open under no key the session
+-- has, so the write is refused (-6) and the writer seals it again under the current key.
+-- expected '' or absent: not checked (plaintext or compressed-only records, older callers).
+local function stale_data_key(expected)
+  return expected ~= nil and expected ~= '' and redis.call('HGET', KEYS[1], 'dek') ~= expected
+end
+
 local function bump_version(agent_id)
   return redis.call('HINCRBY', KEYS[1], 'v:' .. agent_id, 1)
 end

@@ -7,6 +7,8 @@
 -- ARGV[3] message member (encoded agent id ':' 20-digit id)   ARGV[4] message record (JSON)
 -- ARGV[5] the agent version the writer last saw ('' not to check)
 -- ARGV[6] the writer's lease token ('' or absent: none)
+-- ARGV[7] the wrapped data key the record was sealed under ('' or absent: not checked); -6 when
+--   the session holds another one (see stale_data_key in _prelude.lua)
 -- Returns the agent's new version; 0 when the agent does not exist; -1 when the version moved on;
 -- -3 when another owner holds the agent's lease; -4 when the session does not exist; -5 when the
 -- session is damaged (a key its shape requires is gone: eviction, a DEL). Nothing is written in
@@ -32,6 +34,9 @@ end
 local now = now_ms()
 if fenced(ARGV[2], ARGV[6], now) then
   return -3
+end
+if stale_data_key(ARGV[7]) then
+  return -6
 end
 if version_conflict(version, ARGV[5]) then
   return repeated_write(version, ARGV[5], KEYS[3], ARGV[3], ARGV[4]) or -1

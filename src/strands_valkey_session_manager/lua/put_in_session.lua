@@ -4,6 +4,8 @@
 -- one read that it was missing: overwriting would restart its conversation at message id 0).
 -- ARGV[1] ttl ms (0: the session's)   ARGV[2] index of the hash in KEYS (2 agents, 5 multi)
 -- ARGV[3] field (raw id)   ARGV[4] value (JSON record)
+-- ARGV[5] the wrapped data key the record was sealed under ('' or absent: not checked); -6 when
+--   the session holds another one (see stale_data_key in _prelude.lua)
 -- Returns, for an agent, its new version, and 1 for an orchestrator. Nothing is written when it
 -- returns -4 (the session does not exist), -2 (the agent exists; a repeat of this same create
 -- after a lost reply, which finds its own record at version 1, returns 1 instead), -5 (the session
@@ -41,6 +43,9 @@ if is_agent then
   end
 elseif damaged(shape) then
   return -5
+end
+if stale_data_key(ARGV[5]) then
+  return -6
 end
 redis.call('HSET', KEYS[tonumber(ARGV[2])], ARGV[3], ARGV[4])
 shape = bit.bor(shape, is_agent and 1 or 4)

