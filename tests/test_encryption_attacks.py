@@ -7,6 +7,8 @@ documented limit an attack ran into."""
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +17,8 @@ import pytest
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import (
+    DecryptionError,
+    LocalKeyProvider,
     SessionConflictError,
     ValkeySessionRepository,
 )
@@ -23,6 +27,7 @@ from strands_valkey_session_manager.encryption import (
     FileKeyStore,
     KeyStoreProvider,
     reencrypt_session,
+    rotate_wrapping_key,
 )
 
 SEALED = "__svsm_sealed__"
@@ -191,3 +196,42 @@ def test_reencryption_racing_a_copy_leaves_nothing_under_a_destroyed_key(
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# -- key material in tracebacks' locals --------------------------------------------------------
+
+
+def test_no_key_bytes_in_traceback_locals_when_a_key_store_or_key_fails(tmp_path: Path, standalone_client: Any) -> None:
+    """A report made with ``capture_locals`` (or a debugger) of a failed key store write, of a
+    truncated key file, or of a bad wrapping key, shows no key bytes."""
+    from tests.test_secrets import assert_no_secret, raised
+
+    root = tmp_path / "keys"
+    provider = KeyStoreProvider(FileKeyStore(root))
+    repo = ValkeySessionRepository(standalone_client, key_provider=provider)
+    _fill(repo, "s")
+    (directory,) = root.iterdir()
+    (key_file,) = directory.iterdir()
+    data_key = key_file.read_bytes()
+
+    # Rotation stores the same data key under a new id: a key store that cannot write.
+    blocked = root / "blocked"
+    os.rename(directory, blocked)
+    directory.write_bytes(b"")  # a file where the session's directory should be
+    assert_no_secret(raised(functools.partial(rotate_wrapping_key, repo, "s")), extra=[data_key])
+    assert_no_secret(raised(functools.partial(provider.wrap, data_key, {"session_id": "s"})), extra=[data_key])
+    directory.unlink()
+    os.rename(blocked, directory)
+
+    # A key file cut short (a partial write, tampering): a clear error, no key bytes.
+    key_file.write_bytes(data_key[:20])
+    reader = ValkeySessionRepository(standalone_client, key_provider=provider)
+    error = raised(functools.partial(reader.list_messages, "s", "agent"))
+    assert isinstance(error, DecryptionError) and "20 bytes, not 32" in str(error)
+    assert_no_secret(error, extra=[data_key, data_key[:20]])
+
+    # A wrapping key of the wrong size among good ones.
+    good = LocalKeyProvider.generate_key()
+    error = raised(functools.partial(LocalKeyProvider, {"good": good, "bad": good[:31]}, "good"))
+    assert isinstance(error, ValueError)
+    assert_no_secret(error, extra=[good, good[:31]])

@@ -318,9 +318,16 @@ class DataKey:
                 except (SessionStoreUnavailableError, AccessDeniedError):
                     raise  # a key store out of reach: retry later, the data is not bad
                 except Exception as e:
+                    # The provider's frames may hold what it unwrapped: a traceback keeps none of it.
+                    drop_frame_locals(e)
                     raise UnsealError(f"the key provider cannot unwrap the session's data key: {e!r}") from e
                 if len(key) != DATA_KEY_BYTES:
-                    raise UnsealError(f"the unwrapped data key has {len(key)} bytes, not {DATA_KEY_BYTES}")
+                    size = len(key)
+                    del key  # a traceback's locals show no key bytes (a key file cut short)
+                    raise UnsealError(
+                        f"the unwrapped data key has {size} bytes, not {DATA_KEY_BYTES}: the key store's copy "
+                        "is damaged (cut short or altered)"
+                    )
                 self.key = key
             self._cipher = Cipher(self.key)
         return self._cipher

@@ -60,6 +60,7 @@ from strands.types.exceptions import SessionException
 from . import _codec, _seal
 from ._client import CommandCall, Plan, ScriptCall, Step, adapter_for, arun_plan, run_plan
 from ._keys import catalog_member, encode_id, validate_key_prefix
+from ._redact import drop_frame_locals
 from ._seal import DATA_KEY_BYTES, KeyProvider, MissingExtraError, ShreddingKeyProvider
 from .exceptions import DecryptionError, SessionConflictError
 
@@ -105,20 +106,19 @@ class LocalKeyProvider:
     """
 
     def __init__(self, keys: Mapping[str, bytes], current: str) -> None:
-        for key_id, key in keys.items():
-            if not isinstance(key_id, str) or not key_id or len(key_id.encode()) > 255:
-                raise ValueError(f"key id {key_id!r} must be a non-empty str of at most 255 bytes")
-            if not isinstance(key, (bytes, bytearray)) or len(key) != DATA_KEY_BYTES:
-                raise ValueError(f"wrapping key {key_id!r} must be {DATA_KEY_BYTES} bytes")
-        if current not in keys:
-            raise ValueError(f"current key id {current!r} is not among the keys")
+        problem = _wrapping_keys_problem(keys, current)
+        if problem is not None:
+            del keys  # a traceback's locals show no wrapping key
+            raise ValueError(problem)
         from ._seal import _aesgcm
 
         self._ciphers = {key_id: _aesgcm(bytes(key)) for key_id, key in keys.items()}
         self.current = current
 
     def __repr__(self) -> str:
-        return f"LocalKeyProvider(key_ids={sorted(self._ciphers)!r}, current={self.current!r})"
+        # Safe on a half-built provider too (a traceback of its constructor shows ``self``).
+        key_ids = sorted(getattr(self, "_ciphers", {}))
+        return f"LocalKeyProvider(key_ids={key_ids!r}, current={getattr(self, 'current', None)!r})"
 
     @staticmethod
     def generate_key() -> bytes:
@@ -166,6 +166,18 @@ class LocalKeyProvider:
         if len(wrapped) < start + size + _NONCE_BYTES + 16:
             raise ValueError("wrapped key is truncated")
         return wrapped[start : start + size].decode()
+
+
+def _wrapping_keys_problem(keys: Mapping[str, bytes], current: str) -> str | None:
+    """What is wrong with ``LocalKeyProvider``'s arguments (None when nothing); names key ids only."""
+    for key_id, key in keys.items():
+        if not isinstance(key_id, str) or not key_id or len(key_id.encode()) > 255:
+            return f"key id {key_id!r} must be a non-empty str of at most 255 bytes"
+        if not isinstance(key, (bytes, bytearray)) or len(key) != DATA_KEY_BYTES:
+            return f"wrapping key {key_id!r} must be {DATA_KEY_BYTES} bytes"
+    if current not in keys:
+        return f"current key id {current!r} is not among the keys"
+    return None
 
 
 def rotate_wrapping_key(repository: SessionCore, session_id: str) -> bool:
@@ -244,7 +256,7 @@ class FileKeyStore:
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
-        return f"FileKeyStore({str(self._root)!r})"
+        return f"FileKeyStore({str(getattr(self, '_root', ''))!r})"
 
     def _dir(self, session_id: str) -> Path:
         return self._root / hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
@@ -335,7 +347,7 @@ class ValkeyKeyStore:
         self._db = adapter_for(client, None, is_async=False)
 
     def __repr__(self) -> str:
-        return f"ValkeyKeyStore(key_prefix={self._prefix!r})"
+        return f"ValkeyKeyStore(key_prefix={getattr(self, '_prefix', None)!r})"
 
     def _key(self, session_id: str) -> str:
         return f"{self._prefix}:{{{encode_id(session_id, 'session_id')}}}"
@@ -409,7 +421,7 @@ class KeyStoreProvider:
         self._legacy = legacy
 
     def __repr__(self) -> str:
-        return f"KeyStoreProvider({self._store!r}, legacy={self._legacy!r})"
+        return f"KeyStoreProvider({getattr(self, '_store', None)!r}, legacy={getattr(self, '_legacy', None)!r})"
 
     @staticmethod
     def _key_id(wrapped: bytes) -> str | None:
@@ -421,9 +433,16 @@ class KeyStoreProvider:
         return key_id
 
     def wrap(self, data_key: bytes, context: dict[str, str]) -> bytes:
-        """Store ``data_key`` under a new key id; the reference to store in the session hash."""
+        """Store ``data_key`` under a new key id; the reference to store in the session hash.
+
+        A failure of the store is raised with no key bytes among its traceback's locals."""
         key_id = os.urandom(16).hex()
-        self._store.put(context["session_id"], key_id, bytes(data_key))
+        try:
+            self._store.put(context["session_id"], key_id, bytes(data_key))
+        except BaseException as e:
+            del data_key
+            drop_frame_locals(e)
+            raise
         return _KS_FORMAT + key_id.encode("ascii")
 
     def unwrap(self, wrapped: bytes, context: dict[str, str]) -> bytes:
