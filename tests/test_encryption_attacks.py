@@ -7,6 +7,7 @@ documented limit an attack ran into."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from strands_valkey_session_manager.encryption import (
     reencrypt_session,
     rotate_wrapping_key,
 )
+from strands_valkey_session_manager.transfer import parse_export
 
 SEALED = "__svsm_sealed__"
 _T = TypeVar("_T")
@@ -184,8 +186,9 @@ def test_reencryption_racing_a_copy_leaves_nothing_under_a_destroyed_key(
     if copy == "fork":
         plan = repo._p_fork_session("source", "copy", None, None)
     else:
-        renamed = export.replace('"session_id":"source"', '"session_id":"copy"')
-        plan = repo._p_import_session(renamed, False)
+        source = parse_export(export)
+        renamed = dataclasses.replace(source, session=dataclasses.replace(source.session, session_id="copy"))
+        plan = repo._p_write_export(renamed)
     try:
         run_plan(repo._db, _after_script(plan, "create_session", reencrypt))
     except SessionConflictError as e:
