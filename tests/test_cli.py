@@ -204,7 +204,7 @@ def test_export_import_round_trip(cli: Any, standalone_client: Any, tmp_path: Pa
     exported = cli("export", SESSION_ID, "-o", str(path))
     assert exported.exit_code == 0, exported.output
     before = path.read_text()
-    assert len(before.splitlines()) == 8  # session, agent, 6 messages
+    assert len(before.splitlines()) == 9  # session, agent, 6 messages, end line
 
     ValkeySessionRepository(standalone_client).delete_session(SESSION_ID)
     imported = cli("import", str(path))

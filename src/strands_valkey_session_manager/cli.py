@@ -720,7 +720,7 @@ def export_command(
         sys.stdout.flush()
         return
     output.write_text(text, encoding="utf-8")
-    _err().print(Text(f"exported session {session_id} to {output} ({text.count(chr(10))} records)"))
+    _err().print(Text(f"exported session {session_id} to {output} ({text.count(chr(10))} lines)"))
 
 
 @app.command("import")
@@ -738,6 +738,13 @@ def import_command(
         export = parse_export(file.read())
     except (ValueError, UnicodeDecodeError) as e:
         raise CliError(EXIT_DATA, f"invalid import file {file.name}: {_one_line(e)}") from e
+    if not export.checked:
+        _err().print(
+            Text(
+                f"{file.name}: no end line (an export of an earlier version): counts and checksum not checked, "
+                "a truncated file would import what it holds"
+            )
+        )
     repo = _settings(ctx).repository()
     session_id = export.session.session_id
     # Before any delete: a record over the size limit must not cost the existing session.

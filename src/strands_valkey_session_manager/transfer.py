@@ -5,14 +5,22 @@ base64 wrappers), so an export reads like the SDK's own files. It is plaintext b
 an encrypted session (records are opened on export and sealed again on import, under the target
 session's own data key)::
 
-    {"kind": "session", "format": 1, "session": {...}, "user_id": ..., "tags": [...]}
+    {"kind": "session", "format": 2, "session": {...}, "user_id": ..., "tags": [...],
+     "ttl_ms": <sliding TTL, 0: none>, "deadline_ms": <unix ms the session ends at, 0: none>}
     {"kind": "agent", "agent": {...}}
     {"kind": "message", "agent_id": "...", "message": {...}}
     {"kind": "multi_agent", "id": "...", "state": {...}}
+    {"kind": "end", "agents": n, "messages": n, "multi_agents": n, "records": n, "sha256": "<hex>"}
+
+The end line counts the records above it and carries the SHA-256 of their lines (each line's text
+and a newline), so an import refuses a truncated or altered file, naming the line, before it
+writes anything. Exports of format 1 (before lifetime and end line) still import, unchecked.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +42,9 @@ if TYPE_CHECKING:
     from .catalog import SessionInfo
 
 _T = TypeVar("_T")
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
+#: Formats :func:`parse_export` reads (1: no lifetime and no end line).
+_FORMATS = (1, 2)
 # Writes per pipeline when importing: bounded so no request grows without limit.
 _IMPORT_BATCH = 500
 #: How long the staging keys of an import that overwrites may live (a failed import's leftovers).
@@ -51,6 +61,12 @@ class SessionExport:
     agents: list[SessionAgent] = field(default_factory=list)
     messages: dict[str, list[SessionMessage]] = field(default_factory=dict)
     multi_agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The session's sliding TTL and deadline (unix ms), 0 for none; ``None``: not known (an export
+    #: of format 1), so the importing repository's own lifetime applies.
+    ttl_ms: int | None = None
+    deadline_ms: int | None = None
+    #: Whether the export ended with its end line, counts and checksum checked (format 2).
+    checked: bool = False
     #: Message ids met per agent while parsing (duplicates are refused).
     message_ids: dict[str, set[int]] = field(default_factory=dict, repr=False, compare=False)
 
@@ -155,8 +171,15 @@ class TransferPlans:
         if info is None or session is None:
             raise SessionException(f"Session {session_id} does not exist")
         keys = self.session_keys(session_id)
-        reads = [CommandCall("hgetall", (keys.agents,)), CommandCall("hgetall", (keys.multi,))]
-        agents_raw, multi_raw = yield Step("export_session", session_id, f"{keys.agents}, {keys.multi}", reads)
+        reads = [
+            CommandCall("hgetall", (keys.agents,)),
+            CommandCall("hgetall", (keys.multi,)),
+            CommandCall("hmget", (keys.session, "ttl", "deadline")),
+        ]
+        agents_raw, multi_raw, lifetime = yield Step(
+            "export_session", session_id, f"{keys.agents}, {keys.multi}", reads
+        )
+        ttl_ms, deadline_ms = (int(_codec.text(v)) if v not in (None, b"", "") else 0 for v in lifetime)
         agents = sorted(
             (
                 self._decoded(
@@ -176,6 +199,8 @@ class TransferPlans:
             session=session,
             user_id=info.user_id,
             tags=info.tags,
+            ttl_ms=ttl_ms,
+            deadline_ms=deadline_ms,
             agents=agents,
             messages=messages,
             multi_agents={
@@ -227,10 +252,8 @@ class TransferPlans:
         created = created_ms(session.created_at)
         member = catalog_member(created, session_id)
         nonce = secrets.token_hex(12)
-        deadline = created + self._max_age_ms if self._max_age_ms else 0
-        expiry, expiry_entry = self._expiry_calls(
-            session_id, member, owner, labels, expected_expiry(self._ttl_ms, deadline)
-        )
+        ttl_ms, deadline = _lifetime_of(export, created, self._ttl_ms, self._max_age_ms)
+        expiry, expiry_entry = self._expiry_calls(session_id, member, owner, labels, expected_expiry(ttl_ms, deadline))
         args = (
             0,
             record,
@@ -258,7 +281,7 @@ class TransferPlans:
         calls: list[CommandCall | ScriptCall] = [
             *expiry,
             *(CommandCall("zadd", (index, {member: 0})) for index in indexes),
-            ScriptCall("swap_session", [*keys.all(), *stage.all()], (self._ttl_ms, deadline, nonce)),
+            ScriptCall("swap_session", [*keys.all(), *stage.all()], (ttl_ms, deadline, nonce)),
         ]
         due, *_, swapped = yield Step("import_session", session_id, keys.session, calls)
         if int(swapped[0]) != 1:
@@ -332,7 +355,15 @@ class TransferPlans:
 
     def _p_write_calls(self, export: SessionExport, calls: list[ScriptCall]) -> Plan[None]:
         session_id = export.session.session_id
-        if not (yield from self._p_create(export.session, export.user_id, export.tags)):
+        creator = self
+        if export.ttl_ms is not None:
+            # The export's lifetime instead of this repository's: the create reads both from the
+            # instance, so it runs on a shallow copy (same client, same data-key caches).
+            ttl_ms, deadline = _lifetime_of(export, created_ms(export.session.created_at), 0, 0)
+            creator = copy.copy(self)
+            creator._ttl_ms = ttl_ms
+            creator._max_age_ms = deadline - created_ms(export.session.created_at) if deadline else 0
+        if not (yield from creator._p_create(export.session, export.user_id, export.tags)):
             raise SessionException(f"Session {session_id} already exists")
         yield from self._p_write_batches(session_id, calls)
 
@@ -356,23 +387,66 @@ class TransferPlans:
 _KEY_CHANGED = -6
 
 
+def _lifetime_of(export: SessionExport, created: int, ttl_ms: int, max_age_ms: int) -> tuple[int, int]:
+    """TTL and deadline (ms, 0: none) an imported session gets: the export's when it carries them,
+    else the importing repository's (``ttl_ms``, ``max_age_ms`` from creation)."""
+    if export.ttl_ms is not None:
+        return export.ttl_ms, export.deadline_ms or 0
+    return ttl_ms, created + max_age_ms if max_age_ms else 0
+
+
 def export_lines(export: SessionExport) -> Iterable[str]:
-    """The JSON Lines of an export, one object per line."""
-    yield _line(
-        {
-            "kind": "session",
-            "format": EXPORT_FORMAT,
-            "session": export.session.to_dict() | {"session_type": export.session.session_type.value},
-            "user_id": export.user_id,
-            "tags": list(export.tags),
-        }
+    """The JSON Lines of an export, one object per line, the end line last."""
+    digest = hashlib.sha256()
+    records = 0
+
+    def counted(line: str) -> str:
+        nonlocal records
+        digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
+        records += 1
+        return line
+
+    yield counted(
+        _line(
+            {
+                "kind": "session",
+                "format": EXPORT_FORMAT,
+                "session": export.session.to_dict() | {"session_type": export.session.session_type.value},
+                "user_id": export.user_id,
+                "tags": list(export.tags),
+                "ttl_ms": export.ttl_ms or 0,
+                "deadline_ms": export.deadline_ms or 0,
+            }
+        )
     )
     for agent in export.agents:
-        yield _line({"kind": "agent", "agent": agent})
+        yield counted(_line({"kind": "agent", "agent": agent}))
         for message in export.messages.get(agent.agent_id, []):
-            yield _line({"kind": "message", "agent_id": agent.agent_id, "message": message})
+            yield counted(_line({"kind": "message", "agent_id": agent.agent_id, "message": message}))
     for multi_id, state in export.multi_agents.items():
-        yield _line({"kind": "multi_agent", "id": multi_id, "state": state})
+        yield counted(_line({"kind": "multi_agent", "id": multi_id, "state": state}))
+    yield _end(export.message_count, len(export.agents), len(export.multi_agents), records, digest.hexdigest())
+
+
+def _end(messages: int, agents: int, multi_agents: int, records: int, sha256: str) -> str:
+    return _codec.dumps(
+        {
+            "kind": "end",
+            "agents": agents,
+            "messages": messages,
+            "multi_agents": multi_agents,
+            "records": records,
+            "sha256": sha256,
+        }
+    ).decode()
+
+
+def end_line(records: Sequence[str], *, agents: int, messages: int, multi_agents: int) -> str:
+    """The end line for record lines written by hand (tests, tools that edit an export)."""
+    digest = hashlib.sha256()
+    for line in records:
+        digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
+    return _end(messages, agents, multi_agents, len(records), digest.hexdigest())
 
 
 def _line(obj: dict[str, Any]) -> str:
@@ -390,19 +464,85 @@ def parse_export(jsonl: str | bytes | Iterable[str]) -> SessionExport:
         jsonl = jsonl.decode("utf-8")
     lines = jsonl.splitlines() if isinstance(jsonl, str) else list(jsonl)
     export: SessionExport | None = None
-    for number, line in enumerate(lines, start=1):
+    digest = hashlib.sha256()
+    records = 0
+    number = 0
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r\n")
         if not line.strip():
             continue
         try:
+            if export is not None and export.checked:
+                raise ValueError("a record after the end line")
             obj = _codec.loads(line)
             if not isinstance(obj, dict):
                 raise _codec.CodecError("not a JSON object")
+            if obj.get("kind") == "end" and export is not None:
+                _check_end(export, obj, records, digest.hexdigest())
+                export.checked = True
+                continue
             export = _apply(export, obj)
         except (_codec.CodecError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"line {number}: not a valid export record: {e}") from e
+        digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
+        records += 1
     if export is None:
         raise ValueError("empty export: no session line")
+    if export.ttl_ms is not None and not export.checked:  # format 2 ends with its end line
+        raise ValueError(
+            f"line {number + 1}: the export ends without its end line: the file is truncated (or not an export)"
+        )
     return export
+
+
+def _check_end(export: SessionExport, obj: dict[str, Any], records: int, sha256: str) -> None:
+    """Compare the end line with what was read above it."""
+    found = {
+        "records": records,
+        "agents": len(export.agents),
+        "messages": export.message_count,
+        "multi_agents": len(export.multi_agents),
+    }
+    for name, count in found.items():
+        if obj.get(name) != count:
+            raise ValueError(
+                f"the end line counts {obj.get(name)!r} {name.replace('_', ' ')}, the file holds {count}: "
+                "lines are missing or were added"
+            )
+    if obj.get("sha256") != sha256:
+        raise ValueError("the checksum of the end line does not match the lines above it: the file was changed")
+
+
+def _session_line(obj: dict[str, Any]) -> SessionExport:
+    """The export a session line starts (format 1 or 2)."""
+    if obj.get("format") not in _FORMATS:
+        raise ValueError(f"unsupported format {obj.get('format')!r}")
+    data = obj["session"]
+    session = Session(
+        session_id=data["session_id"],
+        session_type=SessionType(data["session_type"]),
+        created_at=data["created_at"],
+        updated_at=data["updated_at"],
+    )
+    encode_id(session.session_id, "session_id")
+    _check_time(session.created_at, "session created_at")
+    _check_time(session.updated_at, "session updated_at")
+    user_id = obj.get("user_id")
+    tags = obj.get("tags") or []
+    if user_id is not None and not isinstance(user_id, str):
+        raise TypeError("user_id must be a str")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise TypeError("tags must be a list of str")
+    if obj["format"] == 1:
+        return SessionExport(session=session, user_id=user_id, tags=tuple(tags))
+    ttl_ms, deadline_ms = obj["ttl_ms"], obj["deadline_ms"]
+    for name, value in (("ttl_ms", ttl_ms), ("deadline_ms", deadline_ms)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise TypeError(f"{name} must be a non-negative integer (ms)")
+    if deadline_ms and deadline_ms <= now_ms():
+        ended = datetime.fromtimestamp(deadline_ms / 1000, timezone.utc).isoformat(timespec="seconds")
+        raise ValueError(f"the session's deadline ({ended}) has passed: it would expire at once")
+    return SessionExport(session=session, user_id=user_id, tags=tuple(tags), ttl_ms=ttl_ms, deadline_ms=deadline_ms)
 
 
 def _apply(export: SessionExport | None, obj: dict[str, Any]) -> SessionExport:
@@ -410,25 +550,7 @@ def _apply(export: SessionExport | None, obj: dict[str, Any]) -> SessionExport:
     if kind == "session":
         if export is not None:
             raise ValueError("a second session line")
-        if obj.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"unsupported format {obj.get('format')!r}")
-        data = obj["session"]
-        session = Session(
-            session_id=data["session_id"],
-            session_type=SessionType(data["session_type"]),
-            created_at=data["created_at"],
-            updated_at=data["updated_at"],
-        )
-        encode_id(session.session_id, "session_id")
-        _check_time(session.created_at, "session created_at")
-        _check_time(session.updated_at, "session updated_at")
-        user_id = obj.get("user_id")
-        tags = obj.get("tags") or []
-        if user_id is not None and not isinstance(user_id, str):
-            raise TypeError("user_id must be a str")
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise TypeError("tags must be a list of str")
-        return SessionExport(session=session, user_id=user_id, tags=tuple(tags))
+        return _session_line(obj)
     if export is None:
         raise ValueError("the first line must be the session line")
     if kind == "agent":
