@@ -11,10 +11,13 @@ import dataclasses
 import functools
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import valkey
+from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import (
@@ -27,6 +30,7 @@ from strands_valkey_session_manager._client import Plan, ScriptCall, Step, run_p
 from strands_valkey_session_manager.encryption import (
     FileKeyStore,
     KeyStoreProvider,
+    ValkeyKeyStore,
     reencrypt_session,
     rotate_wrapping_key,
 )
@@ -238,3 +242,33 @@ def test_no_key_bytes_in_traceback_locals_when_a_key_store_or_key_fails(tmp_path
     error = raised(functools.partial(LocalKeyProvider, {"good": good, "bad": good[:31]}, "good"))
     assert isinstance(error, ValueError)
     assert_no_secret(error, extra=[good, good[:31]])
+
+
+# -- key store faults --------------------------------------------------------------------------
+
+
+def test_prune_with_the_key_store_out_of_reach_leaves_no_key_behind_silently(standalone_client: Any) -> None:
+    """``prune`` deletes a session's records first, then destroys its keys (a session kept must
+    keep them). With the key server out of reach the records are gone but the key lives on, and a
+    second prune no longer sees the session: the error must name the session and how to destroy
+    its keys, and ``delete_session`` of the vanished session must destroy them."""
+    from strands_valkey_session_manager.exceptions import SessionStoreUnavailableError
+    from strands_valkey_session_manager.servers import start_server
+
+    with start_server("valkey9") as key_server:
+        key_client = valkey.Valkey(key_server.host, key_server.port)
+        provider = KeyStoreProvider(ValkeyKeyStore(key_client))
+        _fill(ValkeySessionRepository(standalone_client, key_provider=provider), "old")
+        key_client.save()
+        key_server.kill9()
+        repo = ValkeySessionRepository(standalone_client, key_provider=provider, retries=0)
+        with pytest.raises(SessionStoreUnavailableError) as raised_:
+            repo.prune(older_than=timedelta(milliseconds=1))  # the kill above took longer
+        message = str(raised_.value)
+        assert "session_id=<old>" in message and "delete_session" in message
+        assert standalone_client.exists("strands:{old}:session") == 0  # the records are gone
+        key_server.restart()
+        assert key_client.exists("svsm-keys:{old}") == 1  # the key is not
+        with pytest.raises(SessionException):
+            repo.delete_session("old")  # the documented way out: destroys the keys, then says it is gone
+        assert key_client.exists("svsm-keys:{old}") == 0

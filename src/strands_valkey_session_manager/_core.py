@@ -41,6 +41,7 @@ from .exceptions import (
     SessionConflictError,
     SessionLockedError,
     SessionNotFoundError,
+    SessionStoreUnavailableError,
     SessionTooLargeError,
 )
 from .transfer import TransferPlans
@@ -498,14 +499,28 @@ class SessionCore(CatalogPlans, TransferPlans):
             fresh = self._pending_keys[session_id] = _seal.DataKey.fresh(provider, self._key_context(session_id))
         return fresh
 
-    def _shred(self, session_id: str) -> None:
+    def _shred(self, session_id: str, *, deleted: bool = False) -> None:
         """Destroy the session's data keys when the key provider keeps them (``encryption.py``); a
-        fresh key waiting for this session's create (an import that overwrites) is stored again."""
+        fresh key waiting for this session's create (an import that overwrites) is stored again.
+
+        ``deleted``: the session's records are already gone (``prune``), so a failure here leaves
+        keys no later listing finds: the error names the session and the way to destroy them.
+        """
         provider = self._sealer.key_provider
         if not isinstance(provider, _seal.ShreddingKeyProvider):
             return
         context = self._key_context(session_id)
-        provider.destroy(context)
+        try:
+            provider.destroy(context)
+        except Exception as e:
+            if not deleted:
+                raise
+            raise SessionStoreUnavailableError(
+                f"session_id=<{session_id}> | the session was deleted but its data keys could not be destroyed "
+                f"in the key store ({type(e).__name__}: {e}); until they are, backups of the dataset still open "
+                f"it. Call delete_session({session_id!r}) once the key store is reachable: it destroys them, "
+                "then reports the session missing"
+            ) from e
         pending = self._pending_keys.get(session_id)
         if pending is not None and pending.key is not None:
             pending.wrapped = bytes(provider.wrap(pending.key, context))

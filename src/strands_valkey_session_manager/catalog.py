@@ -114,7 +114,7 @@ class CatalogPlans:
 
         def session_keys(self, session_id: str) -> SessionKeys: ...
         def _p_delete_session(self, session_id: str, missing_ok: bool = False) -> Plan[None]: ...
-        def _shred(self, session_id: str) -> None: ...
+        def _shred(self, session_id: str, *, deleted: bool = False) -> None: ...
 
     def _p_session_info(self, session_id: str) -> Plan[SessionInfo | None]:
         keys = self.session_keys(session_id)
@@ -194,8 +194,8 @@ class CatalogPlans:
         entry = yield Step("delete_session", session_id, keys.session, call)
         if entry is None or entry == 0:
             return False  # gone meanwhile, or written since the listing
-        self._shred(session_id)
         self._data_keys.pop(session_id, None)
+        self._shred(session_id, deleted=True)
         unlist = self._unlist_calls(session_id, entry)
         if unlist:
             yield Step("delete_session", session_id, unlist[0].args[0], unlist)
