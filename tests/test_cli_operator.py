@@ -270,3 +270,29 @@ def test_a_migration_with_everything_already_migrated_exits_0(cli: Any, tmp_path
     empty.mkdir()
     nothing = cli("migrate", "files", str(empty))
     assert nothing.exit_code == 1  # nothing found at all
+
+
+def test_migrate_snapshots(cli: Any, standalone_client: Any) -> None:
+    from strands.session import SnapshotSessionManager
+
+    from strands_valkey_session_manager import ValkeyStorage
+
+    manager = ValkeySessionManager(session_id="log", client=standalone_client)
+    agent = Agent(agent_id="bot", model=ScriptedModel(["Hi."]), session_manager=manager, callback_handler=None)
+    agent("Hello")
+    dry = cli("migrate", "snapshots", "log", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would write 1" in dry.stdout
+    first = cli("migrate", "snapshots", "log", "--target-session", "snap")
+    assert first.exit_code == 0, first.output
+    assert "wrote 1, unchanged 0, conflicts 0" in first.stdout
+    again = cli("migrate", "snapshots", "log", "--target-session", "snap")
+    assert again.exit_code == 0 and "wrote 0, unchanged 1" in again.stdout
+    restored = Agent(
+        agent_id="bot",
+        model=ScriptedModel([]),
+        session_manager=SnapshotSessionManager("snap", storage=ValkeyStorage(standalone_client)),
+        callback_handler=None,
+    )
+    assert [m["content"][0]["text"] for m in restored.messages] == ["Hello", "Hi."]
+    assert cli("migrate", "snapshots", "nope").exit_code == 1

@@ -1014,6 +1014,67 @@ def migrate_files_command(
     )
 
 
+@migrate_app.command("snapshots")
+@_guarded
+def migrate_snapshots_command(  # noqa: PLR0917 (typer passes every option as a keyword)
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(metavar="SESSION_ID", help="The message-log session to convert.")],
+    from_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-dir",
+            metavar="DIR",
+            help="Read the session from this FileSessionManager storage_dir instead of the server.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    target_session: Annotated[
+        str | None,
+        typer.Option("--target-session", metavar="ID", help="SnapshotSessionManager session id (default: the same)."),
+    ] = None,
+    agent: Annotated[
+        list[str] | None, typer.Option("--agent", metavar="AGENT", help="Only this agent (repeatable).")
+    ] = None,
+    namespace: Annotated[
+        str, typer.Option("--storage-namespace", metavar="NAME", help="The ValkeyStorage namespace of the snapshots.")
+    ] = "strands",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and compare only; write nothing.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace snapshots that differ from the source.")
+    ] = False,
+) -> None:
+    """Write a message-log session as SnapshotSessionManager snapshots in a ValkeyStorage on the server.
+
+    Agents restored from the snapshots hold the same messages and state as from the message log.
+    Idempotent: snapshots already there unchanged are not written again (exit 0); snapshots that
+    differ are conflicts (exit 5) unless --overwrite.
+    """
+    from .snapshot_migration import SnapshotMigrationError, SourceNotFoundError, migrate_to_snapshots
+    from .storage import ValkeyStorage
+
+    settings = _settings(ctx)
+    storage = ValkeyStorage(settings.client(), namespace=namespace)
+    source: Any = from_dir if from_dir is not None else settings.repository()
+    try:
+        report = migrate_to_snapshots(
+            source,
+            storage,
+            session_id,
+            agent_ids=agent,
+            target_session_id=target_session,
+            dry_run=dry_run,
+            overwrite=overwrite,
+        )
+    except SourceNotFoundError as e:
+        raise CliError(EXIT_NOT_FOUND, _describe(e, verbose=settings.verbose)) from None
+    except SnapshotMigrationError as e:
+        raise CliError(EXIT_DATA, _describe(e, verbose=settings.verbose)) from None
+    _out().print(Text(report.summary()))
+    if report.conflicts:
+        raise typer.Exit(EXIT_CONFLICT)
+
+
 # -- the server -------------------------------------------------------------------------------------
 
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "error": "bold red", "skip": "dim"}
