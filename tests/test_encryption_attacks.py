@@ -7,6 +7,7 @@ documented limit an attack ran into."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import os
@@ -15,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 import valkey
 from strands.types.exceptions import SessionException
@@ -27,6 +29,7 @@ from strands_valkey_session_manager import (
     ValkeySessionRepository,
 )
 from strands_valkey_session_manager._client import Plan, ScriptCall, Step, run_plan
+from strands_valkey_session_manager._codec import encode_message as _encode_message
 from strands_valkey_session_manager.encryption import (
     FileKeyStore,
     KeyStoreProvider,
@@ -272,3 +275,53 @@ def test_prune_with_the_key_store_out_of_reach_leaves_no_key_behind_silently(sta
         with pytest.raises(SessionException):
             repo.delete_session("old")  # the documented way out: destroys the keys, then says it is gone
         assert key_client.exists("svsm-keys:{old}") == 0
+
+
+def test_a_key_server_that_lost_its_keys_is_reported_as_such(standalone_client: Any) -> None:
+    """A key server restarted without persistence (here: its data flushed) has lost every data
+    key: each session is then unreadable, and the error says that this may be the cause."""
+    from strands_valkey_session_manager.servers import start_server
+
+    with start_server("valkey9") as key_server:
+        key_client = valkey.Valkey(key_server.host, key_server.port)
+        provider = KeyStoreProvider(ValkeyKeyStore(key_client))
+        _fill(ValkeySessionRepository(standalone_client, key_provider=provider), "s")
+        key_client.flushall()
+        with pytest.raises(DecryptionError, match="lost its data") as raised_:
+            ValkeySessionRepository(standalone_client, key_provider=provider).list_messages("s", "agent")
+        assert "session_id=<s>" in str(raised_.value)
+
+
+# -- a dataset writer ----------------------------------------------------------------------------
+
+
+def test_dataset_writer_can_replace_a_sealed_record_by_plaintext(standalone_client: Any) -> None:
+    """The documented limit (README threat model): encryption at rest keeps content secret from
+    someone who can write the dataset and refuses any sealed record altered or moved, but a plain
+    record put in place of a sealed one reads as written (plaintext records stay readable so that
+    encryption can be turned on for a live deployment), and an earlier copy of the same record
+    put back at its place opens."""
+    provider = LocalKeyProvider({"k1": LocalKeyProvider.generate_key()}, "k1")
+    repo = ValkeySessionRepository(standalone_client, key_provider=provider)
+    messages = _fill(repo)
+    key = "strands:{s1}:messages"
+    member = repo._member("agent", 1)
+    sealed = standalone_client.hget(key, member)
+    record = orjson.loads(sealed)
+    blob = bytearray(base64.b64decode(record[SEALED]))
+    blob[-1] ^= 1
+    standalone_client.hset(key, member, orjson.dumps(record | {SEALED: base64.b64encode(bytes(blob)).decode()}))
+    with pytest.raises(DecryptionError):
+        ValkeySessionRepository(standalone_client, key_provider=provider).read_message("s1", "agent", 1)
+
+    forged = SessionMessage(message={"role": "user", "content": [{"text": "forged"}]}, message_id=1)
+    plain = orjson.loads(ValkeySessionRepository(standalone_client)._sized(_encode_message(forged), key))
+    standalone_client.hset(key, member, orjson.dumps(plain))
+    read = ValkeySessionRepository(standalone_client, key_provider=provider).read_message("s1", "agent", 1)
+    assert read is not None and read.message == forged.message
+
+    repo.update_message("s1", "agent", _message(1, "edited"))
+    standalone_client.hset(key, member, sealed)  # the earlier copy, from a backup
+    assert (
+        ValkeySessionRepository(standalone_client, key_provider=provider).read_message("s1", "agent", 1) == messages[1]
+    )

@@ -450,7 +450,7 @@ class KeyStoreProvider:
 
         Raises:
             LookupError: If the key store does not hold it: the session was deleted (its keys
-                destroyed), or this is another key store.
+                destroyed), the key store lost its data, or this is another key store.
             ValueError: If ``wrapped`` is not ours and there is no ``legacy`` provider.
         """
         key_id = self._key_id(bytes(wrapped))
@@ -462,7 +462,8 @@ class KeyStoreProvider:
         if key is None:
             raise LookupError(
                 f"data key {key_id} is not in the key store: the session was deleted (its keys were "
-                "destroyed), or this is another key store"
+                "destroyed), the key store lost its data (a key server restarted without persistence, or "
+                "flushed; a key directory replaced), or this is another key store"
             )
         return key
 
