@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from strands import Agent
 from strands.multiagent import GraphBuilder, Swarm
 from typer.testing import CliRunner, Result
 
-from strands_valkey_session_manager import ValkeySessionManager
+from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
 from strands_valkey_session_manager.cli import app
 from strands_valkey_session_manager.encryption import FileKeyStore, KeyStoreProvider, LocalKeyProvider
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
@@ -230,3 +231,18 @@ def test_show_an_encrypted_swarm_without_its_key(cli: Any, standalone_client: An
     assert "orchestrator team · encrypted" in result.stdout
     opened = cli("show", "sealed swarm", "--key-file", str(_keys_file(tmp_path)))
     assert "orchestrator team · swarm · status completed" in opened.stdout
+
+
+def test_delete_and_prune_with_a_key_store_destroy_the_keys(cli: Any, standalone_client: Any, tmp_path: Path) -> None:
+    store = tmp_path / "keys"
+    _encrypted(standalone_client, "gone", KeyStoreProvider(FileKeyStore(store)))
+    _encrypted(standalone_client, "kept", KeyStoreProvider(FileKeyStore(store)))
+    before = sorted(p.name for p in store.iterdir())
+    assert len(before) == 2
+    assert cli("delete", "gone", "--yes", "--key-store-dir", str(store)).exit_code == 0
+    assert len(sorted(p.name for p in store.iterdir())) == 1
+    assert "Secret answer." in cli("show", "kept", "--key-store-dir", str(store)).stdout
+    key = ValkeySessionRepository(standalone_client).session_keys("kept").session
+    standalone_client.hset(key, "updated", int(time.time() * 1000) - 3 * 86_400_000)
+    assert cli("prune", "--older-than", "1d", "--yes", "--key-store-dir", str(store)).exit_code == 0
+    assert list(store.iterdir()) == []
