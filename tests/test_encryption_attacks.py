@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import hashlib
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -325,3 +326,39 @@ def test_dataset_writer_can_replace_a_sealed_record_by_plaintext(standalone_clie
     assert (
         ValkeySessionRepository(standalone_client, key_provider=provider).read_message("s1", "agent", 1) == messages[1]
     )
+
+
+# -- FileKeyStore against hostile directories and ids -------------------------------------------
+
+
+def test_file_key_store_refuses_a_shared_or_symlinked_directory(tmp_path: Path) -> None:
+    """Keys are never written where another user could have put a link: a key directory others can
+    write to is refused, and so is a session directory that is a symbolic link (keys would land in
+    the link's target); ids never leave the directory whatever they hold."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(ValueError, match="writable by other users"):
+        FileKeyStore(shared)
+
+    root, elsewhere = tmp_path / "keys", tmp_path / "elsewhere"
+    store = FileKeyStore(root)
+    elsewhere.mkdir()
+    session = "victim"
+    link = root / hashlib.sha256(session.encode()).hexdigest()
+    link.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OSError):
+        store.put(session, "0" * 32, b"k" * 32)
+    assert list(elsewhere.iterdir()) == []
+    with pytest.raises(OSError):
+        store.get(session, "0" * 32)
+    store.destroy(session)  # removes the link, never what it points to
+    assert not link.is_symlink() and elsewhere.is_dir()
+
+    for hostile in ("../../etc", "a/b", "..", "é" * 300, "\ud800", "x" * 5000, "CASE", "case"):
+        store.put(hostile, "1" * 32, b"v" * 32)
+        assert store.get(hostile, "1" * 32) == b"v" * 32
+    assert all(p.parent == root for p in root.iterdir())
+    assert store.get("case", "1" * 32) == b"v" * 32 and len(list(root.iterdir())) == 8
+    with pytest.raises(ValueError, match="32 lowercase hex"):
+        store.put("s", "../" + "0" * 29, b"k" * 32)

@@ -46,9 +46,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import stat
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -247,13 +249,29 @@ class FileKeyStore:
     up with the dataset; a file system that keeps snapshots, or a backup of this directory, keeps
     deleted keys for as long as it keeps them.
 
+    Hostile directories: a key directory other users can write to (or owned by another user) is
+    refused, since they could plant links in it; a session directory that is a symbolic link is
+    refused by ``put`` and ``get`` and only unlinked by ``destroy``; temporary files are created
+    exclusively, never through a link. Session ids only ever name a SHA-256 digest, so ``/``,
+    ``..``, any Unicode or length, and ids differing only in case (distinct digests) stay apart.
+
     Args:
         directory: Created (mode 0700) if missing.
+
+    Raises:
+        ValueError: If the directory is writable by other users or owned by another user.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self._root = Path(directory)
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.stat(self._root)
+        if info.st_mode & 0o022 or info.st_uid != os.geteuid():
+            raise ValueError(
+                f"key directory {str(self._root)!r} is writable by other users or owned by another user "
+                f"(mode {stat.S_IMODE(info.st_mode):o}): they could redirect or remove keys; use a directory "
+                "of mode 0700 owned by this user"
+            )
 
     def __repr__(self) -> str:
         return f"FileKeyStore({str(getattr(self, '_root', ''))!r})"
@@ -267,13 +285,27 @@ class FileKeyStore:
             raise ValueError(f"key id {key_id!r} is not 32 lowercase hex digits")
         return f"{key_id}.key"
 
+    def _session_dir(self, session_id: str) -> Path:
+        """The session's directory, refused when it is anything but a directory (a link)."""
+        directory = self._dir(session_id)
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
+            raise NotADirectoryError(
+                errno.ENOTDIR,
+                "a session's key directory is not a directory (a symbolic link?): refused",
+                str(directory),
+            )
+        return directory
+
     def put(self, session_id: str, key_id: str, key: bytes) -> None:
         """Write the key file durably (temporary file, fsync, rename, fsync of the directory)."""
-        directory = self._dir(session_id)
-        directory.mkdir(mode=0o700, exist_ok=True)
         name = self._name(key_id)
+        with contextlib.suppress(FileExistsError):
+            self._dir(session_id).mkdir(mode=0o700)
+        directory = self._session_dir(session_id)
         temporary = directory / f".{name}.{os.getpid()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()  # left by a crash of an earlier process with this pid
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             os.write(fd, bytes(key))
             os.fsync(fd)
@@ -285,21 +317,27 @@ class FileKeyStore:
 
     def get(self, session_id: str, key_id: str) -> bytes | None:
         """The key file's bytes, or None when it does not exist."""
+        name = self._name(key_id)
         try:
-            return (self._dir(session_id) / self._name(key_id)).read_bytes()
+            return (self._session_dir(session_id) / name).read_bytes()
         except FileNotFoundError:
             return None
 
     def delete(self, session_id: str, key_id: str) -> None:
         """Remove one key file."""
-        directory = self._dir(session_id)
+        name = self._name(key_id)
         with contextlib.suppress(FileNotFoundError):
-            (directory / self._name(key_id)).unlink()
+            directory = self._session_dir(session_id)
+            (directory / name).unlink()
             _fsync_dir(directory)
 
     def destroy(self, session_id: str) -> None:
         """Remove the session's directory and every key file in it."""
         directory = self._dir(session_id)
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                directory.unlink()  # a link: removed, never followed
+                return
         while True:
             try:
                 entries = list(directory.iterdir())
