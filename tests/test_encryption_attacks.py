@@ -362,3 +362,20 @@ def test_file_key_store_refuses_a_shared_or_symlinked_directory(tmp_path: Path) 
     assert store.get("case", "1" * 32) == b"v" * 32 and len(list(root.iterdir())) == 8
     with pytest.raises(ValueError, match="32 lowercase hex"):
         store.put("s", "../" + "0" * 29, b"k" * 32)
+
+
+def test_what_determinism_shows() -> None:
+    """AES-SIV is deterministic: the same content at the same place under the same data key seals
+    to the same bytes (a repeated write is recognised; two backups show the record unchanged), and
+    the same content at another place, or under another data key, to unrelated bytes."""
+    from strands_valkey_session_manager._seal import Binding, Cipher, Sealer
+
+    sealer, inner = Sealer(key_provider=LocalKeyProvider({"k": bytes(32)}, "k")), b'{"message":"same"}'
+    key, other = Cipher(os.urandom(32)), Cipher(os.urandom(32))
+    here = Binding("s", "strands:{s}:messages")
+    first = sealer.seal(inner, key, here, "agent:00000000000000000001")
+    assert first == sealer.seal(inner, key, here, "agent:00000000000000000001")
+    assert first != sealer.seal(b'{"message":"other"}', key, here, "agent:00000000000000000001")
+    assert first != sealer.seal(inner, key, here, "agent:00000000000000000002")
+    assert first != sealer.seal(inner, key, Binding("t", "strands:{t}:messages"), "agent:00000000000000000001")
+    assert first != sealer.seal(inner, other, here, "agent:00000000000000000001")
