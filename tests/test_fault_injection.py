@@ -20,7 +20,6 @@ import os
 import queue
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from strands_valkey_session_manager import (
 )
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall, TurnLike
 from strands_valkey_session_manager.servers import HOST, ClusterProcess, ServerProcess, start_cluster, start_server
+from tests.interleave import LostReplyProxy
 
 pytestmark = pytest.mark.slow
 
@@ -819,84 +819,14 @@ def test_a_paused_server_fails_within_the_timeout_bound() -> None:
 # -- lost replies ---------------------------------------------------------------------------------
 
 
-class _LostReplyProxy:
-    """A TCP proxy on loopback that can swallow one reply: the command reaches the server and runs,
-    then the proxy closes the client's connection instead of passing the reply on, exactly as a
-    network failure right after the server answered would. ``close()`` stops it and every connection.
-    """
-
-    def __init__(self, server_port: int) -> None:
-        self._server_port = server_port
-        self._listener = socket.create_server((HOST, 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._marker: bytes | None = None
-        self._swallowing: set[socket.socket] = set()
-        self.lost = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def lose_reply_to(self, marker: bytes) -> None:
-        """Swallow the reply to the next request holding ``marker`` (one command or pipeline)."""
-        with self._lock:
-            self._marker = marker
-
-    def close(self) -> None:
-        self._listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                _shut(sock)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection((HOST, self._server_port), timeout=5)
-            server.settimeout(None)
-            with self._lock:
-                self._sockets += [client, server]
-            threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._replies, args=(server, client), daemon=True).start()
-
-    def _requests(self, client: socket.socket, server: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := client.recv(65536):
-                with self._lock:
-                    if self._marker is not None and self._marker in data:
-                        self._marker = None
-                        self._swallowing.add(server)
-                server.sendall(data)
-        _shut(client)
-        _shut(server)
-
-    def _replies(self, server: socket.socket, client: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := server.recv(65536):
-                with self._lock:
-                    if server in self._swallowing:
-                        self.lost += 1
-                        break
-                client.sendall(data)
-        _shut(client)
-        _shut(server)
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
-
-
 @contextlib.contextmanager
-def _repository_behind_proxy() -> Iterator[tuple[ValkeySessionRepository, _LostReplyProxy]]:
+def _repository_behind_proxy() -> Iterator[tuple[ValkeySessionRepository, LostReplyProxy]]:
     """A repository (check_versions, retries=2) talking to a fresh Valkey 9 through a lost-reply proxy,
     with every script already loaded on the server (so the next EVALSHA is the operation itself)."""
     with contextlib.ExitStack() as stack:
         server = start_server("valkey9")
         stack.callback(server.stop)
-        proxy = _LostReplyProxy(server.port)
+        proxy = LostReplyProxy(server.port)
         stack.callback(proxy.close)
         client: Any = valkey.Valkey(HOST, proxy.port, socket_timeout=2, socket_connect_timeout=2)
         stack.callback(client.close)
