@@ -7,7 +7,7 @@ is seeded; where exactly in a write a SIGKILL lands is up to the operating syste
 is the point.
 
 Run alone: ``pytest -m slow tests/test_fault_injection.py``. When run as a script
-(``python tests/test_fault_injection.py writer <port>``) this file is the writer process of
+(``python -m tests.test_fault_injection writer <port>``) this file is the writer process of
 ``test_kill9_never_loses_an_acknowledged_append``.
 """
 
@@ -155,7 +155,9 @@ class _KillLane:
             repo.create_agent(KILL_SESSION, _session_agent(KILL_AGENT))
             stderr = stack.enter_context(tempfile.TemporaryFile("w+"))
             writer = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "writer", str(server.port)],
+                # Run as a module from the repository root so that ``tests.*`` imports resolve.
+                [sys.executable, "-m", "tests.test_fault_injection", "writer", str(server.port)],
+                cwd=Path(__file__).resolve().parent.parent,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
