@@ -31,7 +31,7 @@ import pytest
 import valkey
 import valkey.cluster
 
-from strands_valkey_session_manager.servers import (
+from tests.servers import (
     ClusterProcess,
     ServerError,
     ServerProcess,

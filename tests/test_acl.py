@@ -155,8 +155,8 @@ def test_scripts_name_only_declared_keys_and_documented_commands() -> None:
 
 
 def test_doctor_probes_the_documented_commands() -> None:
-    from strands_valkey_session_manager._doctor import acl_probes
     from strands_valkey_session_manager._keys import KeyLayout
+    from strands_valkey_session_manager.cli.doctor import acl_probes
 
     probed = {"|".join(p[:2]).lower() if p[0] == "SCRIPT" else p[0].lower() for p in acl_probes(KeyLayout(PREFIX))}
     assert probed == set(ACL_COMMANDS)

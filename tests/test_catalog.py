@@ -290,7 +290,7 @@ def test_prune_skips_and_reports_a_damaged_session_and_delete_removes_it(client:
 def test_cli_lists_prunes_and_deletes_around_a_damaged_session(standalone_client: Any, how: str) -> None:
     from typer.testing import CliRunner
 
-    from strands_valkey_session_manager.cli import app
+    from strands_valkey_session_manager.cli.command import app
 
     client = standalone_client
     url = f"valkey://{client.connection_pool.connection_kwargs['host']}:{client.connection_pool.connection_kwargs['port']}"

@@ -19,9 +19,9 @@ from strands.session.file_session_manager import FileSessionManager
 from typer.testing import CliRunner, Result
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
-from strands_valkey_session_manager.cli import app, parse_duration
+from strands_valkey_session_manager.cli.command import app, parse_duration
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
-from strands_valkey_session_manager.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, start_server
 
 SESSION_ID = "weather [bold]chat"
 AGENT_ID = "support-bot"

@@ -15,9 +15,9 @@ from strands.session.file_session_manager import FileSessionManager
 from typer.testing import CliRunner, Result
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
-from strands_valkey_session_manager.cli import app
+from strands_valkey_session_manager.cli.command import app
 from strands_valkey_session_manager.scripted_model import ScriptedModel
-from strands_valkey_session_manager.servers import ServerProcess
+from tests.servers import ServerProcess
 
 DAY_MS = 86_400_000
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -148,7 +148,7 @@ def test_prune_by_user_keeps_a_session_written_since_the_listing(cli: Any, stand
     listed = next(repo.iter_sessions(user_id="alice"))
     key = repo.session_keys("a").session
     standalone_client.hset(key, "updated", int(time.time() * 1000))  # a write after the listing
-    from strands_valkey_session_manager.cli import delete_if_idle
+    from strands_valkey_session_manager.cli.command import delete_if_idle
 
     assert delete_if_idle(repo, listed, cutoff_ms=int(time.time() * 1000) - DAY_MS) is False
     assert repo.session_info("a") is not None

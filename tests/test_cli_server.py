@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import valkey
 
-from strands_valkey_session_manager.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, start_server
 
 
 def _svsm() -> str:

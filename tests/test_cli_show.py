@@ -15,10 +15,10 @@ from strands.multiagent import GraphBuilder, Swarm
 from typer.testing import CliRunner, Result
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
-from strands_valkey_session_manager.cli import app
+from strands_valkey_session_manager.cli.command import app
 from strands_valkey_session_manager.encryption import FileKeyStore, KeyStoreProvider, LocalKeyProvider
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
-from strands_valkey_session_manager.servers import ServerProcess
+from tests.servers import ServerProcess
 
 
 def _runner() -> CliRunner:

@@ -13,9 +13,9 @@ from strands import Agent
 from typer.testing import CliRunner, Result
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
-from strands_valkey_session_manager.cli import app
+from strands_valkey_session_manager.cli.command import app
 from strands_valkey_session_manager.scripted_model import ScriptedModel
-from strands_valkey_session_manager.servers import ServerProcess
+from tests.servers import ServerProcess
 
 SESSION_ID = "kept {1}"
 

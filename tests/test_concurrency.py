@@ -17,7 +17,7 @@ import valkey
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import SessionConflictError, ValkeySessionManager, ValkeySessionRepository
-from strands_valkey_session_manager.servers import ServerProcess
+from tests.servers import ServerProcess
 
 
 def _agent(agent_id: str = "a", **state: Any) -> SessionAgent:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from strands_valkey_session_manager.servers import ServerProcess
+from tests.servers import ServerProcess
 
 
 def test_demo_restores_the_conversation_in_a_second_process(valkey9_server: ServerProcess) -> None:

@@ -39,6 +39,7 @@ from strands_valkey_session_manager.encryption import (
     rotate_wrapping_key,
 )
 from strands_valkey_session_manager.transfer import parse_export
+from tests.servers import kill9, restart
 
 SEALED = "__svsm_sealed__"
 _T = TypeVar("_T")
@@ -257,21 +258,21 @@ def test_prune_with_the_key_store_out_of_reach_leaves_no_key_behind_silently(sta
     second prune no longer sees the session: the error must name the session and how to destroy
     its keys, and ``delete_session`` of the vanished session must destroy them."""
     from strands_valkey_session_manager.exceptions import SessionStoreUnavailableError
-    from strands_valkey_session_manager.servers import start_server
+    from tests.servers import start_server
 
     with start_server("valkey9") as key_server:
         key_client = valkey.Valkey(key_server.host, key_server.port)
         provider = KeyStoreProvider(ValkeyKeyStore(key_client))
         _fill(ValkeySessionRepository(standalone_client, key_provider=provider), "old")
         key_client.save()
-        key_server.kill9()
+        kill9(key_server)
         repo = ValkeySessionRepository(standalone_client, key_provider=provider, retries=0)
         with pytest.raises(SessionStoreUnavailableError) as raised_:
             repo.prune(older_than=timedelta(milliseconds=1))  # the kill above took longer
         message = str(raised_.value)
         assert "session_id=<old>" in message and "delete_session" in message
         assert standalone_client.exists("strands:{old}:session") == 0  # the records are gone
-        key_server.restart()
+        restart(key_server)
         assert key_client.exists("svsm-keys:{old}") == 1  # the key is not
         with pytest.raises(SessionException):
             repo.delete_session("old")  # the documented way out: destroys the keys, then says it is gone
@@ -281,7 +282,7 @@ def test_prune_with_the_key_store_out_of_reach_leaves_no_key_behind_silently(sta
 def test_a_key_server_that_lost_its_keys_is_reported_as_such(standalone_client: Any) -> None:
     """A key server restarted without persistence (here: its data flushed) has lost every data
     key: each session is then unreadable, and the error says that this may be the cause."""
-    from strands_valkey_session_manager.servers import start_server
+    from tests.servers import start_server
 
     with start_server("valkey9") as key_server:
         key_client = valkey.Valkey(key_server.host, key_server.port)

@@ -48,8 +48,8 @@ from strands_valkey_session_manager import (
     _client,
 )
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall, TurnLike
-from strands_valkey_session_manager.servers import HOST, ClusterProcess, ServerProcess, start_cluster, start_server
 from tests.interleave import LostReplyProxy
+from tests.servers import HOST, ClusterProcess, ServerProcess, kill9, restart, start_cluster, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -192,12 +192,12 @@ class _KillLane:
         seen = 0
         while seen < acks:
             seen += self._take(lines, expect_down=False)
-        server.kill9()
+        kill9(server)
         self.kills += 1
         # Appends acknowledged before the kill may still be in the pipe; the writer's next call fails.
         while self._take(lines, expect_down=True):
             pass
-        server.restart()
+        restart(server)
         if self._verify(repo):
             self.landed += 1
             # The writer sends that append again through the same repository: it must be recognised.
@@ -409,9 +409,9 @@ def test_agent_conversation_survives_kill9_restarts(caplog: pytest.LogCaptureFix
                 while len(agent.messages) < threshold:
                     assert time.monotonic() < deadline, f"the conversation never reached {threshold} messages"
                     time.sleep(0.001)
-                server.kill9()
+                kill9(server)
                 time.sleep(down_for)
-                server.restart()
+                restart(server)
                 outages.append(time.monotonic())
 
         started = time.monotonic()
@@ -548,7 +548,7 @@ def test_cluster_failover_loses_nothing_acknowledged(
         primary, replica = _slot_nodes(cluster, slot)
         _wait_replicas_caught_up(primary)
 
-        primary.kill9()
+        kill9(primary)
         started = time.monotonic()
         agent("question 2")  # rides out the failover in the retries
         failover_seconds = time.monotonic() - started
@@ -559,7 +559,7 @@ def test_cluster_failover_loses_nothing_acknowledged(
         assert len(agent.messages) == 16
 
         # The old primary rejoins as a replica; a graceful failover hands the slot back to it.
-        primary.restart()
+        restart(primary)
         cluster.wait_until_ok()
         assert _slot_nodes(cluster, slot) == [replica, primary]
         _wait_replicas_caught_up(replica)

@@ -13,7 +13,7 @@ import valkey
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import SessionStoreUnavailableError, ValkeySessionRepository
-from strands_valkey_session_manager.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, kill9, restart, start_server
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_server_down_raises_typed_error_naming_operation_and_session(durable_ser
     repo.create_session(Session(session_id="s:1", session_type=SessionType.AGENT))
     repo.create_agent("s:1", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
     repo.create_message("s:1", "a", _message(0))
-    durable_server.kill9()
+    kill9(durable_server)
     started = time.monotonic()
     with pytest.raises(SessionStoreUnavailableError, match=r"operation=<create_message>, session_id=<s:1>"):
         repo.create_message("s:1", "a", _message(1))
@@ -50,7 +50,7 @@ def test_server_down_raises_typed_error_naming_operation_and_session(durable_ser
     assert time.monotonic() - started < 10
     # After a restart (append-only file, fsync always) every acknowledged write is there, and the
     # same repository object carries on.
-    durable_server.restart()
+    restart(durable_server)
     assert [m.message_id for m in repo.list_messages("s:1", "a")] == [0]
     repo.create_message("s:1", "a", _message(1))
     assert [m.message_id for m in repo.list_messages("s:1", "a")] == [0, 1]
@@ -92,8 +92,8 @@ def test_append_rides_out_a_restart_with_retries(durable_server: ServerProcess) 
     repo.create_agent("s", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
     for i in range(3):
         repo.create_message("s", "a", _message(i))
-    durable_server.kill9()
-    restarter = threading.Timer(0.4, durable_server.restart)
+    kill9(durable_server)
+    restarter = threading.Timer(0.4, restart, args=(durable_server,))
     restarter.start()
     try:
         for i in range(3, 6):

@@ -36,8 +36,8 @@ from strands_valkey_session_manager import (
 from strands_valkey_session_manager._client import run_plan
 from strands_valkey_session_manager.aio import AsyncValkeySessionRepository
 from strands_valkey_session_manager.encryption import LocalKeyProvider, reencrypt_session
-from strands_valkey_session_manager.servers import HOST, start_server
 from tests.roundtrips import count_round_trips
+from tests.servers import HOST, start_server
 
 SID = "s"
 KINDS = ("session", "agents", "messages", "order", "multi")

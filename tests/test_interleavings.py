@@ -38,7 +38,6 @@ from strands_valkey_session_manager import (
 from strands_valkey_session_manager._client import run_plan
 from strands_valkey_session_manager._write_behind import WriteBehindError
 from strands_valkey_session_manager.scripted_model import ScriptedModel
-from strands_valkey_session_manager.servers import ServerProcess
 from tests import interleave
 from tests.interleave import (
     EXPLORED,
@@ -52,6 +51,7 @@ from tests.interleave import (
     session,
     text_of,
 )
+from tests.servers import ServerProcess
 
 SID, AID = "s", "a"
 LEASE_MS = 60_000

@@ -18,7 +18,7 @@ from strands_valkey_session_manager import (
 )
 from strands_valkey_session_manager._write_behind import WriteBehindError
 from strands_valkey_session_manager.scripted_model import ScriptedModel
-from strands_valkey_session_manager.servers import ServerProcess
+from tests.servers import ServerProcess
 
 
 def _agent(manager: ValkeySessionManager, agent_id: str = "a", turns: list[Any] | None = None) -> Agent:

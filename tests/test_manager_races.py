@@ -23,9 +23,9 @@ from strands_valkey_session_manager import (
 )
 from strands_valkey_session_manager._write_behind import WriteBehindError
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
-from strands_valkey_session_manager.servers import ServerProcess
 from tests.conftest import Backend
 from tests.roundtrips import count_round_trips
+from tests.servers import ServerProcess
 
 SID = "chat:{42}/race"
 

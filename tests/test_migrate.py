@@ -28,7 +28,7 @@ from strands.session.file_session_manager import FileSessionManager
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import SessionTooLargeError, ValkeySessionManager, ValkeySessionRepository
-from strands_valkey_session_manager.migrate import (
+from strands_valkey_session_manager.migration import (
     FileStoreReader,
     MigrationProgress,
     MigrationReport,

@@ -34,9 +34,9 @@ from strands_valkey_session_manager import (
     ValkeyStorage,
 )
 from strands_valkey_session_manager._client import run_plan
-from strands_valkey_session_manager.servers import ClusterProcess, ServerProcess, start_cluster, start_server
 from strands_valkey_session_manager.storage import StorageReplicationTimeoutError
 from tests.roundtrips import commandstats, count_round_trips
+from tests.servers import ClusterProcess, ServerProcess, kill9, restart, start_cluster, start_server
 
 _REPLICATION = ("--repl-diskless-sync-delay", "0")
 _TIMEOUT = 0.2  # wait_timeout of the tests that expect a timeout: seconds each failing write costs
@@ -318,7 +318,7 @@ def test_manager_write_raises_when_the_replica_is_cut_off(pair: _Pair) -> None:
 
 
 def _promote(pair: _Pair) -> Any:
-    pair.primary.kill9()
+    kill9(pair.primary)
     promoted = pair.replica
     with contextlib.closing(_admin(promoted)) as admin:
         admin.execute_command("REPLICAOF", "NO", "ONE")
@@ -627,13 +627,13 @@ def test_cluster_failover_loses_no_acknowledged_append(cluster: ClusterProcess) 
     for i in range(50):
         repo.create_message(sid, "a", _message(i))
     primary, replica = _slot_nodes(cluster, repo.session_keys(sid).session)
-    primary.kill9()
+    kill9(primary)
     with contextlib.closing(_admin(replica)) as admin:
         _wait_until(lambda: admin.execute_command("ROLE")[0] == "master", "the replica was not promoted", 30)
     reader = ValkeySessionRepository(_cluster_client(cluster), retries=30, retry_backoff=0.2)
     stored = [m.message_id for m in reader.list_messages(sid, "a")]
     assert stored == list(range(50))
     # The killed node comes back as a replica of the new primary.
-    primary.restart()
+    restart(primary)
     cluster.wait_until_ok()
     client.close()

@@ -38,10 +38,10 @@ from strands_valkey_session_manager import (
     ValkeySessionRepository,
 )
 from strands_valkey_session_manager.aio import AsyncValkeySessionRepository
-from strands_valkey_session_manager.cli import app as cli_app
+from strands_valkey_session_manager.cli.command import app as cli_app
 from strands_valkey_session_manager.encryption import LocalKeyProvider
-from strands_valkey_session_manager.servers import ServerProcess, free_port, start_server
 from strands_valkey_session_manager.storage import ValkeyStorage, ValkeyStorageError
+from tests.servers import ServerProcess, free_port, start_server
 
 #: The ACL user's password: every URL-special character, each 5-character run distinctive.
 PASSWORD = "Kx9Qp/Wm7Zr?Jt4Ns#Vb8Yd@Ln2Ff:Hc6Gg%zzRw5Tq"
@@ -172,7 +172,7 @@ def test_the_canary_user_can_connect(locked_server: ServerProcess) -> None:
 
 
 def _url_entry_points() -> dict[str, Callable[[str], object]]:
-    from strands_valkey_session_manager.ui import serve
+    from strands_valkey_session_manager.cli.viewer import serve
 
     def manager(url: str) -> object:
         return ValkeySessionManager.from_url(url, "s", socket_connect_timeout=0.5, socket_timeout=0.5)
@@ -366,7 +366,7 @@ def test_the_installed_command_with_a_bad_url_prints_one_clean_line() -> None:
 
 
 def test_viewer_error_pages_hold_no_password(locked_server: ServerProcess) -> None:
-    from strands_valkey_session_manager.ui import create_app
+    from strands_valkey_session_manager.cli.viewer import create_app
 
     for password in (WRONG_PASSWORD, PASSWORD):
         client: Any = valkey.Valkey.from_url(url_for(locked_server, password), socket_timeout=2)

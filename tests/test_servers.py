@@ -8,17 +8,19 @@ from typing import Any
 import pytest
 import valkey
 
-from strands_valkey_session_manager.servers import (
+from tests.conftest import ServerTargets
+from tests.roundtrips import commandstats, count_round_trips
+from tests.servers import (
     CLUSTER_SLOTS,
     HOST,
     ServerError,
     ServerProcess,
     find_server_binary,
     free_port,
+    kill9,
+    restart,
     start_server,
 )
-from tests.conftest import ServerTargets
-from tests.roundtrips import commandstats, count_round_trips
 
 
 def _text(value: Any) -> str:
@@ -151,9 +153,9 @@ def test_kill9_and_restart_keep_appendonly_data() -> None:
         with valkey.Valkey(server.host, server.port) as admin:
             admin.set("survivor", "yes")
         port = server.port
-        server.kill9()
+        kill9(server)
         assert not server.is_running()
-        server.restart()
+        restart(server)
         assert server.port == port
         with valkey.Valkey(server.host, server.port) as admin:
             assert admin.get("survivor") == b"yes"

@@ -28,7 +28,7 @@ from strands_valkey_session_manager.encryption import (
     rotate_wrapping_key,
 )
 from strands_valkey_session_manager.exceptions import SessionStoreUnavailableError
-from strands_valkey_session_manager.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, start_server
 
 TEXT = "a confidential note that must not survive deletion " * 8
 

@@ -44,9 +44,9 @@ from strands_valkey_session_manager import (
     ValkeySessionManager,
     ValkeySessionRepository,
 )
-from strands_valkey_session_manager.servers import HOST, ServerProcess, start_server
 from tests import interleave
 from tests.interleave import LostReplyProxy, agent, message, session, text_of
+from tests.servers import HOST, ServerProcess, restart, start_server
 
 SESSIONS = ("s1", "s2")
 AGENTS = ("a", "b")
@@ -368,7 +368,7 @@ class Machine(RuleBasedStateMachine):
         """The server restarts with no RDB or AOF: everything is gone."""
         STATS["faults"] += 1
         self.restarts += 1
-        self.world.server.restart()
+        restart(self.world.server)
         for proxy in self.world.proxies:
             proxy.wait_closed()
         self.disturbed = [True for _ in ACTORS]

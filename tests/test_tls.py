@@ -23,7 +23,7 @@ from strands import Agent
 
 from strands_valkey_session_manager import SessionStoreUnavailableError, ValkeySessionManager
 from strands_valkey_session_manager.scripted_model import ScriptedModel
-from strands_valkey_session_manager.servers import (
+from tests.servers import (
     ServerError,
     ServerProcess,
     find_server_binary,

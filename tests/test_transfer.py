@@ -310,7 +310,7 @@ def test_overwrite_that_runs_out_of_memory_keeps_the_original(flavour: str) -> N
     import valkey
 
     from strands_valkey_session_manager import SessionStoreUnavailableError
-    from strands_valkey_session_manager.servers import start_server
+    from tests.servers import start_server
 
     with start_server(flavour, extra_args=["--maxmemory-policy", "noeviction"]) as server:
         client: Any = valkey.Valkey(server.host, server.port)

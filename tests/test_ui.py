@@ -22,13 +22,13 @@ from strands import Agent
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
+from strands_valkey_session_manager.cli.viewer import MAX_PAGE_SIZE, create_app
+from strands_valkey_session_manager.cli.viewer.render import id_from_segment, id_segment
 from strands_valkey_session_manager.scripted_model import ScriptedModel
-from strands_valkey_session_manager.servers import free_port
 from strands_valkey_session_manager.storage import ValkeyStorage
 from strands_valkey_session_manager.transfer import parse_export
-from strands_valkey_session_manager.ui import MAX_PAGE_SIZE, create_app
-from strands_valkey_session_manager.ui.render import id_from_segment, id_segment
 from tests import ui_seed
+from tests.servers import free_port
 from tests.ui_seed import (
     AGENT_ID,
     CHART_IMAGE,
@@ -537,7 +537,7 @@ def test_serve_binds_loopback_and_builds_the_app(
 ) -> None:
     import uvicorn
 
-    from strands_valkey_session_manager.ui import serve
+    from strands_valkey_session_manager.cli.viewer import serve
 
     calls: list[dict[str, Any]] = []
 
@@ -561,7 +561,7 @@ def test_serve_refuses_an_unreachable_server_before_listening(monkeypatch: pytes
     import uvicorn
 
     from strands_valkey_session_manager import SessionStoreUnavailableError
-    from strands_valkey_session_manager.ui import serve
+    from strands_valkey_session_manager.cli.viewer import serve
 
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: pytest.fail("started without a server"))
     url = f"redis://user:secret@127.0.0.1:{free_port()}"
@@ -571,7 +571,7 @@ def test_serve_refuses_an_unreachable_server_before_listening(monkeypatch: pytes
 
 
 def test_allowed_hosts_follow_the_bind_address() -> None:
-    from strands_valkey_session_manager.ui.server import allowed_hosts_for
+    from strands_valkey_session_manager.cli.viewer.server import allowed_hosts_for
 
     loopback = ["127.0.0.1", "localhost", "::1", "[::1]"]
     assert allowed_hosts_for("127.0.0.1") == loopback
@@ -585,7 +585,7 @@ def test_allowed_hosts_follow_the_bind_address() -> None:
 
 @pytest.mark.parametrize("name", ["*", "my.box:8765", "http://my.box", "a b", "", "*.", "[::1"])
 def test_allowed_hosts_are_names_or_addresses(name: str) -> None:
-    from strands_valkey_session_manager.ui.server import allowed_hosts_for
+    from strands_valkey_session_manager.cli.viewer.server import allowed_hosts_for
 
     with pytest.raises(ValueError, match="cannot be turned off"):
         allowed_hosts_for("0.0.0.0", [name])
@@ -641,7 +641,7 @@ def test_binding_every_interface_keeps_the_host_check(
     """``svsm ui --host 0.0.0.0``: a DNS-rebinding page (``Host: evil.example``) reads and deletes nothing."""
     from typer.testing import CliRunner
 
-    from strands_valkey_session_manager.cli import app
+    from strands_valkey_session_manager.cli.command import app
 
     target = session_path(LONG_SESSION)
     statuses: dict[str, int] = {}
@@ -670,7 +670,7 @@ def test_allowed_host_names_are_answered_on_every_interface(
 ) -> None:
     from typer.testing import CliRunner
 
-    from strands_valkey_session_manager.cli import app
+    from strands_valkey_session_manager.cli.command import app
 
     statuses: dict[str, int] = {}
 
@@ -691,10 +691,10 @@ def test_allowed_host_names_are_answered_on_every_interface(
 def test_svsm_ui_refuses_a_wildcard_allowed_host(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    import strands_valkey_session_manager.ui
-    from strands_valkey_session_manager.cli import app
+    import strands_valkey_session_manager.cli.viewer
+    from strands_valkey_session_manager.cli.command import app
 
-    monkeypatch.setattr(strands_valkey_session_manager.ui, "serve", lambda url, **kw: pytest.fail("served"))
+    monkeypatch.setattr(strands_valkey_session_manager.cli.viewer, "serve", lambda url, **kw: pytest.fail("served"))
     for name in ("*", "my.box:8765"):
         result = CliRunner().invoke(app, ["--url", "redis://h:1", "ui", "--host", "0.0.0.0", "--allowed-host", name])
         assert result.exit_code == 2, result.output
@@ -704,11 +704,11 @@ def test_svsm_ui_refuses_a_wildcard_allowed_host(monkeypatch: pytest.MonkeyPatch
 def test_svsm_ui_passes_the_global_options(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    import strands_valkey_session_manager.ui
-    from strands_valkey_session_manager.cli import app
+    import strands_valkey_session_manager.cli.viewer
+    from strands_valkey_session_manager.cli.command import app
 
     calls: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(strands_valkey_session_manager.ui, "serve", lambda url, **kw: calls.append((url, kw)))
+    monkeypatch.setattr(strands_valkey_session_manager.cli.viewer, "serve", lambda url, **kw: calls.append((url, kw)))
     argv = ["--url", "redis://h:1", "--prefix", "p", "--timeout", "2", "ui", "--port", "9000", "--allow-delete"]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 0, result.output

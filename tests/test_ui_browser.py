@@ -22,11 +22,11 @@ import uvicorn
 import valkey
 
 from strands_valkey_session_manager import ValkeySessionRepository
-from strands_valkey_session_manager.servers import free_port
+from strands_valkey_session_manager.cli.viewer import create_app
+from strands_valkey_session_manager.cli.viewer.render import id_segment
 from strands_valkey_session_manager.storage import ValkeyStorage
-from strands_valkey_session_manager.ui import create_app
-from strands_valkey_session_manager.ui.render import id_segment
 from tests import ui_seed
+from tests.servers import free_port
 from tests.ui_seed import AGENT_ID, HOSTILE_SESSION, LONG_COUNT, LONG_SESSION, PLAIN_SESSIONS
 
 CHROMIUM = Path("/usr/bin/chromium")

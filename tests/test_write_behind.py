@@ -19,7 +19,7 @@ from strands.types.session import SessionAgent, SessionMessage, SessionType
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
 from strands_valkey_session_manager._write_behind import WriteBehind, WriteBehindError
 from strands_valkey_session_manager.scripted_model import ScriptedModel
-from strands_valkey_session_manager.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, kill9, restart, start_server
 
 
 def _agent(manager: ValkeySessionManager, turns: list[Any]) -> Agent:
@@ -236,8 +236,8 @@ def test_queued_writes_ride_out_a_restart_with_the_same_retries_as_direct_ones()
         manager.create_agent("s", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
         manager.create_multi_agent("s", _Orchestrator({"step": 0}))  # type: ignore[arg-type]
         manager.flush()
-        server.kill9()
-        restarter = threading.Timer(0.4, server.restart)
+        kill9(server)
+        restarter = threading.Timer(0.4, restart, args=(server,))
         restarter.start()
         try:
             # Queued while the server is down: each waits out the restart in the retries.

@@ -20,9 +20,9 @@ from .exceptions import (
     ValkeySessionError,
     ValkeyStorageError,
 )
+from .migration import SnapshotMigrationReport, migrate_to_snapshots
 from .repository import ValkeySessionRepository
 from .session_manager import ValkeySessionManager
-from .snapshot_migration import SnapshotMigrationReport, migrate_to_snapshots
 from .storage import ValkeyStorage
 
 __all__ = [

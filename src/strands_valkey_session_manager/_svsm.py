@@ -18,7 +18,7 @@ MISSING_EXTRA = (
 def main() -> None:
     """Run ``svsm``; exit 2 with one line on stderr when typer or rich is missing."""
     try:
-        from .cli import app
+        from .cli.command import app
     except ModuleNotFoundError as e:
         if e.name is None or e.name.split(".")[0] not in {"typer", "rich", "click"}:
             raise

@@ -134,3 +134,19 @@ class StorageValueTooLargeError(ValkeyStorageError):
 
 class InvalidStorageArgumentError(ValkeyStorageError, TypeError):
     """A key that is not a ``str`` or data that is not bytes-like; also a ``TypeError``."""
+
+
+class SeedSourceError(ValkeySessionError):
+    """The source server cannot serve the old layout (no JSON module)."""
+
+
+class SourceRecordError(ValkeySessionError):
+    """A record in the source is missing, unreadable or not in the SDK's shape; names the key or path."""
+
+
+class SnapshotMigrationError(ValkeySessionError):
+    """The session cannot be converted (unknown conversation manager, unsupported SDK, ...)."""
+
+
+class SourceNotFoundError(SnapshotMigrationError, LookupError):
+    """The session, or an agent asked for, is not in the source."""

@@ -20,7 +20,6 @@ import valkey.asyncio
 from strands.types.exceptions import StorageError
 
 from strands_valkey_session_manager import _storage_keys
-from strands_valkey_session_manager.servers import ServerProcess, start_server
 from strands_valkey_session_manager.storage import (
     DEFAULT_MAX_VALUE_BYTES,
     InvalidStorageArgumentError,
@@ -30,6 +29,7 @@ from strands_valkey_session_manager.storage import (
     ValkeyStorageError,
 )
 from tests.conftest import Backend
+from tests.servers import ServerProcess, kill9, restart, start_server
 from tests.storage.conftest import StorageFactory
 
 pytestmark = pytest.mark.anyio
@@ -194,7 +194,7 @@ def test_from_url_builds_a_cluster_client(backend: Backend) -> None:
 
 
 def test_from_url_to_an_unreachable_cluster_is_unavailable() -> None:
-    from strands_valkey_session_manager.servers import free_port
+    from tests.servers import free_port
 
     with pytest.raises(StorageUnavailableError, match=r"cannot connect to redis://127\.0\.0\.1:"):
         ValkeyStorage.from_url(f"redis://127.0.0.1:{free_port()}", cluster=True, socket_connect_timeout=0.5)
@@ -246,7 +246,7 @@ def fragile_server() -> Iterator[ServerProcess]:
 @pytest.fixture
 def fresh_fragile_server(fragile_server: ServerProcess) -> ServerProcess:
     if not fragile_server.is_running():
-        fragile_server.restart()
+        restart(fragile_server)
     admin: Any = valkey.Valkey(fragile_server.host, fragile_server.port)
     try:
         admin.flushall()
@@ -296,7 +296,7 @@ def test_server_down_raises_unavailable_and_leaves_no_partial_entry(
     family = valkey if kind.startswith("valkey") else redis
     try:
         asyncio.run(storage.write("session/s1/a", b"kept"))
-        server.kill9()
+        kill9(server)
 
         with pytest.raises(
             StorageUnavailableError, match=r"Failed to write 'session/s1/b': server unavailable"
@@ -312,7 +312,7 @@ def test_server_down_raises_unavailable_and_leaves_no_partial_entry(
             with pytest.raises(StorageUnavailableError, match=f"Failed to {what}"):
                 asyncio.run(call())
 
-        server.restart()
+        restart(server)
         # The refused write left nothing behind: no value, no index entry.
         assert asyncio.run(storage.list("")) == ["session/s1/a"]
         assert asyncio.run(storage.read("session/s1/b")) is None

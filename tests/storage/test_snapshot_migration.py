@@ -40,12 +40,12 @@ from strands.types.interrupt import InterruptResponseContent
 from strands.types.streaming import StreamEvent
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
-from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall, TurnLike
-from strands_valkey_session_manager.snapshot_migration import (
+from strands_valkey_session_manager.migration import (
     SnapshotMigrationError,
     SourceNotFoundError,
     migrate_to_snapshots,
 )
+from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall, TurnLike
 from strands_valkey_session_manager.storage import ValkeyStorage
 from tests.conftest import Backend
 from tests.storage.conftest import StorageFactory

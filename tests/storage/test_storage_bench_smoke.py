@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from strands_valkey_session_manager.servers import ServerError, find_server_binary
+from tests.servers import ServerError, find_server_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "benchmarks" / "storage_bench.py"

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from strands_valkey_session_manager.servers import ServerProcess
+from tests.servers import ServerProcess
 
 _CHILD = textwrap.dedent(
     """

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlencode
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from .._humanize import duration
+from ..humanize import duration
 
 #: Longest text rendered as Markdown; the rest is cut (the export keeps everything).
 MAX_TEXT_CHARS = 100_000

@@ -40,14 +40,14 @@ from strands.types.exceptions import SessionException
 from strands.types.session import SessionMessage
 from typer.core import TyperCommand, TyperGroup
 
-from . import _codec, _doctor, _render, _seal
-from ._client import run_plan
-from ._codec import CodecError
-from ._keys import DEFAULT_KEY_PREFIX, agent_member_range, encode_id, session_id_of_member
-from ._lifetime import now_ms
-from ._redact import client_from_url, drop_frame_locals, redact_url
-from .catalog import DamagedSession, SessionInfo, SessionPage
-from .exceptions import (
+from .. import _codec, _seal
+from .._client import run_plan
+from .._codec import CodecError
+from .._keys import DEFAULT_KEY_PREFIX, agent_member_range, encode_id, session_id_of_member
+from .._lifetime import now_ms
+from .._redact import client_from_url, drop_frame_locals, redact_url
+from ..catalog import DamagedSession, SessionInfo, SessionPage
+from ..exceptions import (
     AccessDeniedError,
     CorruptRecordError,
     DamagedSessionError,
@@ -55,7 +55,7 @@ from .exceptions import (
     SessionStoreUnavailableError,
     SessionTooLargeError,
 )
-from .migrate import (
+from ..migration import (
     MigrationProgress,
     MigrationReport,
     SeedSourceError,
@@ -64,9 +64,11 @@ from .migrate import (
     migrate_from_file_store,
     migrate_from_seed,
 )
-from .repository import ValkeySessionRepository
-from .servers import ServerError
-from .transfer import parse_export
+from ..repository import ValkeySessionRepository
+from ..servers import ServerError
+from ..transfer import parse_export
+from . import doctor as _doctor
+from . import render as _render
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -312,20 +314,20 @@ class Settings:
         local = load_key_file(self.key_file) if self.key_file is not None else None
         store: Any = None
         if self.key_store_dir is not None:
-            from .encryption import FileKeyStore
+            from ..encryption import FileKeyStore
 
             if not self.key_store_dir.is_dir():
                 raise CliError(EXIT_USAGE, f"key store directory {self.key_store_dir} does not exist")
             store = FileKeyStore(self.key_store_dir)
         elif self.key_store_url is not None:
-            from .encryption import ValkeyKeyStore
+            from ..encryption import ValkeyKeyStore
 
             if self._key_store_client is None:
                 self._key_store_client = make_client(self.key_store_url, cluster=False, timeout=self.timeout)
             store = ValkeyKeyStore(self._key_store_client)
         if store is None:
             return local
-        from .encryption import KeyStoreProvider
+        from ..encryption import KeyStoreProvider
 
         return KeyStoreProvider(store, legacy=local)
 
@@ -343,7 +345,7 @@ def load_key_file(path: Path) -> Any:
     Raises:
         CliError: If the file cannot be read or is not such a document (usage error).
     """
-    from .encryption import LocalKeyProvider
+    from ..encryption import LocalKeyProvider
 
     def bad(reason: str) -> CliError:
         return CliError(EXIT_USAGE, f"key file {path}: {reason}")
@@ -1050,8 +1052,8 @@ def migrate_snapshots_command(  # noqa: PLR0917 (typer passes every option as a 
     Idempotent: snapshots already there unchanged are not written again (exit 0); snapshots that
     differ are conflicts (exit 5) unless --overwrite.
     """
-    from .snapshot_migration import SnapshotMigrationError, SourceNotFoundError, migrate_to_snapshots
-    from .storage import ValkeyStorage
+    from ..migration import SnapshotMigrationError, SourceNotFoundError, migrate_to_snapshots
+    from ..storage import ValkeyStorage
 
     settings = _settings(ctx)
     storage = ValkeyStorage(settings.client(), namespace=namespace)
@@ -1133,7 +1135,7 @@ def server_command(
     ] = None,
 ) -> None:
     """Start an embedded server on 127.0.0.1 for local use; prints its URL, stops on Ctrl-C."""
-    from .servers import start_server
+    from ..servers import start_server
 
     server = start_server(flavour.value, port=port, appendonly=data_dir is not None, data_dir=data_dir)
 
@@ -1187,12 +1189,12 @@ def ui_command(
 ) -> None:
     """Serve a local web viewer of the sessions (needs the ui extra); Ctrl-C to stop."""
     try:
-        from .ui import serve
+        from .viewer import serve
     except ImportError as e:
         raise CliError(
             EXIT_USAGE, f"svsm ui needs the ui extra: pip install 'strands-valkey-session-manager[ui]' ({e})"
         ) from e
-    from .ui.server import check_allowed_host
+    from .viewer.server import check_allowed_host
 
     for name in allowed_host or ():
         try:
@@ -1219,7 +1221,7 @@ def demo_command(ctx: typer.Context) -> None:
 
     Uses --url when given (or $VALKEY_URL/$REDIS_URL), else starts an embedded Valkey.
     """
-    from . import demo
+    from .. import demo
 
     settings = _settings(ctx)
     argv = ["--url", settings.url] if settings.url_given else []

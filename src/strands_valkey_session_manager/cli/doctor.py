@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._keys import KeyLayout
+from .._keys import KeyLayout
 
 Status = Literal["ok", "warn", "error", "skip"]
 

@@ -2,7 +2,7 @@
 
 Needs the ``ui`` extra (``pip install 'strands-valkey-session-manager[ui]'``)::
 
-    from strands_valkey_session_manager.ui import create_app, serve
+    from strands_valkey_session_manager.cli.viewer import create_app, serve
 
     serve("valkey://localhost:6379", cluster=False, prefix="strands", host="127.0.0.1", port=8765,
           allow_delete=False)

@@ -18,9 +18,9 @@ from rich.table import Table
 from rich.text import Text
 from strands.types.session import SessionAgent, SessionMessage
 
-from ._humanize import duration, size
-from .catalog import SessionInfo
-from .migrate import MigrationReport
+from ..catalog import SessionInfo
+from ..migration import MigrationReport
+from .humanize import duration, size
 
 _ROLE_STYLE = {"user": "bold cyan", "assistant": "bold green", "system": "bold magenta"}
 _MEDIA = ("image", "document", "video", "audio")

@@ -41,12 +41,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strands.types.exceptions import SessionException, StorageError
 from strands.types.session import SessionAgent, SessionMessage
 
-from .._humanize import duration, size
-from ..catalog import SessionInfo
-from ..exceptions import AccessDeniedError, SessionStoreUnavailableError
-from ..repository import ValkeySessionRepository
-from ..storage import StorageUnavailableError, ValkeyStorage
-from ..transfer import export_lines
+from ...catalog import SessionInfo
+from ...exceptions import AccessDeniedError, SessionStoreUnavailableError
+from ...repository import ValkeySessionRepository
+from ...storage import StorageUnavailableError, ValkeyStorage
+from ...transfer import export_lines
+from ..humanize import duration, size
 from . import render
 from .render import MessageView, id_from_segment, id_segment, query
 from .snapshots import SnapshotOwner, list_snapshots, read_snapshot
@@ -112,7 +112,11 @@ def create_app(
         Route("/sessions/{sid}/agents/{aid}/messages/{mid}/blocks/{n}", viewer.block),
         Route("/sessions/{sid}/agents/{aid}/messages/{mid}/blocks/{n}/{m}", viewer.block),
         Route("/sessions/{sid}/snapshot", viewer.snapshot_page),
-        Mount("/static", app=StaticFiles(packages=[("strands_valkey_session_manager.ui", "static")]), name="static"),
+        Mount(
+            "/static",
+            app=StaticFiles(packages=[("strands_valkey_session_manager.cli.viewer", "static")]),
+            name="static",
+        ),
     ]
     if allow_delete:
         routes.insert(3, Route("/sessions/{sid}/delete", viewer.delete, methods=["GET", "POST"]))
@@ -240,7 +244,7 @@ class _Viewer:
         self.page_size = page_size
         self._secret = secrets.token_bytes(32)
         env = Environment(
-            loader=PackageLoader("strands_valkey_session_manager.ui", "templates"),
+            loader=PackageLoader(__package__ or "", "templates"),
             autoescape=True,
             undefined=StrictUndefined,
             trim_blocks=True,

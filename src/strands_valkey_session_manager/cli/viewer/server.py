@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .._redact import client_from_url, drop_frame_locals, redact_url
+from ..._redact import client_from_url, drop_frame_locals, redact_url
 from .app import DEFAULT_ALLOWED_HOSTS, create_app
 
 logger = logging.getLogger(__name__)
@@ -113,9 +113,9 @@ def serve(
     import valkey.cluster
     import valkey.exceptions
 
-    from ..exceptions import SessionStoreUnavailableError
-    from ..repository import ValkeySessionRepository
-    from ..storage import ValkeyStorage
+    from ...exceptions import SessionStoreUnavailableError
+    from ...repository import ValkeySessionRepository
+    from ...storage import ValkeyStorage
 
     hosts = allowed_hosts_for(host, allowed_hosts)  # bad names fail before connecting
     # Errors name the URL without its password, and hold it nowhere (see _redact.py).

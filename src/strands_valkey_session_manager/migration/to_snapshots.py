@@ -54,10 +54,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from strands.session.session_repository import SessionRepository
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from .exceptions import ValkeySessionError
-from .migrate import FileStoreReader, MigrationReport
-from .repository import ValkeySessionRepository
-from .transfer import SessionExport
+from ..exceptions import SnapshotMigrationError, SourceNotFoundError
+from ..repository import ValkeySessionRepository
+from ..transfer import SessionExport
+from .report import MigrationReport
+from .sources import FileStoreReader
 
 if TYPE_CHECKING:
     from strands.agent import Agent
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
     from strands.session import SnapshotSessionManager
 
-    from .storage import ValkeyStorage
+    from ..storage import ValkeyStorage
 
 __all__ = [
     "ConversationManagerFactory",
@@ -91,14 +92,6 @@ ConversationManagerFactory = Callable[[str, dict[str, Any]], "ConversationManage
 
 _WRITES: frozenset[str] = frozenset({"migrated", "replaced"})
 _SNAPSHOT_FILE = "snapshot_latest.json"
-
-
-class SnapshotMigrationError(ValkeySessionError):
-    """The session cannot be converted (unknown conversation manager, unsupported SDK, ...)."""
-
-
-class SourceNotFoundError(SnapshotMigrationError, LookupError):
-    """The session, or an agent asked for, is not in the source."""
 
 
 @dataclass(frozen=True)
@@ -479,7 +472,7 @@ def _restore_agent(
     from strands.agent import Agent
     from strands.session.repository_session_manager import RepositorySessionManager
 
-    from .scripted_model import ScriptedModel
+    from ..scripted_model import ScriptedModel
 
     state = copy.deepcopy(record.conversation_manager_state)
     manager_of_agent = factory(record.agent_id, state) if factory is not None else _default_manager(record)

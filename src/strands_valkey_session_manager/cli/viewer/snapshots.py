@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 from strands.types.session import decode_bytes_values
 
 if TYPE_CHECKING:
-    from ..storage import ValkeyStorage
+    from ...storage import ValkeyStorage
 
 NAMESPACE: Final = "session"
 #: A snapshot key relative to ``session/<session id>/``.
