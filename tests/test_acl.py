@@ -1,6 +1,6 @@
 """Least privilege: the exact ACL rule set the package needs, proven on real servers.
 
-``ACL_COMMANDS`` is the command list documented in README ("ACL") and ARCHITECTURE ("Least
+``ACL_COMMANDS`` is the command list documented in README ("ACL") and docs/least-privilege.md ("Least
 privilege"). The tests check it from three sides:
 
 - it is exactly what the package sends, client side and inside its Lua scripts (MONITOR on Valkey 9
@@ -104,14 +104,14 @@ def acl_rules(prefix: str, *, cluster: bool = False) -> list[str]:
 
 
 def documented_command(prefix: str = "strands") -> str:
-    """The ``ACL SETUSER`` line README and ARCHITECTURE show."""
+    """The ``ACL SETUSER`` line README and docs/least-privilege.md show."""
     return " ".join(["ACL SETUSER", "strands", "on", ">password", *acl_rules(prefix)])
 
 
 # -- the documentation is the tested rule set ------------------------------------------------
 
 
-@pytest.mark.parametrize("document", ["README.md", "ARCHITECTURE.md"])
+@pytest.mark.parametrize("document", ["README.md", "docs/least-privilege.md"])
 def test_documented_rule_set_is_the_tested_one(document: str) -> None:
     text = (ROOT / document).read_text()
     assert documented_command() in text
