@@ -153,3 +153,46 @@ def test_an_export_whose_deadline_has_passed_is_refused(cli: Any, standalone_cli
     assert result.exit_code == 4
     assert "deadline" in result.stderr and "line 1" in result.stderr
     assert ValkeySessionRepository(standalone_client).read_session(SESSION_ID) is None
+
+
+def _conversation_of(client: Any, session_id: str) -> list[tuple[str, str]]:
+    messages = ValkeySessionRepository(client).list_messages(session_id, "bot")
+    return [(m.message["role"], m.message["content"][0]["text"]) for m in messages]
+
+
+def test_import_as_a_new_id_keeps_the_original_and_refuses_an_existing_id(cli: Any, standalone_client: Any) -> None:
+    _conversation(standalone_client, ttl=3600, user_id="alice", tags=["eu"])
+    text = cli("export", SESSION_ID).stdout
+    original = _conversation_of(standalone_client, SESSION_ID)
+    assert len(original) == 4
+
+    result = cli("import", "-", "--as", "copy {2}", input=text)
+    assert result.exit_code == 0, result.output
+    assert "imported session copy {2}" in result.stdout
+    assert _conversation_of(standalone_client, "copy {2}") == original
+    assert _conversation_of(standalone_client, SESSION_ID) == original  # the exported id is untouched
+    info = ValkeySessionRepository(standalone_client).session_info("copy {2}")
+    assert info is not None and info.user_id == "alice" and info.tags == ("eu",)
+    assert info.expires_in is not None and 3500 < info.expires_in <= 3600
+
+    # An id that exists is refused (exit 5) unless --overwrite.
+    ValkeySessionRepository(standalone_client).delete_session(SESSION_ID)
+    again = cli("import", "-", "--as", "copy {2}", input=text)
+    assert again.exit_code == 5, again.output
+    assert "'copy {2}' already exists" in again.stderr
+    assert ValkeySessionRepository(standalone_client).read_session(SESSION_ID) is None
+    assert cli("import", "-", "--as", "copy {2}", "--overwrite", input=text).exit_code == 0
+    assert _conversation_of(standalone_client, "copy {2}") == original
+
+
+def test_import_as_still_checks_the_file_and_the_id(cli: Any, standalone_client: Any) -> None:
+    _conversation(standalone_client)
+    lines = cli("export", SESSION_ID).stdout.splitlines()
+    forged = "\n".join([*lines[:2], lines[2].replace("First?", "Forged"), *lines[3:]]) + "\n"
+    result = cli("import", "-", "--as", "other", input=forged)
+    assert result.exit_code == 4, result.output
+    assert "checksum" in result.stderr
+    assert ValkeySessionRepository(standalone_client).read_session("other") is None
+    empty = cli("import", "-", "--as", "", input="\n".join(lines) + "\n")
+    assert empty.exit_code == 2
+    assert "--as" in empty.stderr

@@ -23,7 +23,7 @@ import copy
 import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -447,6 +447,19 @@ def end_line(records: Sequence[str], *, agents: int, messages: int, multi_agents
     for line in records:
         digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
     return _end(messages, agents, multi_agents, len(records), digest.hexdigest())
+
+
+def renamed_export(export: SessionExport, session_id: str) -> SessionExport:
+    """The same export under another session id (records carry no session id; timestamps, owner,
+    tags and lifetime stay as exported).
+
+    Raises:
+        ValueError: If ``session_id`` is not a valid session id.
+    """
+    encode_id(session_id, "session_id")
+    session = copy.copy(export.session)
+    session.session_id = session_id
+    return replace(export, session=session)
 
 
 def _line(obj: dict[str, Any]) -> str:

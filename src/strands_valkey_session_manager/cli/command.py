@@ -66,7 +66,7 @@ from ..migration import (
 )
 from ..repository import ValkeySessionRepository
 from ..servers import ServerError
-from ..transfer import parse_export
+from ..transfer import parse_export, renamed_export
 from . import doctor as _doctor
 from . import render as _render
 
@@ -734,12 +734,21 @@ def import_command(
         typer.Argument(metavar="FILE", help="JSON Lines from svsm export; - for stdin.", encoding="utf-8"),
     ],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a session with the same id.")] = False,
+    new_id: Annotated[
+        str | None,
+        typer.Option("--as", metavar="NEW_ID", help="Import under this session id instead of the exported one."),
+    ] = None,
 ) -> None:
     """Write a session from svsm export output."""
     try:
         export = parse_export(file.read())
     except (ValueError, UnicodeDecodeError) as e:
         raise CliError(EXIT_DATA, f"invalid import file {file.name}: {_one_line(e)}") from e
+    if new_id is not None:
+        try:
+            export = renamed_export(export, new_id)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="'--as'") from e
     if not export.checked:
         _err().print(
             Text(
