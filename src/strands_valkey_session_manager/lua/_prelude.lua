@@ -80,17 +80,20 @@ end
 -- removes an agent, message or orchestrator alone): 1 agents, 2 messages and order, 4 multi.
 -- A write ORs in what it knows itself (its agent exists, it has messages), so sessions written
 -- before 'shape' existed are covered from their next write on.
-local SHAPE_KEYS = {{1, {2}}, {2, {3, 4}}, {4, {5}}}
+-- (No table of bits to keys: building nested tables on every call costs more than the checks.)
 
 -- Indexes in KEYS of the keys the shape requires.
 local function required_keys(shape)
   local wanted = {}
-  for _, entry in ipairs(SHAPE_KEYS) do
-    if bit.band(shape, entry[1]) ~= 0 then
-      for _, i in ipairs(entry[2]) do
-        wanted[#wanted + 1] = i
-      end
-    end
+  if bit.band(shape, 1) ~= 0 then
+    wanted[#wanted + 1] = 2
+  end
+  if bit.band(shape, 2) ~= 0 then
+    wanted[#wanted + 1] = 3
+    wanted[#wanted + 1] = 4
+  end
+  if bit.band(shape, 4) ~= 0 then
+    wanted[#wanted + 1] = 5
   end
   return wanted
 end
@@ -149,8 +152,8 @@ local function parse_lease(lease, agent_id)
   return held, tonumber(expires), owner
 end
 
-local function fenced(agent_id, token, now)
-  local lease = redis.call('HGET', KEYS[1], 'lease:' .. agent_id)
+-- lease: the field 'lease:<agent id>' as the script read it (nil when absent).
+local function fenced_by(lease, agent_id, token, now)
   if not lease then
     return false
   end
@@ -159,6 +162,10 @@ local function fenced(agent_id, token, now)
     return false
   end
   return held ~= (token or '')
+end
+
+local function fenced(agent_id, token, now)
+  return fenced_by(redis.call('HGET', KEYS[1], 'lease:' .. agent_id), agent_id, token, now)
 end
 
 -- Encrypted writes name the wrapped data key their record was sealed under (the session hash field

@@ -1,8 +1,9 @@
 -- append_message: store one message record and index it, in one atomic step.
 -- Overwrites a record with the same id (the SDK reuses message ids). The hot path: one read of the
 -- session hash gives the agent's version (present iff the agent exists), its message count, the
--- session's shape and lifetime; one EXISTS checks the keys the shape requires; one write stores
--- version, count and time of this write.
+-- session's shape, lifetime and the agent's lease; one EXISTS checks the keys the shape requires;
+-- one write stores version, count and time of this write. A session without lifetime whose keys
+-- all exist already skips the expiry step: this write creates no key that could disagree.
 -- ARGV[1] ttl ms (0: the session's)   ARGV[2] agent id (raw)
 -- ARGV[3] message member (encoded agent id ':' 20-digit id)   ARGV[4] message record (JSON)
 -- ARGV[5] the agent version the writer last saw ('' not to check)
@@ -14,7 +15,7 @@
 -- session is damaged (a key its shape requires is gone: eviction, a DEL). Nothing is written in
 -- those cases, nor on an error reply 'SVSM-CORRUPT' (a field of the session hash is garbled).
 local version_field, count_field = 'v:' .. ARGV[2], 'n:' .. ARGV[2]
-local state = redis.call('HMGET', KEYS[1], version_field, count_field, 'shape', 'ttl', 'deadline')
+local state = redis.call('HMGET', KEYS[1], version_field, count_field, 'shape', 'ttl', 'deadline', 'lease:' .. ARGV[2])
 if not state[1] then
   -- The failure path only: tell a vanished session from a missing agent.
   if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -32,7 +33,7 @@ if damaged(shape) then
   return -5
 end
 local now = now_ms()
-if fenced(ARGV[2], ARGV[6], now) then
+if fenced_by(state[6], ARGV[2], ARGV[6], now) then
   return -3
 end
 if stale_data_key(ARGV[7]) then
@@ -49,5 +50,8 @@ if shape ~= stored_shape then
 else
   redis.call('HSET', KEYS[1], version_field, version + 1, count_field, count, 'updated', now)
 end
-expire_session(now, tonumber(ARGV[1]), life[1], life[2])
+local ttl_ms = tonumber(ARGV[1])
+if ttl_ms > 0 or life[1] or life[2] or shape ~= stored_shape then
+  expire_session(now, ttl_ms, life[1], life[2])
+end
 return version + 1
