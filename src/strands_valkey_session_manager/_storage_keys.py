@@ -16,6 +16,9 @@ namespace, ``<G>`` the group and ``<R>`` the rest of the key after ``<G>/`` (emp
     <N>:storage:{<G>}:v:<R>   string  the value, exact bytes
     <N>:storage:{<G>}:i       zset    every <R> of the group (raw text), all score 0, so lex order
     <N>:storage:groups        zset    every group name (raw text), all score 0
+    <N>:storage:{<G>}:d       hash    search index: <R> -> "<length> <term> ..." (indexed keys only)
+    <N>:storage:{<G>}:p:<T>   zset    search index: postings of term <T>, <R> scored by its count
+    <N>:storage:{<G>}:w:<id>  string  a large value staged by one write, renamed into place (expires)
 
 The percent-encoding keeps ``{``, ``}`` and ``:`` of user keys out of the server key's structure,
 so the hash tag is exactly the encoded group.
@@ -34,6 +37,8 @@ from .exceptions import StorageError
 #: Largest byte in no UTF-8 string: an exclusive upper bound for "every member starting with x".
 _AFTER_ALL_TEXT: Final = b"\xff"
 _SLASHES: Final = re.compile(r"/+")
+# Keys whose server keys StorageLayout.locate keeps (then it starts again).
+_LOCATED_MAX: Final = 4096
 
 
 # The two helpers below mirror ``strands.storage.storage._normalize_key`` / ``_normalize_prefix``
@@ -105,6 +110,8 @@ class Location:
     rest: str
     value: str
     index: str
+    docs: str
+    postings: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +132,13 @@ class GroupRange:
 class StorageLayout:
     """Builds the server keys of one namespace."""
 
-    __slots__ = ("_stem", "groups", "namespace")
+    __slots__ = ("_located", "_stem", "groups", "namespace")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self._stem = f"{namespace}:storage:"
         self.groups = f"{self._stem}groups"
+        self._located: dict[str, Location] = {}
 
     def _tagged(self, group: str) -> str:
         return f"{self._stem}{{{encode_id(group, 'group')}}}"
@@ -139,13 +147,41 @@ class StorageLayout:
         """The sorted set listing the rests of one group's keys."""
         return f"{self._tagged(group)}:i"
 
+    def docs(self, group: str) -> str:
+        """The search index's documents hash of one group."""
+        return f"{self._tagged(group)}:d"
+
+    def postings(self, group: str) -> str:
+        """Prefix of the search index's posting sets of one group (the term follows, raw text)."""
+        return f"{self._tagged(group)}:p:"
+
+    def staged(self, group: str, token: str) -> str:
+        """Where one write stages a large value before its script renames it into place."""
+        return f"{self._tagged(group)}:w:{token}"
+
     def locate(self, key: str) -> Location:
-        """Server keys of a normalised storage key."""
+        """Server keys of a normalised storage key (memoised: keys such as a session's latest
+        snapshot are written again and again)."""
+        found = self._located.get(key)
+        if found is not None:
+            return found
         group = group_of(key)
         rest = rest_of(key, group)
         tagged = self._tagged(group)
         suffix = encode_id(rest, "key") if rest else ""
-        return Location(key=key, group=group, rest=rest, value=f"{tagged}:v:{suffix}", index=f"{tagged}:i")
+        found = Location(
+            key=key,
+            group=group,
+            rest=rest,
+            value=f"{tagged}:v:{suffix}",
+            index=f"{tagged}:i",
+            docs=f"{tagged}:d",
+            postings=f"{tagged}:p:",
+        )
+        if len(self._located) >= _LOCATED_MAX:
+            self._located.clear()
+        self._located[key] = found
+        return found
 
     def groups_range(self, prefix: str) -> tuple[bytes, bytes] | None:
         """ZRANGEBYLEX bounds on :attr:`groups` for groups that start with ``prefix``.

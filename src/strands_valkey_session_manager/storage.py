@@ -35,11 +35,13 @@ import asyncio
 import builtins
 import copy
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from . import _storage_keys
+from . import search as _search
 from ._client import family_for
 from ._codec import text
 from ._engine import (
@@ -99,12 +101,27 @@ DEFAULT_NAMESPACE: Final = "strands"
 DEFAULT_MAX_VALUE_BYTES: Final = 32 * 1024 * 1024
 # Group ranges sent per pipeline by list().
 _LIST_BATCH: Final = 500
+# Values at least this long are staged with SET and renamed into place by the write script, so
+# the script never copies them (Lua would hold the whole value as a string).
+STAGE_BYTES: Final = 64 * 1024
+# A staged value nobody renamed (the writer died between its two commands) expires after this.
+_STAGED_TTL_MS: Final = 60_000
+# Search results that come with their values (read in one more round trip), as the SDK's keyword
+# strategy returns them; FileMemoryStore reads 10 by default.
+SEARCH_DATA_RESULTS: Final = 10
 _CLOSE_TIMEOUT: Final = 10.0
 
 _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 # Steps are named "storage.<verb>" (telemetry spans "svsm.storage.<verb>"); messages say the verb.
-_VERBS: Final = {"storage.write": "write", "storage.read": "read", "storage.delete": "delete", "storage.list": "list"}
+_VERBS: Final = {
+    "storage.write": "write",
+    "storage.read": "read",
+    "storage.delete": "delete",
+    "storage.list": "list",
+    "storage.search": "search",
+    "storage.index": "index",
+}
 
 
 class _CrossSlotError(ValkeyStorageError):
@@ -125,7 +142,12 @@ class _StorageErrors(ErrorMap):
 
     def describe(self, where: Where, detail: str) -> str:
         verb = _VERBS.get(where.operation, where.operation)
-        what = f"Failed to {verb} '{where.key}'" if verb != "list" else f"Failed to list keys with prefix '{where.key}'"
+        if verb == "list":
+            what = f"Failed to list keys with prefix '{where.key}'"
+        elif verb == "search":
+            what = f"Failed to search for '{where.key}'"
+        else:
+            what = f"Failed to {verb} '{where.key}'"
         return f"{what}: {detail}"
 
 
@@ -135,13 +157,14 @@ _STORAGE_ERRORS: Final = _StorageErrors()
 class _Connection:
     """The engine of one storage and what its views share: ownership, closed, the cluster plan.
 
-    A synchronous client runs each plan whole in a worker thread (``asyncio.to_thread``). An
-    asyncio client runs every plan on the engine's private I/O loop (``_engine.io_loop``): it is
-    bound to the loop its connections were made on, and the SDK calls storage from many
-    short-lived loops.
+    A synchronous client runs each plan on the caller's event loop, blocking it for the round trip
+    as ``LocalFileStorage`` blocks it for file I/O (or, with ``run_in_thread``, whole in a worker
+    thread: ``asyncio.to_thread``). An asyncio client runs every plan on the engine's private I/O
+    loop (``_engine.io_loop``): it is bound to the loop its connections were made on, and the SDK
+    calls storage from many short-lived loops.
     """
 
-    def __init__(self, client: Any, retry: RetryPolicy, durability: Durability) -> None:
+    def __init__(self, client: Any, retry: RetryPolicy, durability: Durability, run_in_thread: bool) -> None:
         family = family_for(client)
         self.asynchronous = hasattr(family, "prepare")
         if self.asynchronous and getattr(client, "_loop", io_loop.get()) is not io_loop.get():
@@ -164,6 +187,8 @@ class _Connection:
         # client; also on a standalone client once the server answered CROSSSLOT (a cluster-mode
         # server holding every slot, such as a one-shard managed cluster).
         self.split_groups = self.cluster
+        # A synchronous client's plans run on the caller's event loop (no thread hop) unless asked.
+        self.inline = not self.asynchronous and not run_in_thread
 
     async def run(self, plan: Callable[[], Plan[Any]], operation: str, key: str) -> Any:
         """Run a fresh ``plan()`` per attempt, repeated on unavailability per the retry policy."""
@@ -171,10 +196,20 @@ class _Connection:
             raise ValkeyStorageError(_STORAGE_ERRORS.describe(Where(operation, "", key), "the storage is closed"))
         engine = self.engine
 
-        async def attempt(_: int) -> Any:
-            if isinstance(engine, AsyncEngine):
+        if isinstance(engine, AsyncEngine):
+
+            async def attempt(_: int) -> Any:
                 return await asyncio.wrap_future(io_loop.submit(self._arun(engine, plan(), operation, key)))
-            return await asyncio.to_thread(run_plan, engine, plan())
+
+        elif self.inline:
+
+            async def attempt(_: int) -> Any:
+                return run_plan(engine, plan())
+
+        else:
+
+            async def attempt(_: int) -> Any:
+                return await asyncio.to_thread(run_plan, engine, plan())
 
         return await acall_retrying(engine.retry, attempt, operation, logger)
 
@@ -225,7 +260,13 @@ class ValkeyStorage:
         max_value_bytes: Largest value accepted; a larger one raises
             :class:`StorageValueTooLargeError` before any I/O.
         search_strategy: Optional SDK search strategy: ``write`` indexes through it and ``search``
-            delegates to it. Without one, ``search`` is the SDK's keyword scan.
+            delegates to it. Without one (and without ``search_index``), ``search`` is the SDK's
+            keyword scan, which reads every key.
+        search_index: The native search index (``search.py``): ``True`` indexes every key, a
+            sequence of key prefixes (``("memory/",)``) the keys under them. Each write and delete
+            of such a key updates the index in its own script; ``search`` then reads the index
+            (ranked like the SDK's keyword strategy) instead of scanning, and covers indexed keys
+            only. Data written before is indexed by :meth:`build_search_index`. ``False``: no index.
         wait_for_replicas: ``write`` and ``delete`` are acknowledged only once this many replicas
             hold them (``WAIT`` in the same pipeline: no extra round trip); fewer within
             ``wait_timeout`` raise :class:`StorageReplicationTimeoutError` (also a
@@ -237,6 +278,11 @@ class ValkeyStorage:
             (:class:`StorageUnavailableError`) is repeated (default 2; every operation is safe to
             repeat). Never a :class:`StorageReplicationTimeoutError`.
         retry_backoff: First pause between attempts, in seconds (exponential, with jitter).
+        run_in_thread: With a synchronous client, run each call in a worker thread
+            (``asyncio.to_thread``) so the caller's event loop never waits for the server. Off by
+            default: a call then runs on the caller's loop, blocking it for one round trip (tens of
+            microseconds on a nearby server; up to the client's ``socket_timeout`` when the server
+            does not answer), which saves the thread hop (about 100 µs). No effect on asyncio clients.
 
     Raises:
         TypeError: If ``client`` is not a supported client.
@@ -250,20 +296,23 @@ class ValkeyStorage:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         *,
         search_strategy: SearchStrategy[ValkeyStorage] | None = None,
+        search_index: bool | Sequence[str] = False,
         wait_for_replicas: int = 0,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         wait_aof: bool = False,
         retries: int = 2,
         retry_backoff: float = 0.05,
+        run_in_thread: bool = False,
     ) -> None:
         if not isinstance(max_value_bytes, int) or isinstance(max_value_bytes, bool) or max_value_bytes <= 0:
             raise ValueError(f"max_value_bytes=<{max_value_bytes!r}> | must be a positive int")
         durability = Durability(wait_for_replicas, wait_timeout, wait_aof)
         retry = RetryPolicy(retries, retry_backoff)
-        self._io = _Connection(client, retry, durability)
+        self._io = _Connection(client, retry, durability, run_in_thread)
         self._layout = _storage_keys.StorageLayout(validate_key_prefix(namespace))
         self._max_value_bytes = max_value_bytes
         self._search_strategy = search_strategy
+        self._indexed = _index_scopes(search_index)
         # Key prefix of a view made by namespace(): "" or a normalised prefix ending in "/".
         self._prefix = ""
 
@@ -276,11 +325,13 @@ class ValkeyStorage:
         namespace: str = DEFAULT_NAMESPACE,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         search_strategy: SearchStrategy[ValkeyStorage] | None = None,
+        search_index: bool | Sequence[str] = False,
         wait_for_replicas: int = 0,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         wait_aof: bool = False,
         retries: int = 2,
         retry_backoff: float = 0.05,
+        run_in_thread: bool = False,
         **client_kwargs: Any,
     ) -> ValkeyStorage:
         """Build a storage on a new synchronous valkey-py client that :meth:`close` will close.
@@ -291,11 +342,13 @@ class ValkeyStorage:
             namespace: See the class.
             max_value_bytes: See the class.
             search_strategy: See the class.
+            search_index: See the class.
             wait_for_replicas: See the class.
             wait_timeout: See the class.
             wait_aof: See the class.
             retries: See the class.
             retry_backoff: See the class.
+            run_in_thread: See the class.
             **client_kwargs: Passed to the client's ``from_url`` (timeouts, TLS, retries, ...).
 
         Raises:
@@ -321,11 +374,13 @@ class ValkeyStorage:
                 namespace=namespace,
                 max_value_bytes=max_value_bytes,
                 search_strategy=search_strategy,
+                search_index=search_index,
                 wait_for_replicas=wait_for_replicas,
                 wait_timeout=wait_timeout,
                 wait_aof=wait_aof,
                 retries=retries,
                 retry_backoff=retry_backoff,
+                run_in_thread=run_in_thread,
             )
         except BaseException:
             client.close()
@@ -392,7 +447,8 @@ class ValkeyStorage:
                 f"max_value_bytes={self._max_value_bytes}; nothing was written"
             )
         location = self._locate(full_key)
-        await self._run_indexed(lambda: self._write_plan(location, value, key), "storage.write", key)
+        terms = _search.index_terms(location.rest, value) if self._indexes(full_key) else ""
+        await self._run_indexed(lambda: self._write_plan(location, value, key, terms), "storage.write", key)
         logger.debug("key=<%s>, bytes=<%d> | wrote value", key, len(value))
         if self._search_strategy is not None:
             try:
@@ -440,12 +496,89 @@ class ValkeyStorage:
         return [k[cut:] for k in keys]
 
     async def search(self, query: str) -> builtins.list[StorageSearchResult]:
-        """Search stored content: the configured strategy, else the SDK's keyword scan (``list`` + ``read``)."""
+        """Search stored content: the configured strategy; else, with ``search_index``, the native
+        index (:meth:`search_index_query`); else the SDK's keyword scan (``list`` + ``read``)."""
         if self._search_strategy is not None:
             return await self._search_strategy.search(self, query)
+        if self._indexed is not None:
+            return await self.search_index_query(query)
         from strands.storage.search.keyword import KeywordSearchStrategy  # not in SDKs before the storage API
 
         return await KeywordSearchStrategy().search(self, query)
+
+    # -- the search index -----------------------------------------------------------------------
+
+    @property
+    def search_indexed(self) -> bool:
+        """True when the storage keeps the native search index (``search_index``)."""
+        return self._indexed is not None
+
+    async def search_index_query(self, query: str) -> builtins.list[StorageSearchResult]:
+        """Ranked matches of ``query`` among the indexed keys under this view (see ``search.py``).
+
+        Scores and order are the SDK keyword strategy's (distinct query terms in the key's name,
+        relative to this view, or in the value; ties in ascending key order). The first
+        ``SEARCH_DATA_RESULTS`` results carry their values. Round trips: one for the postings of
+        every group the view reaches (one group for a view such as ``memory/<name>``; for a wider
+        view, one more to read the groups index), one for the values.
+
+        Raises:
+            StorageError: If the search fails.
+        """
+        from strands.storage.storage import StorageSearchResult
+
+        if not isinstance(query, str):
+            raise InvalidStorageArgumentError(f"query must be a str, not {type(query).__name__}")
+        terms = _search.query_terms(query)
+        if not terms:
+            return []
+        found = await self._io.run(lambda: self._search_plan(terms, query), "storage.search", query)
+        return [StorageSearchResult(key=key, score=points, data=data) for points, key, data in found]
+
+    async def build_search_index(
+        self,
+        prefix: str = "",
+        *,
+        start_after: str | None = None,
+        batch: int = 200,
+        progress: Callable[[_search.IndexProgress], None] | None = None,
+    ) -> _search.IndexProgress:
+        """Post the values already stored under ``prefix`` (relative to this view) in the index.
+
+        For data written before ``search_index`` was on. Resumable: keys are handled in ascending
+        order, ``batch`` per two round trips (read, then post), and ``progress`` is called after
+        each batch with the last key handled; pass it as ``start_after`` to go on from there.
+        Safe beside live writers: a value is posted only if it is still the one read (a write or
+        delete meanwhile has updated the index itself). Keys outside ``search_index`` are skipped.
+
+        Raises:
+            ValueError: If the storage has no ``search_index`` or ``batch`` is not positive.
+            StorageError: If a read or a post fails (resume from the last reported key).
+        """
+        if self._indexed is None:
+            raise ValueError("build_search_index needs a storage created with search_index=...")
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
+            raise ValueError(f"batch=<{batch!r}> | must be a positive int")
+        keys = [k for k in await self.list(prefix) if start_after is None or k > start_after]
+        seen = indexed = 0
+        last: str | None = start_after
+        for start in range(0, len(keys), batch):
+            chunk = [k for k in keys[start : start + batch] if self._indexes(self._prefix + k)]
+            if chunk:
+                located = [self._locate(self._prefix + k) for k in chunk]
+                indexed += await self._io.run(
+                    lambda located=located: self._index_plan(located, prefix),  # type: ignore[misc]
+                    "storage.index",
+                    prefix,
+                )
+            seen += min(batch, len(keys) - start)
+            last = keys[min(start + batch, len(keys)) - 1]
+            if progress is not None:
+                progress(_search.IndexProgress(seen, indexed, last, done=start + batch >= len(keys)))
+        final = _search.IndexProgress(seen, indexed, last, done=True)
+        if not keys and progress is not None:
+            progress(final)
+        return final
 
     # -- views and lifetime ---------------------------------------------------------------------
 
@@ -540,16 +673,33 @@ class ValkeyStorage:
             self._io.split_groups = True
             await self._io.run(plan, operation, key)
 
-    def _write_plan(self, loc: _storage_keys.Location, value: bytes, key: str) -> Plan[None]:
+    def _indexes(self, full_key: str) -> bool:
+        scopes = self._indexed
+        if scopes is None:
+            return False
+        return any(not scope or full_key == scope or full_key.startswith(scope + "/") for scope in scopes)
+
+    def _write_plan(self, loc: _storage_keys.Location, value: bytes, key: str, terms: str) -> Plan[None]:
         op = "storage.write"
+        staged = len(value) >= STAGE_BYTES
+        holder = self._layout.staged(loc.group, uuid.uuid4().hex) if staged else loc.value
+        keys: tuple[str, ...] = (loc.value, loc.index, loc.docs, holder)
+        args: tuple[Any, ...] = (loc.rest, b"" if staged else value, "s" if staged else "v")
         if self._io.split_groups:
             # The groups index lives in another slot: list the group first, so a failure between
             # the two steps leaves at most a group with no keys, never a key nobody can list.
             yield Step(op, "", key, Command(("ZADD", self._layout.groups, 0, loc.group)))
-            yield Step(op, "", key, ScriptCall("storage_write", (loc.value, loc.index), (loc.rest, value)))
+            args = (*args, "", loc.postings, terms)
         else:
-            keys = (loc.value, loc.index, self._layout.groups)
-            yield Step(op, "", key, ScriptCall("storage_write", keys, (loc.rest, value, loc.group)))
+            keys = (*keys, self._layout.groups)
+            args = (*args, loc.group, loc.postings, terms)
+        script = ScriptCall("storage_write", keys, args)
+        if staged:
+            # One round trip: the value is staged (expiring) beside the key, then the script renames
+            # it into place with the index entries; the value never passes through Lua.
+            yield Step(op, "", key, [Command(("SET", holder, value, "PX", _STAGED_TTL_MS)), script])
+        else:
+            yield Step(op, "", key, script)
 
     @staticmethod
     def _read_plan(loc: _storage_keys.Location, key: str) -> Plan[Any]:
@@ -557,11 +707,91 @@ class ValkeyStorage:
         return raw
 
     def _delete_plan(self, loc: _storage_keys.Location, key: str) -> Plan[None]:
+        keys: tuple[str, ...] = (loc.value, loc.index, loc.docs)
         if self._io.split_groups:
-            call = ScriptCall("storage_delete", (loc.value, loc.index), (loc.rest,))
+            call = ScriptCall("storage_delete", keys, (loc.rest, loc.postings))
         else:
-            call = ScriptCall("storage_delete", (loc.value, loc.index, self._layout.groups), (loc.rest, loc.group))
+            call = ScriptCall("storage_delete", (*keys, self._layout.groups), (loc.rest, loc.postings, loc.group))
         yield Step("storage.delete", "", key, call)
+
+    def _view_groups(self, prefix: str, operation: str, what: str) -> Plan[builtins.list[str]]:
+        """Every group that can hold keys under ``prefix`` (a full key prefix)."""
+        layout = self._layout
+        groups = [r.group for r in layout.containing_groups(prefix)]
+        bounds = layout.groups_range(prefix)
+        if bounds is not None:
+            listed = yield Step(operation, "", what, Command(("ZRANGEBYLEX", layout.groups, *bounds)))
+            groups.extend(text(group) for group in listed)
+        return builtins.list(dict.fromkeys(groups))
+
+    def _search_plan(self, terms: set[str], query: str) -> Plan[builtins.list[tuple[int, str, bytes]]]:
+        op = "storage.search"
+        layout = self._layout
+        view = self._prefix
+        groups = yield from self._view_groups(view, op, query)
+        ordered = sorted(terms)
+        commands: builtins.list[Command] = []
+        shapes: builtins.list[tuple[str, bool]] = []
+        for group in groups:
+            postings = layout.postings(group)
+            for term in ordered:
+                # Members posted for the value ((0, +inf)), then those posted for the key's name only.
+                commands.append(Command(("ZRANGEBYSCORE", postings + term, "(0", "+inf")))
+                commands.append(Command(("ZRANGEBYSCORE", postings + term, "-inf", "0")))
+            # The part of the group's name inside the view is in every key's name: when it holds a
+            # query term, every indexed key of the group is a candidate.
+            whole = bool(terms & _search.tokenize(group[len(view) :])) if len(group) >= len(view) else False
+            if whole:
+                commands.append(Command(("HKEYS", layout.docs(group))))
+            shapes.append((group, whole))
+        hits: builtins.list[_search.GroupHits] = []
+        replies = (yield Step(op, "", query, commands)) if commands else []
+        at = 0
+        for group, whole in shapes:
+            content: dict[str, set[str]] = {}
+            for term in ordered:
+                for member in replies[at]:
+                    content.setdefault(text(member), set()).add(term)
+                for member in replies[at + 1]:
+                    content.setdefault(text(member), set())
+                at += 2
+            if whole:
+                for member in replies[at]:
+                    content.setdefault(text(member), set())
+                at += 1
+            hits.append(_search.GroupHits(group, content))
+        ranked = _search.rank(terms, hits, view, _storage_keys.join)
+        top = ranked[:SEARCH_DATA_RESULTS]
+        values: builtins.list[Any] = []
+        if top:
+            reads = [
+                Command(("GET", layout.locate(_storage_keys.join(g, rest)).value), raw=True) for _, _, g, rest in top
+            ]
+            values = yield Step(op, "", query, reads)
+        found: builtins.list[tuple[int, str, Any]] = []
+        for i, (points, relative, _, _) in enumerate(ranked):
+            if i < len(top):
+                if values[i] is None:
+                    continue  # deleted since the postings were read
+                found.append((points, relative, values[i]))
+            else:
+                found.append((points, relative, None))
+        return found
+
+    def _index_plan(self, locations: builtins.list[_storage_keys.Location], prefix: str) -> Plan[int]:
+        op = "storage.index"
+        values = yield Step(op, "", prefix, [Command(("GET", loc.value), raw=True) for loc in locations])
+        calls: builtins.list[ScriptCall] = []
+        for loc, value in zip(locations, values, strict=True):
+            if value is None:
+                continue  # deleted since it was listed
+            data = bytes(value)
+            terms = _search.index_terms(loc.rest, data)
+            calls.append(ScriptCall("storage_index", (loc.value, loc.docs), (loc.rest, data, loc.postings, terms)))
+        if not calls:
+            return 0
+        replies = yield Step(op, "", prefix, calls)
+        return sum(1 for reply in replies if int(reply) == 1)
 
     def _list_plan(self, prefix: str, query: str) -> Plan[builtins.list[str]]:
         layout = self._layout
@@ -582,6 +812,22 @@ class ValkeyStorage:
                         keys.append(_storage_keys.join(group_range.group, rest))
         keys.sort()
         return keys
+
+
+def _index_scopes(search_index: bool | Sequence[str]) -> tuple[str, ...] | None:
+    """``search_index`` as normalised key prefixes (``("",)``: every key), or ``None`` (off)."""
+    if search_index is True:
+        return ("",)
+    if search_index is False:
+        return None
+    if isinstance(search_index, str) or not isinstance(search_index, Sequence):
+        raise ValueError("search_index must be True, False or a sequence of key prefixes")
+    scopes: builtins.list[str] = []
+    for scope in search_index:
+        if not isinstance(scope, str):
+            raise ValueError(f"search_index prefixes must be str, not {type(scope).__name__}")
+        scopes.append(_storage_keys.normalize_prefix(scope).rstrip("/"))
+    return tuple(scopes)
 
 
 def _as_bytes(data: object, key: str) -> bytes:

@@ -1,17 +1,37 @@
--- storage_write: store one ValkeyStorage value and list it in its group's index, atomically.
+-- storage_write: store one ValkeyStorage value, list it in its group's index and (re)post it in the
+-- group's search index, atomically.
 -- KEYS[1] value key (string)          <N>:storage:{<G>}:v:<R>
 -- KEYS[2] group index (zset)          <N>:storage:{<G>}:i
--- KEYS[3] groups index (zset)         <N>:storage:groups; standalone servers only: on a cluster it
+-- KEYS[3] search documents (hash)     <N>:storage:{<G>}:d
+-- KEYS[4] staged value (string)       <N>:storage:{<G>}:w:<token>; only with mode 's'
+-- KEYS[5] groups index (zset)         <N>:storage:groups; standalone servers only: on a cluster it
 --         lives in another slot, and the client adds the group to it before calling this script
 -- ARGV[1] <R>, the key relative to its group (raw text, empty for the key that is the group)
--- ARGV[2] the value (exact bytes)
--- ARGV[3] <G>, the group name (raw text); only with KEYS[3]
+-- ARGV[2] the value (exact bytes); empty with mode 's'
+-- ARGV[3] mode: 'v' the value is ARGV[2]; 's' the value was staged in KEYS[4] (large values, which
+--         then never pass through Lua): it is renamed into place, or the script fails when it is gone
+-- ARGV[4] <G>, the group name (raw text); only with KEYS[5]
+-- ARGV[5] the search postings prefix <N>:storage:{<G>}:p:
+-- ARGV[6] "<length> <term> <count> ...", the value's search terms; '' when it is not indexed (any
+--         earlier postings of the key are removed either way)
 -- Returns 1.
--- Error reply 'SVSM-WRONGTYPE ...' (from the prelude) when an index holds another type; nothing is
--- written then. The first write comes after every check, so an OOM refusal also writes nothing.
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-if KEYS[3] then
-  redis.call('ZADD', KEYS[3], 0, ARGV[3])
+-- Error reply 'SVSM-NOSTAGED ...' when the staged value is missing (its SET failed or expired):
+-- nothing is written. A WRONGTYPE from an index key stops the script before the value is written.
+if ARGV[3] == 's' and redis.call('EXISTS', KEYS[4]) == 0 then
+  return redis.error_reply('SVSM-NOSTAGED the staged value is missing; nothing was written')
 end
-redis.call('SET', KEYS[1], ARGV[2])
+if KEYS[5] then
+  redis.call('ZADD', KEYS[5], 0, ARGV[4])
+end
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+unpost(KEYS[3], ARGV[5], ARGV[1])
+if ARGV[6] ~= '' then
+  post(KEYS[3], ARGV[5], ARGV[1], ARGV[6])
+end
+if ARGV[3] == 's' then
+  redis.call('RENAME', KEYS[4], KEYS[1])
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
 return 1
