@@ -18,7 +18,7 @@ import pytest
 import valkey
 from strands.storage.search.keyword import KeywordSearchStrategy
 
-from strands_valkey_session_manager._engine import Engine, run_plan
+from strands_valkey_session_manager._engine import Engine
 from strands_valkey_session_manager.servers import ServerProcess
 from strands_valkey_session_manager.storage import STAGE_BYTES, ValkeyStorage
 from tests.interleave import LostReplyProxy
@@ -92,9 +92,7 @@ def test_write_interleaved_with_another_clients_write_or_delete(
 
 @pytest.mark.parametrize("other", ["write", "delete"])
 @pytest.mark.parametrize("at", [0, 1, 2])
-def test_backfill_interleaved_with_another_clients_write_or_delete(
-    server: ServerProcess, other: str, at: int
-) -> None:
+def test_backfill_interleaved_with_another_clients_write_or_delete(server: ServerProcess, other: str, at: int) -> None:
     plain = ValkeyStorage(valkey.Valkey("127.0.0.1", server.port))
     mine, theirs = _storage(server.port), _storage(server.port)
     key = f"{SCOPE}/note.md"
