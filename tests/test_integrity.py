@@ -547,3 +547,28 @@ def test_deeply_nested_records_round_trip_exactly(standalone_client: Any, depth:
     assert read is not None and agent is not None and state is not None
     for body in (listed[0].message, listed[1].message, read.message, agent.state["deep"], state["deep"]):
         assert _depth_and_bottom(body) == (depth, {"bottom": b"\x00\xff", "n": 10**30})
+
+
+def test_create_multi_agent_never_overwrites_state_created_meanwhile(standalone_client: Any) -> None:
+    """B found no orchestrator state; A created it and ran on; B's create must not replace it."""
+    a = ValkeySessionRepository(standalone_client)
+    b = ValkeySessionRepository(standalone_client)
+    a.create_session(_session())
+    assert b.read_multi_agent(SID, "g") is None
+    a.create_multi_agent(SID, _Orchestrator({"step": 1}))  # type: ignore[arg-type]
+    a.update_multi_agent(SID, _Orchestrator({"step": 5}))  # type: ignore[arg-type]
+    before = _snapshot(standalone_client, a)
+    with pytest.raises(AgentExistsError, match=r"multi_agent_id=<g>.*multi-agent state already exists"):
+        b.create_multi_agent(SID, _Orchestrator({"step": 0}))  # type: ignore[arg-type]
+    assert _snapshot(standalone_client, a) == before
+    assert b.read_multi_agent(SID, "g") == {"step": 5}
+
+
+def test_a_repeated_multi_agent_create_is_a_success_and_writes_nothing_more(standalone_client: Any) -> None:
+    """The same create sent again after a lost reply finds its own record: success."""
+    repo = ValkeySessionRepository(standalone_client)
+    repo.create_session(_session())
+    repo.create_multi_agent(SID, _Orchestrator({"step": 1}))  # type: ignore[arg-type]
+    before = _snapshot(standalone_client, repo)
+    repo.create_multi_agent(SID, _Orchestrator({"step": 1}))  # type: ignore[arg-type]
+    assert _snapshot(standalone_client, repo) == before

@@ -13,6 +13,7 @@ import pytest
 import valkey
 from strands import Agent, tool
 from strands.agent.conversation_manager import SlidingWindowConversationManager
+from strands.multiagent import GraphBuilder, Swarm
 from strands.types.exceptions import EventLoopException, SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
@@ -179,6 +180,40 @@ def test_an_agent_created_meanwhile_is_restored_not_overwritten(
     assert record.state == {"k": "v", "turns": 2}
     assert record.conversation_manager_state == b_agent.conversation_manager.get_state()
     assert record.conversation_manager_state["removed_message_count"] == 4
+    b_manager.close()
+
+
+# -- 3. two processes start the same Graph or Swarm -------------------------------------------------
+
+
+def _orchestrator(kind: str, manager: ValkeySessionManager, reply: str) -> Any:
+    node = Agent(name="node", agent_id="node", model=ScriptedModel([reply]), callback_handler=None)
+    if kind == "swarm":
+        return Swarm([node], session_manager=manager, id="team")
+    builder = GraphBuilder()
+    builder.add_node(node, "node")
+    builder.set_entry_point("node")
+    builder.set_graph_id("team")
+    builder.set_session_manager(manager)
+    return builder.build()
+
+
+@pytest.mark.backends("valkey9", "cluster")
+@pytest.mark.parametrize("kind", ["graph", "swarm"])
+def test_an_orchestrator_created_meanwhile_is_restored_not_overwritten(two_clients: tuple[Any, Any], kind: str) -> None:
+    """B opened a new session (so it reads no orchestrator state); A adopts the session and runs
+    the Graph/Swarm to completion; B's start must restore A's state, not overwrite it with a fresh one."""
+    client_a, client_b = two_clients
+    b_manager = ValkeySessionManager(session_id=SID, client=client_b)
+    a_manager = ValkeySessionManager(session_id=SID, client=client_a)
+    a_side = _orchestrator(kind, a_manager, "done by A")
+    a_side("go")
+    stored = ValkeySessionRepository(client_a).read_multi_agent(SID, "team")
+    assert stored is not None and stored["status"] == "completed"
+
+    _orchestrator(kind, b_manager, "done by B")  # restores the stored state (a completed one starts afresh)
+    assert ValkeySessionRepository(client_a).read_multi_agent(SID, "team") == stored
+    a_manager.close()
     b_manager.close()
 
 

@@ -449,7 +449,7 @@ class SessionCore(CatalogPlans, TransferPlans):
             return ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, dek))
 
         done = yield from self._p_sealed_write("create_multi_agent", session_id, keys.multi, multi_agent_id, call)
-        _check_written(done, session_id, keys, "", "create_multi_agent")
+        _check_written(done, session_id, keys, "", "create_multi_agent", multi_agent_id=multi_agent_id)
 
     def _p_create_multi_agent(self, session_id: str, multi_agent: MultiAgentBase) -> Plan[None]:
         yield from self._p_put_multi_agent(session_id, multi_agent.id, multi_agent.serialize_state())
@@ -795,7 +795,9 @@ _KEY_CHANGED = -6
 _SEAL_ATTEMPTS = 3
 
 
-def _check_written(code: Any, session_id: str, keys: SessionKeys, agent_id: str, operation: str) -> None:
+def _check_written(
+    code: Any, session_id: str, keys: SessionKeys, agent_id: str, operation: str, *, multi_agent_id: str = ""
+) -> None:
     """Raise the typed error for a write script's refusal codes (-2, -4, -5); nothing was written."""
     code = int(code)
     if code == _SESSION_GONE:
@@ -820,6 +822,12 @@ def _check_written(code: Any, session_id: str, keys: SessionKeys, agent_id: str,
         raise AgentExistsError(
             f"{where}, key=<{keys.agents}> | the agent already exists (another process created it after this "
             "one found it missing); nothing was written. Restore it instead."
+        )
+    if code == _AGENT_EXISTS and operation == "create_multi_agent":
+        raise AgentExistsError(
+            f"{where}, multi_agent_id=<{multi_agent_id}>, key=<{keys.multi}> | the multi-agent state already "
+            "exists (another process created it "
+            "after this one found it missing); nothing was written. Restore it instead."
         )
 
 

@@ -93,8 +93,10 @@ class ReplicationTimeoutError(SessionStoreUnavailableError):
 class AgentExistsError(SessionConflictError):
     """``create_agent`` found the agent already created (by another process, after this one
     read that it was missing); nothing was written, the stored agent and its messages are kept.
+    ``create_multi_agent`` raises it too for a Graph or Swarm whose state exists.
 
-    The session manager adopts such an agent: it restores it instead of starting it afresh.
+    The session manager adopts such an agent or orchestrator: it restores it instead of starting
+    it afresh.
     """
 
 

@@ -326,6 +326,27 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
                 getattr(self, "_held_records", {}).pop(agent.agent_id, None)
                 self._is_new_session = False
 
+    def initialize_multi_agent(self, source: MultiAgentBase, **kwargs: Any) -> None:
+        """Restore a Graph or Swarm's state, or create it when the session has none.
+
+        When another process creates the same orchestrator's state between this manager's finding
+        it missing and its create (``AgentExistsError``), the stored state is restored instead:
+        nodes it already ran are not run again from scratch over it.
+        """
+        for attempt in range(_ADOPT_ATTEMPTS):
+            try:
+                super().initialize_multi_agent(source, **kwargs)
+                return
+            except AgentExistsError:
+                if attempt == _ADOPT_ATTEMPTS - 1:
+                    raise
+                logger.info(
+                    "multi_agent_id=<%s>, session_id=<%s> | created meanwhile by another process, restoring it",
+                    source.id,
+                    self.session_id,
+                )
+                self._is_new_session = False
+
     def append_message(self, message: Message, agent: Any, **kwargs: Any) -> None:
         """Store a message the agent just appended (the SDK's ``MessageAddedEvent``).
 

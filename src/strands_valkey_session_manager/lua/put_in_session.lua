@@ -1,14 +1,15 @@
 -- put_in_session: create an agent (KEYS[2]) or set an orchestrator's state (KEYS[5]), only while
 -- the session exists. A record written after its session was deleted would be an orphan no delete
--- could find; an agent that exists is never overwritten (another process created it after this
+-- could find; an agent or orchestrator that exists is never overwritten (another process created it after this
 -- one read that it was missing: overwriting would restart its conversation at message id 0).
 -- ARGV[1] ttl ms (0: the session's)   ARGV[2] index of the hash in KEYS (2 agents, 5 multi)
 -- ARGV[3] field (raw id)   ARGV[4] value (JSON record)
 -- ARGV[5] the wrapped data key the record was sealed under ('' or absent: not checked); -6 when
 --   the session holds another one (see stale_data_key in _prelude.lua)
 -- Returns, for an agent, its new version, and 1 for an orchestrator. Nothing is written when it
--- returns -4 (the session does not exist), -2 (the agent exists; a repeat of this same create
--- after a lost reply, which finds its own record at version 1, returns 1 instead), -5 (the session
+-- returns -4 (the session does not exist), -2 (the agent or orchestrator exists; a repeat of this
+-- same create after a lost reply, which finds its own record (an agent's at version 1), returns 1
+-- instead), -5 (the session
 -- is damaged: a key its shape requires, or the agent's record, is gone), or on an error reply
 -- 'SVSM-CORRUPT' (a field of the session hash is garbled).
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -41,8 +42,19 @@ if is_agent then
   if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
     return -2  -- a record without a version: not ours to replace either
   end
-elseif damaged(shape) then
-  return -5
+else
+  if damaged(shape) then
+    return -5
+  end
+  -- An orchestrator that exists is never replaced either (another process created it and may have
+  -- run nodes since); the same record is a repeat of our own create after a lost reply.
+  local stored = redis.call('HGET', KEYS[5], ARGV[3])
+  if stored then
+    if stored == ARGV[4] then
+      return 1
+    end
+    return -2
+  end
 end
 if stale_data_key(ARGV[5]) then
   return -6
