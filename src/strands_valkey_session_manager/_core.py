@@ -32,6 +32,30 @@ from ._keys import (
 )
 from ._keys import message_member as _member
 from ._lifetime import Duration, created_ms, to_ms
+from ._schema import (
+    F_CREATED,
+    F_DEK,
+    F_RECORD,
+    F_SHAPE,
+    KEY_AGENTS,
+    KEY_MESSAGES,
+    KEY_MULTI,
+    KEY_SESSION,
+    R_AGENT_EXISTS,
+    R_CONFLICT,
+    R_CREATE_EXISTS,
+    R_DAMAGED,
+    R_LEASE_HELD,
+    R_LEASE_NO_SESSION,
+    R_LOCKED,
+    R_SESSION_GONE,
+    R_STALE_DATA_KEY,
+    SHAPE_AGENTS,
+    SHAPE_MESSAGES,
+    SHAPE_MULTI,
+    count_field,
+    version_field,
+)
 from .catalog import CatalogPlans, damaged_leftovers, expected_expiry
 from .exceptions import (
     AgentExistsError,
@@ -166,7 +190,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         self._pending_keys.pop(session.session_id, None)
         if created_now == 1 and fresh is not None:
             self._data_keys[session.session_id] = fresh
-        if isinstance(created_now, list) or created_now == -1:
+        if isinstance(created_now, list) or created_now == R_CREATE_EXISTS:
             unlist = [CommandCall("zrem", (index, member)) for index in indexes]
             yield Step("create_session", session.session_id, keys.session, unlist)
         if due:
@@ -177,7 +201,9 @@ class SessionCore(CatalogPlans, TransferPlans):
 
     def _p_read_session(self, session_id: str) -> Plan[Session | None]:
         keys = self.session_keys(session_id)
-        (raw,) = yield from self._p_read("read_session", session_id, keys.session, [self._read_call(keys, 1, "record")])
+        (raw,) = yield from self._p_read(
+            "read_session", session_id, keys.session, [self._read_call(keys, KEY_SESSION, F_RECORD)]
+        )
         return None if raw is None else self._decoded(_codec.decode_session, raw, session_id, keys.session)
 
     def _p_delete_session(self, session_id: str, missing_ok: bool = False) -> Plan[None]:
@@ -205,7 +231,7 @@ class SessionCore(CatalogPlans, TransferPlans):
 
         def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
             record = self._sized(_codec.encode_agent(session_agent, seal), keys.agents)
-            return ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent_id, record, dek))
+            return ScriptCall("put_in_session", keys.all(), (self._ttl_ms, KEY_AGENTS, agent_id, record, dek))
 
         version = yield from self._p_sealed_write("create_agent", session_id, keys.agents, agent_id, call)
         try:
@@ -226,8 +252,8 @@ class SessionCore(CatalogPlans, TransferPlans):
         # (version, count, shape, created) and which of the other keys exist, to notice a damaged
         # session (some keys evicted) instead of restoring it as new or partial.
         calls: list[Call] = [
-            self._read_call(keys, 2, agent_id),
-            CommandCall("hmget", (keys.session, f"v:{agent_id}", f"n:{agent_id}", "shape", "created")),
+            self._read_call(keys, KEY_AGENTS, agent_id),
+            CommandCall("hmget", (keys.session, version_field(agent_id), count_field(agent_id), F_SHAPE, F_CREATED)),
             *(CommandCall("exists", (key,)) for key in keys.all()[1:]),
         ]
         raw, state, *present = yield from self._p_read("read_agent", session_id, keys.agents, calls)
@@ -244,7 +270,9 @@ class SessionCore(CatalogPlans, TransferPlans):
         names the key that holds the wrong type. Only on that failure path."""
         keys = self.session_keys(session_id)
         yield Step("read_agent", session_id, keys.agents, CommandCall("hget", (keys.agents, agent_id)))
-        yield Step("read_agent", session_id, keys.session, CommandCall("hmget", (keys.session, f"v:{agent_id}")))
+        yield Step(
+            "read_agent", session_id, keys.session, CommandCall("hmget", (keys.session, version_field(agent_id)))
+        )
 
     def _checked_agent(
         self,
@@ -264,9 +292,9 @@ class SessionCore(CatalogPlans, TransferPlans):
             CorruptRecordError: If the version, count or shape field is not an integer.
         """
         version_raw, count_raw, shape_raw, created = state
-        version = _integer(version_raw, f"v:{agent_id}", session_id, keys.session)
-        count = _integer(count_raw, f"n:{agent_id}", session_id, keys.session) or 0
-        shape = _integer(shape_raw, "shape", session_id, keys.session) or 0
+        version = _integer(version_raw, version_field(agent_id), session_id, keys.session)
+        count = _integer(count_raw, count_field(agent_id), session_id, keys.session) or 0
+        shape = _integer(shape_raw, F_SHAPE, session_id, keys.session) or 0
         where = f"session_id=<{session_id}>, agent_id=<{agent_id}>"
         if created is None:
             if raw is not None:
@@ -276,7 +304,7 @@ class SessionCore(CatalogPlans, TransferPlans):
                 )
             return None
         if version is not None:
-            shape |= 3 if count > 0 else 1
+            shape |= SHAPE_AGENTS | SHAPE_MESSAGES if count > 0 else SHAPE_AGENTS
         missing = [key for bit, names in _shape_keys(keys) if shape & bit for key in names if not present[key[1]]]
         if missing:
             gone = ", ".join(key for key, _ in missing)
@@ -296,7 +324,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         missing = f"Agent {agent_id} in session {session_id} does not exist"
         body = partial(_codec.encode_agent_update, session_agent)
         yield from self._p_update_record(
-            "update_agent", session_id, agent_id, keys, index=2, field=agent_id, body=body, missing=missing
+            "update_agent", session_id, agent_id, keys, index=KEY_AGENTS, field=agent_id, body=body, missing=missing
         )
 
     # -- messages -----------------------------------------------------------------------------
@@ -320,7 +348,9 @@ class SessionCore(CatalogPlans, TransferPlans):
     def _p_read_message(self, session_id: str, agent_id: str, message_id: int) -> Plan[SessionMessage | None]:
         member = self._member(agent_id, message_id)
         keys = self.session_keys(session_id)
-        (raw,) = yield from self._p_read("read_message", session_id, keys.messages, [self._read_call(keys, 3, member)])
+        (raw,) = yield from self._p_read(
+            "read_message", session_id, keys.messages, [self._read_call(keys, KEY_MESSAGES, member)]
+        )
         if raw is None:
             return None
         open_ = self._opener(session_id, keys.messages, _seal.message_field(member, message_id))
@@ -333,7 +363,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         body = partial(_codec.encode_message_update, session_message)
         missing = f"Message {session_message.message_id} does not exist"
         yield from self._p_update_record(
-            "update_message", session_id, agent_id, keys, index=3, field=member, body=body, missing=missing
+            "update_message", session_id, agent_id, keys, index=KEY_MESSAGES, field=member, body=body, missing=missing
         )
 
     def _p_update_record(
@@ -381,7 +411,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         touch = self._ttl_ms if self._touch_on_read else -1
         call = ScriptCall("list_messages", keys.all(), (touch, low, high, offset, count, agent_id))
         ((version, *chunks),) = yield from self._p_read("list_messages", session_id, keys.messages, [call])
-        if int(version) == _DAMAGED:
+        if int(version) == R_DAMAGED:
             raise DamagedSessionError(
                 f"session_id=<{session_id}>, agent_id=<{agent_id}>, key=<{keys.messages}> | {_codec.text(chunks[0])}"
             )
@@ -446,7 +476,7 @@ class SessionCore(CatalogPlans, TransferPlans):
 
         def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
             record = self._sized(_codec.encode_state(state, seal), keys.multi)
-            return ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, dek))
+            return ScriptCall("put_in_session", keys.all(), (self._ttl_ms, KEY_MULTI, multi_agent_id, record, dek))
 
         done = yield from self._p_sealed_write("create_multi_agent", session_id, keys.multi, multi_agent_id, call)
         _check_written(done, session_id, keys, "", "create_multi_agent", multi_agent_id=multi_agent_id)
@@ -457,7 +487,7 @@ class SessionCore(CatalogPlans, TransferPlans):
     def _p_read_multi_agent(self, session_id: str, multi_agent_id: str) -> Plan[dict[str, Any] | None]:
         _check_id(multi_agent_id, "multi_agent_id")
         keys = self.session_keys(session_id)
-        read = self._read_call(keys, 5, multi_agent_id)
+        read = self._read_call(keys, KEY_MULTI, multi_agent_id)
         (raw,) = yield from self._p_read("read_multi_agent", session_id, keys.multi, [read])
         if raw is None:
             return None
@@ -474,7 +504,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
             record = self._sized(_codec.encode_state(state, seal), keys.multi)
             return ScriptCall(
-                "update_record", keys.all(), (self._ttl_ms, 5, multi_agent_id, record, "0", "", "", "", dek)
+                "update_record", keys.all(), (self._ttl_ms, KEY_MULTI, multi_agent_id, record, "0", "", "", "", dek)
             )
 
         done = yield from self._p_sealed_write("update_multi_agent", session_id, keys.multi, multi_agent_id, call)
@@ -535,7 +565,7 @@ class SessionCore(CatalogPlans, TransferPlans):
                 return [(yield Step(operation, session_id, key, calls[0]))]
             return list((yield Step(operation, session_id, key, calls)))
         keys = self.session_keys(session_id)
-        *replies, stored = yield Step(operation, session_id, key, [*calls, CommandCall("hget", (keys.session, "dek"))])
+        *replies, stored = yield Step(operation, session_id, key, [*calls, CommandCall("hget", (keys.session, F_DEK))])
         known = self._data_keys.get(session_id)
         if stored is None:
             self._data_keys.pop(session_id, None)
@@ -561,7 +591,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         if known is not None:
             return known
         keys = self.session_keys(session_id)
-        stored = yield Step(operation, session_id, keys.session, CommandCall("hget", (keys.session, "dek")))
+        stored = yield Step(operation, session_id, keys.session, CommandCall("hget", (keys.session, F_DEK)))
         if stored is None:
             provider = self._sealer.key_provider
             assert provider is not None
@@ -569,7 +599,7 @@ class SessionCore(CatalogPlans, TransferPlans):
             call = ScriptCall("session_dek", keys.all(), (fresh.stored, ""))
             stored = yield Step(operation, session_id, keys.session, call)
             if stored is None:
-                _check_written(_SESSION_GONE, session_id, keys, "", operation)
+                _check_written(R_SESSION_GONE, session_id, keys, "", operation)
             if _codec.text(stored) == fresh.stored:
                 self._data_keys[session_id] = fresh
                 return fresh
@@ -627,7 +657,7 @@ class SessionCore(CatalogPlans, TransferPlans):
             seal = yield from self._p_seal(operation, session_id, key, field)
             data_key = self._data_keys.get(session_id) if self._sealer.key_provider is not None else None
             reply = yield Step(operation, session_id, key, call(seal, "" if data_key is None else data_key.stored))
-            if reply is None or int(reply) != _KEY_CHANGED:
+            if reply is None or int(reply) != R_STALE_DATA_KEY:
                 return reply
             self._data_keys.pop(session_id, None)
         return reply  # _check_written raises
@@ -660,7 +690,7 @@ class SessionCore(CatalogPlans, TransferPlans):
         if provider is None:
             raise ValueError("rotate_wrapping_key needs a repository with a key_provider")
         keys = self.session_keys(session_id)
-        reads = [CommandCall("hget", (keys.session, "record")), CommandCall("hget", (keys.session, "dek"))]
+        reads = [CommandCall("hget", (keys.session, F_RECORD)), CommandCall("hget", (keys.session, F_DEK))]
         record, stored = yield Step("rotate_wrapping_key", session_id, keys.session, reads)
         if record is None:
             raise SessionException(f"Session {session_id} does not exist")
@@ -717,12 +747,12 @@ class SessionCore(CatalogPlans, TransferPlans):
             SessionConflictError: If a write found the agent changed by another writer.
         """
         version = int(version)
-        if version == -3:
+        if version == R_LOCKED:
             raise SessionLockedError(
                 f"session_id=<{session_id}>, agent_id=<{agent_id}> | another owner holds this agent's lease; "
                 "nothing was written"
             )
-        if version == -1:
+        if version == R_CONFLICT:
             raise SessionConflictError(
                 f"session_id=<{session_id}>, agent_id=<{agent_id}> | another writer changed the agent after "
                 f"this process read it (expected version {self._expected(session_id, agent_id)}); nothing was "
@@ -748,9 +778,9 @@ class SessionCore(CatalogPlans, TransferPlans):
         args = (agent_id, owner, lease_ms, op, self._token(session_id, agent_id))
         reply = yield Step(f"{op}_lease", session_id, keys.session, ScriptCall("lease", keys.all(), args))
         code = int(reply[0])
-        if code == 0:
-            _check_written(_SESSION_GONE, session_id, keys, agent_id, f"{op}_lease")
-        if code == -1:
+        if code == R_LEASE_NO_SESSION:
+            _check_written(R_SESSION_GONE, session_id, keys, agent_id, f"{op}_lease")
+        if code == R_LEASE_HELD:
             holder = _codec.text(reply[1])
             self._lease_tokens.pop((session_id, agent_id), None)
             raise SessionLockedError(
@@ -788,10 +818,6 @@ class SessionCore(CatalogPlans, TransferPlans):
 # The version of an agent this repository found created by another process (AgentExistsError):
 # no stored version equals it, so writes are refused until a read of the agent sets the version.
 _NOT_SEEN = -1
-# Codes the write scripts return when they wrote nothing (besides 0, -1 and -3, see the scripts).
-_AGENT_EXISTS, _SESSION_GONE, _DAMAGED = -2, -4, -5
-# An encrypted write sealed under a data key the session no longer holds (``stale_data_key``).
-_KEY_CHANGED = -6
 _SEAL_ATTEMPTS = 3
 
 
@@ -800,30 +826,30 @@ def _check_written(
 ) -> None:
     """Raise the typed error for a write script's refusal codes (-2, -4, -5); nothing was written."""
     code = int(code)
-    if code == _SESSION_GONE:
+    if code == R_SESSION_GONE:
         raise SessionNotFoundError(
             f"session_id=<{session_id}>, key=<{keys.session}> | {operation}: the session does not exist (it "
             "expired, was deleted or pruned, or the server lost it); nothing was written. Create it again "
             "(a new session manager) to continue."
         )
     where = f"session_id=<{session_id}>" + (f", agent_id=<{agent_id}>" if agent_id else "")
-    if code == _DAMAGED:
+    if code == R_DAMAGED:
         raise DamagedSessionError(
             f"{where}, key=<{keys.session}> | {operation}: the session is damaged: a key it requires (agents, "
             "messages, order or multi) or the agent's record is gone (evicted or deleted); nothing was written. "
             "Inspect it (session_info, svsm show), then delete it or import it again from an export."
         )
-    if code == _KEY_CHANGED:
+    if code == R_STALE_DATA_KEY:
         raise SessionConflictError(
             f"{where}, key=<{keys.session}> | {operation}: the session's data key changed during each attempt "
             "to write (re-encryption, or the session deleted and created again); nothing was written"
         )
-    if code == _AGENT_EXISTS and operation == "create_agent":
+    if code == R_AGENT_EXISTS and operation == "create_agent":
         raise AgentExistsError(
             f"{where}, key=<{keys.agents}> | the agent already exists (another process created it after this "
             "one found it missing); nothing was written. Restore it instead."
         )
-    if code == _AGENT_EXISTS and operation == "create_multi_agent":
+    if code == R_AGENT_EXISTS and operation == "create_multi_agent":
         raise AgentExistsError(
             f"{where}, multi_agent_id=<{multi_agent_id}>, key=<{keys.multi}> | the multi-agent state already "
             "exists (another process created it "
@@ -852,9 +878,9 @@ def _shape_keys(keys: SessionKeys) -> tuple[tuple[int, tuple[tuple[str, int], ..
     """The bits of the session hash field ``shape`` and the keys each requires, with their index
     among the four keys after the session hash (as ``lua/_prelude.lua`` defines them)."""
     return (
-        (1, ((keys.agents, 0),)),
-        (2, ((keys.messages, 1), (keys.order, 2))),
-        (4, ((keys.multi, 3),)),
+        (SHAPE_AGENTS, ((keys.agents, 0),)),
+        (SHAPE_MESSAGES, ((keys.messages, 1), (keys.order, 2))),
+        (SHAPE_MULTI, ((keys.multi, 3),)),
     )
 
 

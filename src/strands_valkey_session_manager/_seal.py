@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from ._codec import SEALED_MARKER, CodecError
 from ._redact import drop_frame_locals
-from .exceptions import AccessDeniedError, SessionStoreUnavailableError
+from .exceptions import AccessDeniedError, MissingExtraError, SessionStoreUnavailableError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
@@ -68,10 +68,6 @@ _MARKER_OVERHEAD: Final = len(SEALED_MARKER) + 6
 
 class UnsealError(CodecError):
     """A sealed record cannot be opened: wrong or missing key, tampered bytes, unknown format."""
-
-
-class MissingExtraError(ImportError):
-    """The optional package a sealed record or an option needs is not installed."""
 
 
 @runtime_checkable

@@ -15,13 +15,11 @@ import threading
 import weakref
 from collections.abc import Callable
 
-from .exceptions import ValkeySessionError
+from .exceptions import WriteBehindError
+
+__all__ = ["WriteBehind", "WriteBehindError"]
 
 _STOP = object()
-
-
-class WriteBehindError(ValkeySessionError):
-    """A write queued by write-behind failed; the cause is chained."""
 
 
 class WriteBehind:

@@ -35,6 +35,7 @@ from ._keys import (
     session_id_of_member,
 )
 from ._lifetime import Duration, now_ms, to_ms
+from ._schema import F_CATALOG, F_CREATED, F_TAGS, F_UPDATED, F_USER, count_field
 from .exceptions import CorruptRecordError, DamagedSessionError
 
 MAX_PAGE = 1000
@@ -321,7 +322,7 @@ def _listed_as(reply: Sequence[Any]) -> str:
     """The ``catalog`` field in a ``session_info`` reply of an undamaged session."""
     flat = reply[0]
     for i in range(0, len(flat), 2):
-        if _codec.text(flat[i]) == "catalog":
+        if _codec.text(flat[i]) == F_CATALOG:
             return _codec.text(flat[i + 1])
     return ""
 
@@ -345,20 +346,20 @@ def _info(session_id: str, keys: SessionKeys, reply: Sequence[Any]) -> SessionIn
         flat, agent_ids, pttl = reply
         # Values are decoded only where used: the session record itself is not the catalog's business.
         fields = {_codec.text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-        counts = {_codec.text(a): int(fields.get(f"n:{_codec.text(a)}", 0)) for a in agent_ids}
-        created = int(fields.get("created", 0))
-        tags = tuple(_codec.loads(fields["tags"])) if fields.get("tags") else ()
+        counts = {_codec.text(a): int(fields.get(count_field(_codec.text(a)), 0)) for a in agent_ids}
+        created = int(fields.get(F_CREATED, 0))
+        tags = tuple(_codec.loads(fields[F_TAGS])) if fields.get(F_TAGS) else ()
         if not all(isinstance(tag, str) for tag in tags):
             raise _codec.CodecError("tags are not a list of strings")
         return SessionInfo(
             session_id=session_id,
             created_at=_datetime(created),
-            updated_at=_datetime(int(fields.get("updated", created))),
-            user_id=_codec.text(fields["user"]) if "user" in fields else None,
+            updated_at=_datetime(int(fields.get(F_UPDATED, created))),
+            user_id=_codec.text(fields[F_USER]) if F_USER in fields else None,
             tags=tags,
             message_counts=counts,
             expires_in=None if int(pttl) < 0 else int(pttl) / 1000,
-            catalog_member=_codec.text(fields.get("catalog", "")),
+            catalog_member=_codec.text(fields.get(F_CATALOG, "")),
         )
     except (ValueError, TypeError, OverflowError) as e:  # CodecError and UnicodeDecodeError are ValueErrors
         raise CorruptRecordError(

@@ -63,8 +63,9 @@ from . import _codec, _seal
 from ._client import CommandCall, Plan, ScriptCall, Step, adapter_for, arun_plan, run_plan
 from ._keys import catalog_member, encode_id, validate_key_prefix
 from ._redact import drop_frame_locals
-from ._seal import DATA_KEY_BYTES, KeyProvider, MissingExtraError, ShreddingKeyProvider
-from .exceptions import DecryptionError, SessionConflictError
+from ._schema import F_DEK, F_RECORD, R_SESSION_GONE
+from ._seal import DATA_KEY_BYTES, KeyProvider, ShreddingKeyProvider
+from .exceptions import DecryptionError, MissingExtraError, SessionConflictError
 
 if TYPE_CHECKING:
     from ._core import SessionCore
@@ -596,8 +597,8 @@ def _p_reencrypt(core: SessionCore, session_id: str, attempts: int) -> Plan[Reen
     try:
         for _ in range(attempts):
             reads = [
-                CommandCall("hget", (keys.session, "record")),
-                CommandCall("hget", (keys.session, "dek")),
+                CommandCall("hget", (keys.session, F_RECORD)),
+                CommandCall("hget", (keys.session, F_DEK)),
                 CommandCall("hgetall", (keys.agents,)),
                 CommandCall("hgetall", (keys.messages,)),
                 CommandCall("hgetall", (keys.multi,)),
@@ -643,7 +644,7 @@ def _p_reencrypt(core: SessionCore, session_id: str, attempts: int) -> Plan[Reen
             swapped = yield Step(
                 "reencrypt_session", session_id, keys.session, ScriptCall("reencrypt_session", keys.all(), args)
             )
-            if int(swapped) == -2:
+            if int(swapped) == R_SESSION_GONE:
                 return "missing"
             if int(swapped) == 1:
                 core._data_keys[session_id] = fresh

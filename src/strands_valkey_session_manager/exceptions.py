@@ -90,6 +90,18 @@ class ReplicationTimeoutError(SessionStoreUnavailableError):
     """
 
 
+class WriteBehindError(ValkeySessionError):
+    """A write queued by write-behind (``write_behind=True``) failed; the cause is chained.
+
+    Raised at the next write or flush; the writes queued behind it were not applied (the message
+    says how many).
+    """
+
+
+class MissingExtraError(ValkeySessionError, ImportError):
+    """The optional package a sealed record or an option needs is not installed (also an ``ImportError``)."""
+
+
 class AgentExistsError(SessionConflictError):
     """``create_agent`` found the agent already created (by another process, after this one
     read that it was missing); nothing was written, the stored agent and its messages are kept.

@@ -35,6 +35,7 @@ from . import _codec, _seal
 from ._client import CommandCall, Plan, ScriptCall, Step
 from ._keys import KeyLayout, SessionKeys, catalog_member, check_message_id, encode_id, message_member
 from ._lifetime import created_ms, now_ms
+from ._schema import F_DEADLINE, F_DEK, F_RECORD, F_TAGS, F_TTL, F_USER, KEY_AGENTS, KEY_MULTI, R_STALE_DATA_KEY
 from .catalog import expected_expiry
 from .exceptions import DecryptionError, SessionConflictError
 
@@ -127,17 +128,17 @@ class TransferPlans:
         reads = [CommandCall("hgetall", (source.session,))] + [CommandCall("dump", (k,)) for k in dumped]
         reply = yield Step("fork_session", source_id, source.session, reads)
         fields = {_codec.text(k): v for k, v in reply[0].items()}
-        if "record" not in fields:
+        if F_RECORD not in fields:
             raise SessionException(f"Session {source_id} does not exist")
-        origin = self._decoded(_codec.decode_session, fields["record"], source_id, source.session)
+        origin = self._decoded(_codec.decode_session, fields[F_RECORD], source_id, source.session)
         now = datetime.now(timezone.utc).isoformat()
         session = Session(session_id=target_id, session_type=origin.session_type, created_at=now, updated_at=now)
         payloads = [b"" if p is None else p for p in reply[1:5]]
-        if user_id is None and "user" in fields:
-            user_id = _codec.text(fields["user"])
-        if tags is None and fields.get("tags"):
-            tags = tuple(_codec.loads(fields["tags"]))
-        if "dek" in fields:
+        if user_id is None and F_USER in fields:
+            user_id = _codec.text(fields[F_USER])
+        if tags is None and fields.get(F_TAGS):
+            tags = tuple(_codec.loads(fields[F_TAGS]))
+        if F_DEK in fields:
             # Encrypted records are bound to their session: copy them by opening and sealing again.
             yield from self._p_reseal_fork(source_id, session, user_id, tags)
             return
@@ -174,7 +175,7 @@ class TransferPlans:
         reads = [
             CommandCall("hgetall", (keys.agents,)),
             CommandCall("hgetall", (keys.multi,)),
-            CommandCall("hmget", (keys.session, "ttl", "deadline")),
+            CommandCall("hmget", (keys.session, F_TTL, F_DEADLINE)),
         ]
         agents_raw, multi_raw, lifetime = yield Step(
             "export_session", session_id, f"{keys.agents}, {keys.multi}", reads
@@ -339,7 +340,9 @@ class TransferPlans:
         calls: list[ScriptCall] = []
         for agent in export.agents:
             record = self._sized(_codec.encode_agent(agent, seal(keys.agents, agent.agent_id)), keys.agents)
-            calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 2, agent.agent_id, record, dek)))
+            calls.append(
+                ScriptCall("put_in_session", keys.all(), (self._ttl_ms, KEY_AGENTS, agent.agent_id, record, dek))
+            )
         for agent_id, messages in export.messages.items():
             encoded_agent = encode_id(agent_id, "agent_id")
             for message in messages:
@@ -350,7 +353,7 @@ class TransferPlans:
                 )
         for multi_id, state in export.multi_agents.items():
             record = self._sized(_codec.encode_state(state, seal(keys.multi, multi_id)), keys.multi)
-            calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, 5, multi_id, record, dek)))
+            calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, KEY_MULTI, multi_id, record, dek)))
         return calls
 
     def _p_write_calls(self, export: SessionExport, calls: list[ScriptCall]) -> Plan[None]:
@@ -372,7 +375,7 @@ class TransferPlans:
         for start in range(0, len(calls), _IMPORT_BATCH):
             results = yield Step("import_session", session_id, keys.session, calls[start : start + _IMPORT_BATCH])
             for result in results:
-                if result == _KEY_CHANGED:
+                if result == R_STALE_DATA_KEY:
                     raise SessionConflictError(
                         f"session_id=<{session_id}>, key=<{keys.session}> | copy interrupted: the session was "
                         "re-encrypted by another process while its records were written; the records written "
@@ -380,11 +383,6 @@ class TransferPlans:
                     )
                 if not isinstance(result, int) or result <= 0:
                     raise SessionException(f"session_id=<{session_id}> | import interrupted: session vanished")
-
-
-# A write script's refusal of a record sealed under a data key the session no longer holds
-# (``stale_data_key`` in ``lua/_prelude.lua``).
-_KEY_CHANGED = -6
 
 
 def _lifetime_of(export: SessionExport, created: int, ttl_ms: int, max_age_ms: int) -> tuple[int, int]:

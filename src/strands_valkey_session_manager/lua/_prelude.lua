@@ -2,6 +2,54 @@
 -- KEYS[1..5] are always the session's keys: 1 session hash, 2 agents, 3 messages, 4 order, 5 multi.
 -- Lifetime lives in the session hash: 'ttl' (sliding, ms) and 'deadline' (absolute, unix ms).
 
+-- Shared names: the mirror of _schema.py, same names and values (tests/test_schema.py parses these
+-- lines and compares). Scripts use them, never the literal field names, KEYS positions or codes.
+-- KEYS positions
+local KEY_SESSION = 1
+local KEY_AGENTS = 2
+local KEY_MESSAGES = 3
+local KEY_ORDER = 4
+local KEY_MULTI = 5
+-- Fields of the session hash (F_VERSION .. F_FENCE: prefixes of per-agent fields, then the raw agent id)
+local F_RECORD = 'record'
+local F_CREATED = 'created'
+local F_UPDATED = 'updated'
+local F_TTL = 'ttl'
+local F_DEADLINE = 'deadline'
+local F_USER = 'user'
+local F_TAGS = 'tags'
+local F_CATALOG = 'catalog'
+local F_EXPIRY = 'expiry'
+local F_SHAPE = 'shape'
+local F_DEK = 'dek'
+local F_NONCE = 'nonce'
+local F_VERSION = 'v:'
+local F_COUNT = 'n:'
+local F_LEASE = 'lease:'
+local F_FENCE = 'fence:'
+-- Bits of the field 'shape' (see required_keys below)
+local SHAPE_AGENTS = 1
+local SHAPE_MESSAGES = 2
+local SHAPE_MULTI = 4
+-- Return codes of the write scripts (nothing is written when they return one)
+local R_CONFLICT = -1
+local R_AGENT_EXISTS = -2
+local R_LOCKED = -3
+local R_SESSION_GONE = -4
+local R_DAMAGED = -5
+local R_STALE_DATA_KEY = -6
+-- create_session.lua, lease.lua, swap_session.lua (see each script)
+local R_CREATE_EXISTS_LISTED = 0
+local R_CREATE_EXISTS = -1
+local R_CREATE_LEFTOVERS = -2
+local R_LEASE_NO_SESSION = 0
+local R_LEASE_HELD = -1
+local R_SWAP_NOT_STAGED = -1
+-- Prefixes of error replies and damage reports
+local E_CORRUPT = 'SVSM-CORRUPT'
+local E_DAMAGED = 'SVSM-DAMAGED'
+local E_MISSING = 'SVSM-MISSING'
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -23,7 +71,7 @@ local function expire_session(now, ttl_ms, stored_ttl, deadline)
     at = deadline
   end
   if at == 0 then
-    at = redis.call('PEXPIRETIME', KEYS[1])
+    at = redis.call('PEXPIRETIME', KEYS[KEY_SESSION])
   end
   if at > 0 then
     for i = 1, 5 do
@@ -36,7 +84,7 @@ end
 -- refuses the whole write (error reply 'SVSM-CORRUPT ...', naming the field and key) instead of
 -- failing half way through it. Checks run again in a repeat, so a refused write stays refused.
 local function corrupt(what)
-  error({err = 'SVSM-CORRUPT ' .. what})
+  error({err = E_CORRUPT .. ' ' .. what})
 end
 
 -- An integer field of the session hash (a version, a count, a lifetime, 'shape'): its number, or
@@ -46,20 +94,20 @@ local function integer(value, field)
     return nil
   end
   if not string.match(value, '^%-?%d+$') or #value > 16 then
-    corrupt('field ' .. field .. ' of ' .. KEYS[1] .. ' is not an integer')
+    corrupt('field ' .. field .. ' of ' .. KEYS[KEY_SESSION] .. ' is not an integer')
   end
   return tonumber(value)
 end
 
 -- The session's lifetime fields {ttl, deadline}, checked (read them before the first write).
 local function lifetime(ttl, deadline)
-  integer(ttl, 'ttl')
-  integer(deadline, 'deadline')
+  integer(ttl, F_TTL)
+  integer(deadline, F_DEADLINE)
   return {ttl, deadline}
 end
 
 local function read_lifetime()
-  local life = redis.call('HMGET', KEYS[1], 'ttl', 'deadline')
+  local life = redis.call('HMGET', KEYS[KEY_SESSION], F_TTL, F_DEADLINE)
   return lifetime(life[1], life[2])
 end
 
@@ -69,7 +117,7 @@ local function touch(ttl_ms, stamp, life)
   life = life or read_lifetime()
   local now = now_ms()
   if stamp then
-    redis.call('HSET', KEYS[1], 'updated', now)
+    redis.call('HSET', KEYS[KEY_SESSION], F_UPDATED, now)
   end
   expire_session(now, ttl_ms, life[1], life[2])
 end
@@ -85,15 +133,15 @@ end
 -- Indexes in KEYS of the keys the shape requires.
 local function required_keys(shape)
   local wanted = {}
-  if bit.band(shape, 1) ~= 0 then
-    wanted[#wanted + 1] = 2
+  if bit.band(shape, SHAPE_AGENTS) ~= 0 then
+    wanted[#wanted + 1] = KEY_AGENTS
   end
-  if bit.band(shape, 2) ~= 0 then
-    wanted[#wanted + 1] = 3
-    wanted[#wanted + 1] = 4
+  if bit.band(shape, SHAPE_MESSAGES) ~= 0 then
+    wanted[#wanted + 1] = KEY_MESSAGES
+    wanted[#wanted + 1] = KEY_ORDER
   end
-  if bit.band(shape, 4) ~= 0 then
-    wanted[#wanted + 1] = 5
+  if bit.band(shape, SHAPE_MULTI) ~= 0 then
+    wanted[#wanted + 1] = KEY_MULTI
   end
   return wanted
 end
@@ -147,7 +195,7 @@ end
 local function parse_lease(lease, agent_id)
   local held, expires, owner = string.match(lease, '^(%d+) (%d+) (.*)$')
   if not held or #expires > 16 then
-    corrupt('field lease:' .. agent_id .. ' of ' .. KEYS[1] .. ' is not "<token> <expires ms> <owner>"')
+    corrupt('field ' .. F_LEASE .. agent_id .. ' of ' .. KEYS[KEY_SESSION] .. ' is not "<token> <expires ms> <owner>"')
   end
   return held, tonumber(expires), owner
 end
@@ -165,7 +213,7 @@ local function fenced_by(lease, agent_id, token, now)
 end
 
 local function fenced(agent_id, token, now)
-  return fenced_by(redis.call('HGET', KEYS[1], 'lease:' .. agent_id), agent_id, token, now)
+  return fenced_by(redis.call('HGET', KEYS[KEY_SESSION], F_LEASE .. agent_id), agent_id, token, now)
 end
 
 -- Encrypted writes name the wrapped data key their record was sealed under (the session hash field
@@ -174,9 +222,9 @@ end
 -- has, so the write is refused (-6) and the writer seals it again under the current key.
 -- expected '' or absent: not checked (plaintext or compressed-only records, older callers).
 local function stale_data_key(expected)
-  return expected ~= nil and expected ~= '' and redis.call('HGET', KEYS[1], 'dek') ~= expected
+  return expected ~= nil and expected ~= '' and redis.call('HGET', KEYS[KEY_SESSION], F_DEK) ~= expected
 end
 
 local function bump_version(agent_id)
-  return redis.call('HINCRBY', KEYS[1], 'v:' .. agent_id, 1)
+  return redis.call('HINCRBY', KEYS[KEY_SESSION], F_VERSION .. agent_id, 1)
 end

@@ -14,41 +14,43 @@
 -- -3 when another owner holds the agent's lease; -4 when the session does not exist; -5 when the
 -- session is damaged (a key its shape requires is gone: eviction, a DEL). Nothing is written in
 -- those cases, nor on an error reply 'SVSM-CORRUPT' (a field of the session hash is garbled).
-local version_field, count_field = 'v:' .. ARGV[2], 'n:' .. ARGV[2]
-local state = redis.call('HMGET', KEYS[1], version_field, count_field, 'shape', 'ttl', 'deadline', 'lease:' .. ARGV[2])
+local version_field, count_field = F_VERSION .. ARGV[2], F_COUNT .. ARGV[2]
+local state = redis.call(
+  'HMGET', KEYS[KEY_SESSION], version_field, count_field, F_SHAPE, F_TTL, F_DEADLINE, F_LEASE .. ARGV[2]
+)
 if not state[1] then
   -- The failure path only: tell a vanished session from a missing agent.
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    return -4
+  if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
+    return R_SESSION_GONE
   end
   return 0
 end
 local version = integer(state[1], version_field)
 local stored_count = integer(state[2], count_field) or 0
-local stored_shape = integer(state[3], 'shape') or 0
+local stored_shape = integer(state[3], F_SHAPE) or 0
 local life = lifetime(state[4], state[5])
 -- The agent exists, and its messages when it has some.
-local shape = bit.bor(stored_shape, stored_count > 0 and 3 or 1)
+local shape = bit.bor(stored_shape, stored_count > 0 and SHAPE_AGENTS + SHAPE_MESSAGES or SHAPE_AGENTS)
 if damaged(shape) then
-  return -5
+  return R_DAMAGED
 end
 local now = now_ms()
 if fenced_by(state[6], ARGV[2], ARGV[6], now) then
-  return -3
+  return R_LOCKED
 end
 if stale_data_key(ARGV[7]) then
-  return -6
+  return R_STALE_DATA_KEY
 end
 if version_conflict(version, ARGV[5]) then
-  return repeated_write(version, ARGV[5], KEYS[3], ARGV[3], ARGV[4]) or -1
+  return repeated_write(version, ARGV[5], KEYS[KEY_MESSAGES], ARGV[3], ARGV[4]) or R_CONFLICT
 end
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-local count = stored_count + redis.call('ZADD', KEYS[4], 0, ARGV[3])
-shape = bit.bor(shape, 3)
+redis.call('HSET', KEYS[KEY_MESSAGES], ARGV[3], ARGV[4])
+local count = stored_count + redis.call('ZADD', KEYS[KEY_ORDER], 0, ARGV[3])
+shape = bit.bor(shape, SHAPE_AGENTS + SHAPE_MESSAGES)
 if shape ~= stored_shape then
-  redis.call('HSET', KEYS[1], version_field, version + 1, count_field, count, 'updated', now, 'shape', shape)
+  redis.call('HSET', KEYS[KEY_SESSION], version_field, version + 1, count_field, count, F_UPDATED, now, F_SHAPE, shape)
 else
-  redis.call('HSET', KEYS[1], version_field, version + 1, count_field, count, 'updated', now)
+  redis.call('HSET', KEYS[KEY_SESSION], version_field, version + 1, count_field, count, F_UPDATED, now)
 end
 local ttl_ms = tonumber(ARGV[1])
 if ttl_ms > 0 or life[1] or life[2] or shape ~= stored_shape then

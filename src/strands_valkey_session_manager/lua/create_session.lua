@@ -22,20 +22,20 @@
 -- the session is listed under the same catalog member (same id, same millisecond), else -1: the
 -- caller then removes the entry it added for this attempt.
 if ARGV[15] == '1' then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  redis.call('DEL', unpack(KEYS, KEY_SESSION, KEY_MULTI))
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local stored = redis.call('HMGET', KEYS[1], 'nonce', 'catalog')
+if redis.call('EXISTS', KEYS[KEY_SESSION]) == 1 then
+  local stored = redis.call('HMGET', KEYS[KEY_SESSION], F_NONCE, F_CATALOG)
   if stored[1] == ARGV[12] then
     return 1  -- our own create, repeated after its reply was lost
   end
   if stored[2] == ARGV[7] then
-    return 0
+    return R_CREATE_EXISTS_LISTED
   end
-  return -1
+  return R_CREATE_EXISTS
 end
-local leftovers = {-2}
-for i = 2, 5 do
+local leftovers = {R_CREATE_LEFTOVERS}
+for i = KEY_AGENTS, KEY_MULTI do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     leftovers[#leftovers + 1] = i
   end
@@ -43,39 +43,39 @@ end
 if #leftovers > 1 then
   return leftovers
 end
-for i = 2, 5 do
+for i = KEY_AGENTS, KEY_MULTI do
   if ARGV[6 + i] ~= '' then
     redis.call('RESTORE', KEYS[i], 0, ARGV[6 + i])
   end
 end
 if ARGV[13] ~= '' then
-  redis.call('RESTORE', KEYS[1], 0, ARGV[13])
-  redis.call('HDEL', KEYS[1], 'ttl', 'deadline', 'user', 'tags', 'updated', 'dek', 'expiry')
+  redis.call('RESTORE', KEYS[KEY_SESSION], 0, ARGV[13])
+  redis.call('HDEL', KEYS[KEY_SESSION], F_TTL, F_DEADLINE, F_USER, F_TAGS, F_UPDATED, F_DEK, F_EXPIRY)
   -- The source owner's leases and fencing counters stay with the source: the fork is unowned.
-  for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(name, 1, 6) == 'lease:' or string.sub(name, 1, 6) == 'fence:' then
-      redis.call('HDEL', KEYS[1], name)
+  for _, name in ipairs(redis.call('HKEYS', KEYS[KEY_SESSION])) do
+    if string.sub(name, 1, #F_LEASE) == F_LEASE or string.sub(name, 1, #F_FENCE) == F_FENCE then
+      redis.call('HDEL', KEYS[KEY_SESSION], name)
     end
   end
 end
 if ARGV[14] ~= '' then
-  redis.call('HSET', KEYS[1], 'dek', ARGV[14])
+  redis.call('HSET', KEYS[KEY_SESSION], F_DEK, ARGV[14])
 end
-redis.call('HSET', KEYS[1], 'record', ARGV[2], 'created', ARGV[3], 'catalog', ARGV[7], 'nonce', ARGV[12])
+redis.call('HSET', KEYS[KEY_SESSION], F_RECORD, ARGV[2], F_CREATED, ARGV[3], F_CATALOG, ARGV[7], F_NONCE, ARGV[12])
 if ARGV[4] ~= '0' then
-  redis.call('HSET', KEYS[1], 'deadline', ARGV[4])
+  redis.call('HSET', KEYS[KEY_SESSION], F_DEADLINE, ARGV[4])
 end
 if ARGV[1] ~= '0' then
-  redis.call('HSET', KEYS[1], 'ttl', ARGV[1])
+  redis.call('HSET', KEYS[KEY_SESSION], F_TTL, ARGV[1])
 end
 if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'user', ARGV[5])
+  redis.call('HSET', KEYS[KEY_SESSION], F_USER, ARGV[5])
 end
 if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[1], 'tags', ARGV[6])
+  redis.call('HSET', KEYS[KEY_SESSION], F_TAGS, ARGV[6])
 end
 if ARGV[16] and ARGV[16] ~= '' then
-  redis.call('HSET', KEYS[1], 'expiry', ARGV[16])
+  redis.call('HSET', KEYS[KEY_SESSION], F_EXPIRY, ARGV[16])
 end
 touch(tonumber(ARGV[1]), true)
 return 1

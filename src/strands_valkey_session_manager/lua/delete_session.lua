@@ -8,10 +8,10 @@
 -- ARGV[1]/ARGV[2] does not hold (nothing is deleted); else the catalog entry the caller must
 -- remove: {catalog member, user id or '', tags JSON or '', expiry index entry or ''} ('' each when the session hash was
 -- missing or not a hash).
-if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]) == 0 then
+if redis.call('EXISTS', unpack(KEYS, KEY_SESSION, KEY_MULTI)) == 0 then
   return nil
 end
-local entry = redis.pcall('HMGET', KEYS[1], 'catalog', 'user', 'tags', 'updated', 'created', 'expiry')
+local entry = redis.pcall('HMGET', KEYS[KEY_SESSION], F_CATALOG, F_USER, F_TAGS, F_UPDATED, F_CREATED, F_EXPIRY)
 if entry.err then
   entry = {}
 end
@@ -21,5 +21,5 @@ if ARGV[1] and ARGV[1] ~= '' then
     return 0
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', unpack(KEYS, KEY_SESSION, KEY_MULTI))
 return {entry[1] or '', entry[2] or '', entry[3] or '', entry[6] or ''}

@@ -6,15 +6,15 @@
 -- ARGV[5] the owner's token (renew, release)
 -- Returns {token} on success ({1} for release); {0} when the session does not exist;
 -- {-1, holder, ms left} when another owner holds a live lease (or, for renew, ours was lost).
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0}
+if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
+  return {R_LEASE_NO_SESSION}
 end
-local field = 'lease:' .. ARGV[1]
+local field = F_LEASE .. ARGV[1]
 local now = now_ms()
-local held = redis.call('HMGET', KEYS[1], field, 'fence:' .. ARGV[1])
+local held = redis.call('HMGET', KEYS[KEY_SESSION], field, F_FENCE .. ARGV[1])
 local lease = held[1]
 -- Both fields are checked before the first write (error reply 'SVSM-CORRUPT ...' when garbled).
-integer(held[2], 'fence:' .. ARGV[1])
+integer(held[2], F_FENCE .. ARGV[1])
 local token, expires, owner = nil, 0, ''
 if lease then
   token, expires, owner = parse_lease(lease, ARGV[1])
@@ -22,18 +22,18 @@ end
 local live = lease and expires > now
 if ARGV[4] == 'release' then
   if lease and owner == ARGV[2] and token == ARGV[5] then
-    redis.call('HDEL', KEYS[1], field)
+    redis.call('HDEL', KEYS[KEY_SESSION], field)
   end
   return {1}
 end
 if ARGV[4] == 'renew' then
   if not (lease and owner == ARGV[2] and token == ARGV[5]) then
-    return {-1, owner, live and (expires - now) or 0}
+    return {R_LEASE_HELD, owner, live and (expires - now) or 0}
   end
 elseif live and owner ~= ARGV[2] then
-  return {-1, owner, expires - now}
+  return {R_LEASE_HELD, owner, expires - now}
 else
-  token = tostring(redis.call('HINCRBY', KEYS[1], 'fence:' .. ARGV[1], 1))
+  token = tostring(redis.call('HINCRBY', KEYS[KEY_SESSION], F_FENCE .. ARGV[1], 1))
 end
-redis.call('HSET', KEYS[1], field, token .. ' ' .. (now + tonumber(ARGV[3])) .. ' ' .. ARGV[2])
+redis.call('HSET', KEYS[KEY_SESSION], field, token .. ' ' .. (now + tonumber(ARGV[3])) .. ' ' .. ARGV[2])
 return {tonumber(token)}

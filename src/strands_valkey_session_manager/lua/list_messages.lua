@@ -17,43 +17,43 @@ local function on_key(i, reply)
   end
   return reply
 end
-local version_field, count_field = 'v:' .. ARGV[6], 'n:' .. ARGV[6]
-local state = on_key(1, redis.pcall('HMGET', KEYS[1], version_field, count_field, 'shape', 'ttl', 'deadline'))
+local version_field, count_field = F_VERSION .. ARGV[6], F_COUNT .. ARGV[6]
+local state = on_key(KEY_SESSION, redis.pcall('HMGET', KEYS[KEY_SESSION], version_field, count_field, F_SHAPE, F_TTL, F_DEADLINE))
 local version = integer(state[1], version_field)
 local stored_count = integer(state[2], count_field) or 0
-local shape = integer(state[3], 'shape') or 0
+local shape = integer(state[3], F_SHAPE) or 0
 local life = lifetime(state[4], state[5])
 if version then
-  shape = bit.bor(shape, stored_count > 0 and 3 or 1)
+  shape = bit.bor(shape, stored_count > 0 and SHAPE_AGENTS + SHAPE_MESSAGES or SHAPE_AGENTS)
 end
 if damaged(shape) then
-  return {-5, 'SVSM-DAMAGED keys of the session are gone: ' .. table.concat(missing_keys(shape), ', ')}
+  return {R_DAMAGED, E_DAMAGED .. ' keys of the session are gone: ' .. table.concat(missing_keys(shape), ', ')}
 end
-local indexed = on_key(4, redis.pcall('ZLEXCOUNT', KEYS[4], ARGV[2], ARGV[3]))
+local indexed = on_key(KEY_ORDER, redis.pcall('ZLEXCOUNT', KEYS[KEY_ORDER], ARGV[2], ARGV[3]))
 if indexed ~= stored_count then
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    return {-5, 'SVSM-DAMAGED the session hash ' .. KEYS[1] .. ' is gone, the order index ' .. KEYS[4]
+  if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
+    return {R_DAMAGED, E_DAMAGED .. ' the session hash ' .. KEYS[KEY_SESSION] .. ' is gone, the order index ' .. KEYS[KEY_ORDER]
       .. ' still holds ' .. indexed .. ' messages of the agent'}
   end
-  return {-5, 'SVSM-DAMAGED the session hash counts ' .. stored_count .. ' messages of the agent (field '
-    .. count_field .. ' of ' .. KEYS[1] .. '), the order index ' .. KEYS[4] .. ' holds ' .. indexed}
+  return {R_DAMAGED, E_DAMAGED .. ' the session hash counts ' .. stored_count .. ' messages of the agent (field '
+    .. count_field .. ' of ' .. KEYS[KEY_SESSION] .. '), the order index ' .. KEYS[KEY_ORDER] .. ' holds ' .. indexed}
 end
-local members = on_key(4, redis.pcall('ZRANGEBYLEX', KEYS[4], ARGV[2], ARGV[3], 'LIMIT', ARGV[4], ARGV[5]))
+local members = on_key(KEY_ORDER, redis.pcall('ZRANGEBYLEX', KEYS[KEY_ORDER], ARGV[2], ARGV[3], 'LIMIT', ARGV[4], ARGV[5]))
 local chunks = {version or 0}
 local n = #members
 for first = 1, n, 100 do
   local last = math.min(first + 99, n)
-  local records = on_key(3, redis.pcall('HMGET', KEYS[3], unpack(members, first, last)))
+  local records = on_key(KEY_MESSAGES, redis.pcall('HMGET', KEYS[KEY_MESSAGES], unpack(members, first, last)))
   for i = 1, #records do
     if not records[i] then
-      return {-5, 'SVSM-MISSING the order index names ' .. members[first + i - 1] .. ' but ' .. KEYS[3]
+      return {R_DAMAGED, E_MISSING .. ' the order index names ' .. members[first + i - 1] .. ' but ' .. KEYS[KEY_MESSAGES]
         .. ' holds no record for it'}
     end
   end
   chunks[#chunks + 1] = '[' .. table.concat(records, ',') .. ']'
 end
 local ttl = tonumber(ARGV[1])
-if ttl >= 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+if ttl >= 0 and redis.call('EXISTS', KEYS[KEY_SESSION]) == 1 then
   touch(ttl, false, life)
 end
 return chunks

@@ -12,13 +12,13 @@
 -- instead), -5 (the session
 -- is damaged: a key its shape requires, or the agent's record, is gone), or on an error reply
 -- 'SVSM-CORRUPT' (a field of the session hash is garbled).
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return -4
+if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
+  return R_SESSION_GONE
 end
-local is_agent = ARGV[2] == '2'
-local version_field = 'v:' .. ARGV[3]
-local state = redis.call('HMGET', KEYS[1], 'shape', 'ttl', 'deadline', version_field)
-local stored_shape = integer(state[1], 'shape') or 0
+local is_agent = tonumber(ARGV[2]) == KEY_AGENTS
+local version_field = F_VERSION .. ARGV[3]
+local state = redis.call('HMGET', KEYS[KEY_SESSION], F_SHAPE, F_TTL, F_DEADLINE, version_field)
+local stored_shape = integer(state[1], F_SHAPE) or 0
 local life = lifetime(state[2], state[3])
 local shape = stored_shape
 if is_agent then
@@ -27,42 +27,42 @@ if is_agent then
     -- The agent exists (or its record is gone: damaged). Only the record of a repeat of our own
     -- create equals ours; it is read only here, so the usual create reads no record.
     shape = bit.bor(shape, 1)
-    local stored = redis.call('HGET', KEYS[2], ARGV[3])
+    local stored = redis.call('HGET', KEYS[KEY_AGENTS], ARGV[3])
     if not stored or damaged(shape) then
-      return -5
+      return R_DAMAGED
     end
     if stored == ARGV[4] and version == 1 then
       return 1  -- our own create, repeated after its reply was lost
     end
-    return -2
+    return R_AGENT_EXISTS
   end
   if damaged(shape) then
-    return -5
+    return R_DAMAGED
   end
-  if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
-    return -2  -- a record without a version: not ours to replace either
+  if redis.call('HEXISTS', KEYS[KEY_AGENTS], ARGV[3]) == 1 then
+    return R_AGENT_EXISTS  -- a record without a version: not ours to replace either
   end
 else
   if damaged(shape) then
-    return -5
+    return R_DAMAGED
   end
   -- An orchestrator that exists is never replaced either (another process created it and may have
   -- run nodes since); the same record is a repeat of our own create after a lost reply.
-  local stored = redis.call('HGET', KEYS[5], ARGV[3])
+  local stored = redis.call('HGET', KEYS[KEY_MULTI], ARGV[3])
   if stored then
     if stored == ARGV[4] then
       return 1
     end
-    return -2
+    return R_AGENT_EXISTS
   end
 end
 if stale_data_key(ARGV[5]) then
-  return -6
+  return R_STALE_DATA_KEY
 end
 redis.call('HSET', KEYS[tonumber(ARGV[2])], ARGV[3], ARGV[4])
-shape = bit.bor(shape, is_agent and 1 or 4)
+shape = bit.bor(shape, is_agent and SHAPE_AGENTS or SHAPE_MULTI)
 if shape ~= stored_shape then
-  redis.call('HSET', KEYS[1], 'shape', shape)
+  redis.call('HSET', KEYS[KEY_SESSION], F_SHAPE, shape)
 end
 touch(tonumber(ARGV[1]), true, life)
 if is_agent then

@@ -3,7 +3,7 @@
 -- Returns the value, or nil. Error reply 'SVSM-CORRUPT ...' when the session's lifetime fields are
 -- garbled (nothing is touched then).
 local value = redis.call('HGET', KEYS[tonumber(ARGV[2])], ARGV[3])
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('EXISTS', KEYS[KEY_SESSION]) == 1 then
   touch(tonumber(ARGV[1]), false)
 end
 return value

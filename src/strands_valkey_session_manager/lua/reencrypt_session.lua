@@ -6,7 +6,7 @@
 --   as '<field length>:<field><value length>:<value>' repeated, so the argument count is fixed
 --   whatever the size of the session.
 -- Error reply 'SVSM-CORRUPT ...' (nothing written) when an agent's version field is garbled.
--- Returns -2 when the session does not exist, 0 when a record or the data key changed since the
+-- Returns -4 when the session does not exist, 0 when a record or the data key changed since the
 -- read (nothing is written then: the caller reads again), 1 when swapped. A swap also bumps every
 -- agent's version 'v:<agent id>', so a writer checking versions that still holds the old data key
 -- is refused (a conflict) instead of writing a record under a key the session no longer has.
@@ -35,25 +35,25 @@ local function store(key, packed)
   end
 end
 
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return -2
+if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
+  return R_SESSION_GONE
 end
-if (redis.call('HGET', KEYS[1], 'dek') or '') ~= ARGV[2] then
+if (redis.call('HGET', KEYS[KEY_SESSION], F_DEK) or '') ~= ARGV[2] then
   return 0
 end
-if digest(KEYS[2]) .. digest(KEYS[3]) .. digest(KEYS[5]) ~= ARGV[1] then
+if digest(KEYS[KEY_AGENTS]) .. digest(KEYS[KEY_MESSAGES]) .. digest(KEYS[KEY_MULTI]) ~= ARGV[1] then
   return 0
 end
 -- Every version is checked before the first write: a garbled one refuses the whole swap.
-local agent_ids = redis.call('HKEYS', KEYS[2])
+local agent_ids = redis.call('HKEYS', KEYS[KEY_AGENTS])
 for _, agent_id in ipairs(agent_ids) do
-  integer(redis.call('HGET', KEYS[1], 'v:' .. agent_id), 'v:' .. agent_id)
+  integer(redis.call('HGET', KEYS[KEY_SESSION], F_VERSION .. agent_id), F_VERSION .. agent_id)
 end
-store(KEYS[2], ARGV[4])
-store(KEYS[3], ARGV[5])
-store(KEYS[5], ARGV[6])
-redis.call('HSET', KEYS[1], 'dek', ARGV[3])
+store(KEYS[KEY_AGENTS], ARGV[4])
+store(KEYS[KEY_MESSAGES], ARGV[5])
+store(KEYS[KEY_MULTI], ARGV[6])
+redis.call('HSET', KEYS[KEY_SESSION], F_DEK, ARGV[3])
 for _, agent_id in ipairs(agent_ids) do
-  redis.call('HINCRBY', KEYS[1], 'v:' .. agent_id, 1)
+  redis.call('HINCRBY', KEYS[KEY_SESSION], F_VERSION .. agent_id, 1)
 end
 return 1

@@ -4,12 +4,12 @@
 -- ARGV[1] wrapped data key to store (base64)   ARGV[2] the wrapped key expected now ('' for none)
 -- Returns false when the session does not exist (nothing is written then), else the wrapped key
 -- stored after the call: ARGV[1] when it was written, the other writer's otherwise.
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
   return false
 end
-local stored = redis.call('HGET', KEYS[1], 'dek') or ''
+local stored = redis.call('HGET', KEYS[KEY_SESSION], F_DEK) or ''
 if stored == ARGV[2] then
-  redis.call('HSET', KEYS[1], 'dek', ARGV[1])
+  redis.call('HSET', KEYS[KEY_SESSION], F_DEK, ARGV[1])
   return ARGV[1]
 end
 return stored

@@ -6,10 +6,10 @@
 -- a key of the wrong type (reason: the server's error), or the session hash missing while other keys
 -- remain (reason 'missing', then the KEYS index of each leftover key). Damage is reported, never
 -- raised, so one damaged session cannot fail a listing of many.
-local pttl = redis.call('PTTL', KEYS[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local pttl = redis.call('PTTL', KEYS[KEY_SESSION])
+if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
   local damage = {1, 'missing'}
-  for i = 2, 5 do
+  for i = KEY_AGENTS, KEY_MULTI do
     if redis.call('EXISTS', KEYS[i]) == 1 then
       damage[#damage + 1] = i
     end
@@ -19,17 +19,17 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   end
   return {{}, {}, pttl, damage}
 end
-local all = redis.pcall('HGETALL', KEYS[1])
+local all = redis.pcall('HGETALL', KEYS[KEY_SESSION])
 if all.err then
   return {{}, {}, pttl, {1, all.err}}
 end
-local agents = redis.pcall('HKEYS', KEYS[2])
+local agents = redis.pcall('HKEYS', KEYS[KEY_AGENTS])
 if agents.err then
   return {{}, {}, pttl, {2, agents.err}}
 end
 local fields = {}
 for i = 1, #all, 2 do
-  if all[i] ~= 'record' then
+  if all[i] ~= F_RECORD then
     fields[#fields + 1] = all[i]
     fields[#fields + 1] = all[i + 1]
   end

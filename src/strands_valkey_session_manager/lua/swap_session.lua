@@ -7,11 +7,11 @@
 -- nothing is changed. Else {1, old catalog member, old user id, old tags JSON, old dek, old expiry
 -- index entry} ('' each
 -- when absent, or when the old session hash was missing or not a hash).
-local staged = redis.pcall('HGET', KEYS[6], 'nonce')
+local staged = redis.pcall('HGET', KEYS[6], F_NONCE)
 if type(staged) ~= 'string' or staged ~= ARGV[3] then
-  return {-1}
+  return {R_SWAP_NOT_STAGED}
 end
-local old = redis.pcall('HMGET', KEYS[1], 'catalog', 'user', 'tags', 'dek', 'expiry')
+local old = redis.pcall('HMGET', KEYS[1], F_CATALOG, F_USER, F_TAGS, F_DEK, F_EXPIRY)
 if old.err then
   old = {}
 end
@@ -23,12 +23,12 @@ for i = 1, 5 do
     redis.call('DEL', stage)
   end
 end
-redis.call('HDEL', KEYS[1], 'ttl', 'deadline')
+redis.call('HDEL', KEYS[1], F_TTL, F_DEADLINE)
 if ARGV[2] ~= '0' then
-  redis.call('HSET', KEYS[1], 'deadline', ARGV[2])
+  redis.call('HSET', KEYS[1], F_DEADLINE, ARGV[2])
 end
 if ARGV[1] ~= '0' then
-  redis.call('HSET', KEYS[1], 'ttl', ARGV[1])
+  redis.call('HSET', KEYS[1], F_TTL, ARGV[1])
 end
 touch(tonumber(ARGV[1]), true)
 return {1, old[1] or '', old[2] or '', old[3] or '', old[4] or '', old[5] or ''}

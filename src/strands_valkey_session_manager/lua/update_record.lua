@@ -16,30 +16,30 @@
 -- named agent's record, is gone). Nothing is written in those cases, nor on an error reply
 -- 'SVSM-CORRUPT' (the stored record has no trailing created_at, a field of the session hash is
 -- garbled).
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return -4
+if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
+  return R_SESSION_GONE
 end
 local index, agent = tonumber(ARGV[2]), ARGV[6]
-local version_field, count_field = 'v:' .. agent, 'n:' .. agent
-local state = redis.call('HMGET', KEYS[1], 'shape', 'ttl', 'deadline', version_field, count_field)
-local stored_shape = integer(state[1], 'shape') or 0
+local version_field, count_field = F_VERSION .. agent, F_COUNT .. agent
+local state = redis.call('HMGET', KEYS[KEY_SESSION], F_SHAPE, F_TTL, F_DEADLINE, version_field, count_field)
+local stored_shape = integer(state[1], F_SHAPE) or 0
 local life = lifetime(state[2], state[3])
 local shape, version = stored_shape, nil
 if agent ~= '' then
   version = integer(state[4], version_field)
   local count = integer(state[5], count_field) or 0
   if version then
-    shape = bit.bor(shape, count > 0 and 3 or 1)
+    shape = bit.bor(shape, count > 0 and SHAPE_AGENTS + SHAPE_MESSAGES or SHAPE_AGENTS)
   end
 end
 local key = KEYS[index]
 local old = redis.call('HGET', key, ARGV[3])
 if old then
   -- The record exists, so the key that holds it must stay required.
-  shape = bit.bor(shape, index == 2 and 1 or index == 3 and 2 or 4)
+  shape = bit.bor(shape, index == KEY_AGENTS and SHAPE_AGENTS or index == KEY_MESSAGES and SHAPE_MESSAGES or SHAPE_MULTI)
 end
 if damaged(shape) then
-  return -5
+  return R_DAMAGED
 end
 if not old then
   return 0
@@ -48,22 +48,22 @@ local value = ARGV[4]
 if ARGV[5] == '1' then
   local created = string.match(old, ',"created_at":("[^"]*")}$')
   if not created then
-    return redis.error_reply('SVSM-CORRUPT stored record has no trailing created_at (key=<' .. key .. '>)')
+    return redis.error_reply(E_CORRUPT .. ' stored record has no trailing created_at (key=<' .. key .. '>)')
   end
   value = value .. ',"created_at":' .. created .. '}'
 end
 if agent ~= '' and fenced(agent, ARGV[8], now_ms()) then
-  return -3
+  return R_LOCKED
 end
 if stale_data_key(ARGV[9]) then
-  return -6
+  return R_STALE_DATA_KEY
 end
 if agent ~= '' and version_conflict(version, ARGV[7]) then
-  return repeated_write(version, ARGV[7], key, ARGV[3], value) or -1
+  return repeated_write(version, ARGV[7], key, ARGV[3], value) or R_CONFLICT
 end
 redis.call('HSET', key, ARGV[3], value)
 if shape ~= stored_shape then
-  redis.call('HSET', KEYS[1], 'shape', shape)
+  redis.call('HSET', KEYS[KEY_SESSION], F_SHAPE, shape)
 end
 touch(tonumber(ARGV[1]), true, life)
 if agent ~= '' then
