@@ -21,6 +21,7 @@ from strands_valkey_session_manager import (
     SessionNotFoundError,
     ValkeySessionManager,
     ValkeySessionRepository,
+    ValkeyStorage,
 )
 from strands_valkey_session_manager._write_behind import WriteBehindError
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
@@ -294,6 +295,27 @@ def test_from_url_takes_manager_options_flat_or_in_manager_kwargs(valkey9_server
         ValkeySessionManager.from_url(valkey9_server.url, session_id="x", manager_kwargs={"tll": 1})
     with pytest.raises(TypeError, match="'ttl' twice"):
         ValkeySessionManager.from_url(valkey9_server.url, session_id="x", ttl=1, manager_kwargs={"ttl": 2})
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])
+def test_from_url_refuses_a_keyword_neither_the_manager_nor_the_client_takes(
+    valkey9_server: ServerProcess, standalone_client: Any, cluster: bool
+) -> None:
+    """Not valkey-py's TypeError from inside its connection on first use, nor (cluster) ignored."""
+    message = r"got unexpected keyword argument 'tll' \(did you mean 'ttl'\?\): not an option of"
+    with pytest.raises(TypeError, match=r"ValkeySessionManager\.from_url " + message):
+        ValkeySessionManager.from_url(valkey9_server.url, session_id="x", cluster=cluster, tll=3600)
+    with pytest.raises(TypeError, match=r"ValkeyStorage\.from_url got unexpected keyword argument 'socket_timout'"):
+        ValkeyStorage.from_url(valkey9_server.url, cluster=cluster, socket_timout=1)
+    assert standalone_client.keys("*") == []  # refused before connecting
+    # Client options, given flat, still reach the client.
+    manager = ValkeySessionManager.from_url(
+        valkey9_server.url, session_id="x", ttl=60, socket_timeout=5, health_check_interval=10
+    )
+    try:
+        assert manager.client.connection_pool.connection_kwargs["socket_timeout"] == 5
+    finally:
+        manager.close()
 
 
 # -- 7. records nested deeper than Python recurses -------------------------------------------------

@@ -11,13 +11,15 @@ raises a new exception with no chained cause or context, whose text names the UR
 
 from __future__ import annotations
 
+import difflib
+import functools
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["client_from_url", "drop_frame_locals", "redact_url"]
+__all__ = ["check_client_options", "client_from_url", "client_options", "drop_frame_locals", "redact_url"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:(?://)?)(.*)\Z", re.DOTALL)
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:password|pass|auth)=)([^&#]*)")
@@ -152,3 +154,67 @@ def client_from_url(
     # the keywords (which may hold a password) among this frame's locals, which its traceback keeps.
     del url, kwargs
     raise failure
+
+
+def _parameters(*functions: Callable[..., Any]) -> set[str]:
+    import inspect
+
+    return {
+        p.name
+        for f in functions
+        for p in inspect.signature(f).parameters.values()
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
+    }
+
+
+@functools.cache
+def client_options(cluster: bool) -> frozenset[str]:
+    """The keywords a valkey-py client made by ``from_url`` takes (``valkey.Valkey`` or ``ValkeyCluster``)."""
+    import valkey
+    import valkey.cluster
+    from valkey import connection
+
+    if cluster:
+        # ValkeyCluster drops every keyword outside this list without a word.
+        return frozenset(
+            _parameters(valkey.cluster.ValkeyCluster.__init__) | set(valkey.cluster.VALKEY_ALLOWED_KEYS)
+        ) - set(valkey.cluster.KWARGS_DISABLED_KEYS)
+    return frozenset(
+        {"single_connection_client"}
+        | _parameters(
+            valkey.Valkey.__init__,
+            connection.ConnectionPool.__init__,
+            connection.AbstractConnection.__init__,
+            connection.Connection.__init__,
+            connection.SSLConnection.__init__,
+            connection.UnixDomainSocketConnection.__init__,
+        )
+    )
+
+
+def check_client_options(where: str, given: Iterable[str], *, cluster: bool, own: Iterable[str] = ()) -> None:
+    """Refuse keywords that neither ``where`` nor the valkey-py client takes, before connecting.
+
+    valkey-py would otherwise fail on first use with a ``TypeError`` from inside its connection
+    (standalone), or ignore them (cluster). A ``connection_class`` of the caller's may take more: then
+    nothing is checked.
+
+    Raises:
+        TypeError: Naming each unknown keyword, with the closest known one.
+    """
+    names = set(given)
+    if not cluster and "connection_class" in names:
+        return
+    known = client_options(cluster) | set(own)
+    unknown = sorted(names - known)
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    plural = "s" if len(unknown) > 1 else ""
+    raise TypeError(
+        f"{where} got unexpected keyword argument{plural} {', '.join(hints)}: "
+        f"not an option of {where.split('.', maxsplit=1)[0]} nor of the {'cluster ' if cluster else ''}client"
+    )

@@ -188,7 +188,8 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
                 to the client's ``from_url``.
 
         Raises:
-            TypeError: If ``manager_kwargs`` names something that is not a manager option, or an
+            TypeError: If a keyword is neither a manager option nor a client option (a misspelled
+                ``tll``), ``manager_kwargs`` names something that is not a manager option, or an
                 option is given both flat and in ``manager_kwargs`` (checked before connecting).
             ValueError: If the URL cannot be parsed (a ``/``, ``?``, ``#`` or ``@`` in the password must
                 be percent-encoded); the message shows the URL with its password as ``***``.
@@ -207,7 +208,9 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
                 raise TypeError(f"{cls.__name__}.from_url got {name!r} twice: flat and in manager_kwargs")
             options[name] = client_kwargs.pop(name)
 
-        from ._redact import client_from_url
+        from ._redact import check_client_options, client_from_url
+
+        check_client_options(f"{cls.__name__}.from_url", client_kwargs, cluster=cluster, own=known)
         from .exceptions import SessionStoreUnavailableError
 
         # Errors name the URL without its password, and hold it nowhere (see _redact.py).

@@ -353,6 +353,7 @@ class ValkeyStorage:
 
         Raises:
             StorageUnavailableError: If a cluster client cannot reach any node (it connects at once).
+            TypeError: If a keyword is not an option of the storage nor of the client.
             ValueError: If an argument is invalid, or the URL cannot be parsed (a ``/``, ``?``, ``#`` or
                 ``@`` in the password must be percent-encoded). Errors show the URL with its password as
                 ``***``.
@@ -360,8 +361,9 @@ class ValkeyStorage:
         import valkey
         from valkey.cluster import ValkeyCluster
 
-        from ._redact import client_from_url
+        from ._redact import check_client_options, client_from_url
 
+        check_client_options(f"{cls.__name__}.from_url", client_kwargs, cluster=cluster)
         # Errors name the URL without its password, and hold it nowhere (see _redact.py).
         factory: Any = ValkeyCluster.from_url if cluster else valkey.Valkey.from_url
         try:

@@ -78,8 +78,8 @@ def _one_line(error: BaseException) -> str:
 def serve(
     url: str,
     *,
-    cluster: bool,
-    prefix: str,
+    cluster: bool = False,
+    prefix: str = "strands",
     host: str = "127.0.0.1",
     port: int = 8765,
     allow_delete: bool = False,
@@ -90,7 +90,7 @@ def serve(
 
     Args:
         url: ``valkey://``, ``valkeys://``, ``redis://``, ``rediss://`` or ``unix://`` URL.
-        cluster: Connect with ``valkey.cluster.ValkeyCluster``.
+        cluster: Connect with ``valkey.cluster.ValkeyCluster`` (default: a standalone client).
         prefix: The key prefix the sessions were written with (``key_prefix``, default ``strands``);
             also the namespace of snapshot storage (``ValkeyStorage``) shown with each session.
         host: Interface to bind; loopback by default. Anything else exposes every session to the
