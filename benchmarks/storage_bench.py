@@ -644,10 +644,10 @@ def render_markdown(data: dict[str, Any], results: Results) -> str:
         "",
         "## Reading the results",
         "",
-        "- The `Storage` protocol is async. On a synchronous client `ValkeyStorage` runs each call in a worker",
-        "  thread (`asyncio.to_thread`), so the caller's event loop never blocks; the raw `SET`/`GET` rows call the",
-        "  client directly, without that hop. The `/ asyncio.to_thread(...)` rows compare against the same hop:",
-        "  what is left is the storage's own code and, for writes, the Lua script that keeps the key index.",
+        "- The `Storage` protocol is async. On a synchronous client `ValkeyStorage` runs each call on the",
+        "  caller's event loop (as `LocalFileStorage` does its file I/O); `run_in_thread=True` adds the",
+        "  `asyncio.to_thread` hop the `/ asyncio.to_thread(...)` rows measure. What is left against raw",
+        "  `SET`/`GET` is the storage's own code and, for writes, the Lua script that keeps the key index.",
         "- On an asyncio client every call is handed to the storage's private I/O loop thread (the SDK calls",
         "  storage from many short-lived loops, and an asyncio client belongs to one loop): another thread hop.",
         "- `server:` notes are `usec_per_call` from `INFO commandstats` (reset per group). `EVALSHA` is the whole",
@@ -655,6 +655,9 @@ def render_markdown(data: dict[str, Any], results: Results) -> str:
         "  and back) compared with a plain `SET`.",
         "- `list` reads only the key indexes (no `SCAN`), so unrelated keys in the database should not matter;",
         "  the two databases live in the same server process and are measured interleaved.",
+        "- Search: the SDK's `FileMemoryStore.search` (top 10) over the same notes on each storage; the",
+        "  native index reads the postings of the query's terms and the first values, the keyword scan",
+        "  lists and reads every note. `search_same_top_results` in the JSON: all three gave the same keys.",
         "- Snapshot save and restore time is mostly the SDK's capture, JSON and `load_snapshot`, the same on",
         "  both storages; the difference is the storage call.",
         "",
@@ -679,6 +682,91 @@ def _print_report(results: Results) -> None:
 
 
 # -- main -----------------------------------------------------------------------------------------------
+
+
+SEARCH_WORDS = (  # noqa: SIM905
+    "oauth token refresh dark mode toggle deploy cluster valkey redis python agent memory user prefers "
+    "tea coffee quarterly report budget review travel flight hotel meeting calendar invoice customer "
+    "support ticket bug release branch merge test coverage latency throughput cache eviction"
+).split()
+SEARCH_QUERIES = ("user prefers dark mode", "quarterly budget review", "flight hotel travel", "cache eviction latency")
+
+
+async def bench_search(port: int, cfg: Config, results: Results) -> None:
+    """FileMemoryStore.search over N notes: LocalFileStorage (the SDK's keyword scan), ValkeyStorage
+    with the native index, and ValkeyStorage without it (the same scan over the server)."""
+    import random
+
+    import valkey
+    from strands.storage import LocalFileStorage
+    from strands.vended_memory_stores.file_memory_store import FileMemoryStore
+
+    from strands_valkey_session_manager.storage import ValkeyStorage
+
+    notes = 500 if cfg.quick else 5_000
+    rng = random.Random(7)
+    client = valkey.Valkey("127.0.0.1", port, db=2)
+    client.flushdb()
+    indexed = ValkeyStorage(client, search_index=("memory/",))
+    scanned = ValkeyStorage(valkey.Valkey("127.0.0.1", port, db=3))
+    scanned.client.flushdb()
+    tmp = tempfile.mkdtemp(prefix="svsm-search-bench-")
+    try:
+        local = LocalFileStorage(tmp)
+        stores = {
+            "LocalFileStorage (keyword scan)": FileMemoryStore(name="bench", storage=local),
+            "ValkeyStorage, native index": FileMemoryStore(name="bench", storage=indexed),
+            "ValkeyStorage, keyword scan": FileMemoryStore(name="bench", storage=scanned),
+        }
+        # Notes of 40 words drawn from a vocabulary of 2,000 (Zipf-like weights), the topic words among them.
+        vocabulary = [*SEARCH_WORDS, *(f"w{n}" for n in range(2_000 - len(SEARCH_WORDS)))]
+        weights = [1 / (rank + 10) for rank in range(len(vocabulary))]
+        rng.shuffle(vocabulary)
+        for i in range(notes):
+            words = rng.choices(vocabulary, weights=weights, k=43)
+            text = "# " + " ".join(words[:3]) + "\n" + " ".join(words[3:])
+            key = f"note-{i:05}.md"
+            for store in stores.values():
+                await store._storage.write(key, text.encode())
+        answers = {
+            name: [[e.metadata["path"] for e in await s.search(q)] for q in SEARCH_QUERIES]
+            for name, s in stores.items()
+        }
+        results.facts["search_notes"] = notes
+        results.facts["search_same_top_results"] = len({json.dumps(a) for a in answers.values()}) == 1
+
+        def op(store: Any) -> Op:
+            return lambda i: store.search(SEARCH_QUERIES[i % len(SEARCH_QUERIES)])
+
+        runs, calls = (3, 2) if cfg.quick else (4, 4)
+        samples = await _interleaved({n: op(s) for n, s in stores.items()}, runs=runs, calls=calls, warmup=1)
+        section = "search"
+        for name, sample in samples.items():
+            results.rows.append(sample.row(f"FileMemoryStore.search, {notes:,} notes, {name}", section))
+        local_name, index_name, scan_name = list(stores)
+        results.comparisons.append(
+            _compare(
+                f"search {notes:,} notes: LocalFileStorage keyword scan / ValkeyStorage native index",
+                section,
+                (local_name, samples[local_name]),
+                (index_name, samples[index_name]),
+                target=">= 20x",
+                check=lambda ratio: ratio >= 20,
+            )
+        )
+        results.comparisons.append(
+            _compare(
+                f"search {notes:,} notes: ValkeyStorage keyword scan / ValkeyStorage native index",
+                section,
+                (scan_name, samples[scan_name]),
+                (index_name, samples[index_name]),
+            )
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        indexed.close()
+        scanned.close()
+        client.close()
 
 
 def _start_server() -> Any:
@@ -708,7 +796,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         admin.close()
         server_version = f"valkey {info.get('valkey_version', info.get('redis_version', '?'))}"
         print(f"{server_version} on port {server.port}; {'quick' if cfg.quick else 'full'} run")
-        for name, bench in (("blobs", bench_blobs), ("list", bench_list), ("snapshots", bench_snapshots)):
+        benches = (
+            ("blobs", bench_blobs),
+            ("list", bench_list),
+            ("snapshots", bench_snapshots),
+            ("search", bench_search),
+        )
+        for name, bench in benches:
             t0 = time.perf_counter()
             asyncio.run(bench(server.port, cfg, results))
             print(f"  {name}: {time.perf_counter() - t0:.1f} s")
