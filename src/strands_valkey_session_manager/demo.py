@@ -65,12 +65,11 @@ def _second_process(url: str, session_id: str) -> None:
     print(f"process 2 (pid {os.getpid()}): restored {restored} messages and state {agent.state.get()}")
     print()
 
-    # Display conversation history (as in the README)
-    messages = manager.list_messages(session_id, agent.agent_id)
-    for msg in messages:
-        role = msg.message["role"]
-        content = msg.message["content"][0]["text"]
-        print(f"** {role.upper()}**: {content}")
+    # Display conversation history: each content block's text, or its kind (toolUse, toolResult, image...)
+    for msg in manager.list_messages(session_id, agent.agent_id):
+        for block in msg.message["content"]:
+            shown = block["text"] if "text" in block else f"[{next(iter(block))}]"
+            print(f"** {msg.message['role'].upper()}**: {shown}")
 
 
 def _run_phase(phase: str, url: str, session_id: str) -> None:
