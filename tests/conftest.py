@@ -13,6 +13,9 @@ Every test starts from empty data (FLUSHALL on every primary).
 - ``standalone_client``: one ``valkey.Valkey(decode_responses=True)`` on the Valkey 9 server.
 - ``valkey9_server``: the Valkey 9 ``ServerProcess`` itself.
 - ``@pytest.mark.backends("valkey9", ...)`` limits a test's ``backend``/``client`` to those backends.
+- ``@pytest.mark.validation`` marks a test of arguments refused before any I/O: it runs on one client
+  kind per backend (the first of its list), on Valkey 9 only unless ``backends`` names others, and
+  with ``repo_face`` once per face. The full matrix is for what server replies or behaviour decide.
 
 A missing server binary is an error, since a green run must mean every server was tested; with
 ``SVSM_ALLOW_MISSING_SERVERS=1`` the tests that need it are skipped instead.
@@ -214,15 +217,30 @@ class ServerTargets:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run the backend/client fixtures only on these backends")
+    config.addinivalue_line(
+        "markers", "validation: checks arguments refused before any I/O; one client kind per backend (see conftest)"
+    )
+
+
+def _is_validation(metafunc: pytest.Metafunc) -> bool:
+    return metafunc.definition.get_closest_marker("validation") is not None
 
 
 def _backend_params(metafunc: pytest.Metafunc) -> list[str]:
     marker = metafunc.definition.get_closest_marker("backends")
-    names = list(marker.args) if marker else list(BACKENDS)
+    names = list(marker.args) if marker else ["valkey9"] if _is_validation(metafunc) else list(BACKENDS)
     unknown = set(names) - set(BACKENDS)
     if unknown:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown backends {sorted(unknown)}")
     return names
+
+
+def _kinds(metafunc: pytest.Metafunc, backend: str, *, glide: bool = False) -> tuple[str, ...]:
+    """The client kinds a test runs on for ``backend``: all of them, or the first for a validation test."""
+    kinds = CLUSTER_CLIENTS if backend == "cluster" else STANDALONE_CLIENTS
+    if _is_validation(metafunc):
+        return kinds[:1]
+    return (*kinds, GLIDE_CLUSTER_CLIENT if backend == "cluster" else GLIDE_STANDALONE_CLIENT) if glide else kinds
 
 
 def _marks(backend: str) -> list[pytest.MarkDecorator]:
@@ -240,7 +258,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # Every face on every client kind, and the GLIDE faces once per backend.
         params = []
         for name in _backend_params(metafunc):
-            kinds = CLUSTER_CLIENTS if name == "cluster" else STANDALONE_CLIENTS
+            kinds = _kinds(metafunc, name)
             params += [
                 pytest.param(name, kind, face, id=f"{face}-{name}-{kind}", marks=_marks(name))
                 for face in REPO_FACES
@@ -257,11 +275,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             [
                 pytest.param(name, kind, id=f"{name}-{kind}", marks=_marks(name))
                 for name in _backend_params(metafunc)
-                for kind in (
-                    (*CLUSTER_CLIENTS, GLIDE_CLUSTER_CLIENT)
-                    if name == "cluster"
-                    else (*STANDALONE_CLIENTS, GLIDE_STANDALONE_CLIENT)
-                )
+                for kind in _kinds(metafunc, name, glide=True)
             ],
             indirect=True,
         )
@@ -271,7 +285,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             [
                 pytest.param(name, kind, id=f"{name}-{kind}", marks=_marks(name))
                 for name in _backend_params(metafunc)
-                for kind in (CLUSTER_CLIENTS if name == "cluster" else STANDALONE_CLIENTS)
+                for kind in _kinds(metafunc, name)
             ],
             indirect=True,
         )

@@ -133,6 +133,7 @@ def test_prune_deletes_idle_sessions(client: Any) -> None:
     assert _ids(repo.list_sessions()) == ["s03", "s02", "s00"]
 
 
+@pytest.mark.validation
 @pytest.mark.parametrize(
     ("kwargs", "match"), [({"limit": 0}, "limit"), ({"limit": 5000}, "limit"), ({"cursor": 5}, "cursor")]
 )
@@ -141,6 +142,7 @@ def test_bad_listing_arguments(client: Any, kwargs: dict[str, Any], match: str) 
         ValkeySessionRepository(client).list_sessions(**kwargs)
 
 
+@pytest.mark.validation
 @pytest.mark.parametrize("bad", [{"user_id": 5}, {"tags": "solo"}, {"tags": [""]}])
 def test_bad_owner_arguments(client: Any, bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):

@@ -123,6 +123,7 @@ def test_active_session_never_half_expires(client: Any) -> None:
     assert [m.message_id for m in repo.list_messages("s", "a")] == list(range(message_id))
 
 
+@pytest.mark.validation
 @pytest.mark.parametrize("bad", [0, -1, "60", True, timedelta(0)])
 def test_bad_lifetimes_raise_value_error(client: Any, bad: Any) -> None:
     with pytest.raises(ValueError, match="ttl"):

@@ -109,6 +109,7 @@ _OVERSIZE_WRITES = {
 
 
 # The size check runs before any I/O, so one standalone server and the cluster are enough.
+@pytest.mark.validation
 @pytest.mark.backends("valkey9", "cluster")
 @pytest.mark.parametrize("write", list(_OVERSIZE_WRITES), ids=list(_OVERSIZE_WRITES))
 def test_oversize_record_raises_and_writes_nothing(client: Any, write: str) -> None:
@@ -120,6 +121,7 @@ def test_oversize_record_raises_and_writes_nothing(client: Any, write: str) -> N
     assert _server_state(client) == before
 
 
+@pytest.mark.validation
 @pytest.mark.backends("valkey9", "cluster")
 @pytest.mark.parametrize("kind", ["message", "agent", "multi_agent"])
 def test_import_with_an_oversize_record_writes_nothing(client: Any, kind: str) -> None:
@@ -141,6 +143,7 @@ def test_import_with_an_oversize_record_writes_nothing(client: Any, kind: str) -
     assert tight.list_sessions().sessions == []
 
 
+@pytest.mark.validation
 @pytest.mark.backends("valkey9", "cluster")
 def test_import_over_an_existing_session_with_an_oversize_record_keeps_it(client: Any) -> None:
     roomy = _populated(client)

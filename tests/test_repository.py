@@ -247,6 +247,7 @@ def test_long_history_lists_completely(repo: ValkeySessionRepository) -> None:
     assert [m.message_id for m in listed] == list(range(1, 2500))
 
 
+@pytest.mark.validation
 @pytest.mark.parametrize("bad", ["1", 1.5, None, True])
 def test_non_integer_message_id_raises_value_error(repo: ValkeySessionRepository, bad: Any) -> None:
     _with_agent(repo)
@@ -260,6 +261,7 @@ def test_non_integer_message_id_raises_value_error(repo: ValkeySessionRepository
         repo.update_message("s1", "agent", message)
 
 
+@pytest.mark.validation
 @pytest.mark.parametrize(("limit", "offset"), [(-1, 0), (None, -1), ("5", 0), (None, 1.0)])
 def test_bad_pagination_raises_value_error(repo: ValkeySessionRepository, limit: Any, offset: Any) -> None:
     with pytest.raises(ValueError):
@@ -298,6 +300,7 @@ def test_update_missing_multi_agent_raises(repo: ValkeySessionRepository) -> Non
 # -- bad input and foreign data ---------------------------------------------------------------
 
 
+@pytest.mark.validation
 def test_oversize_record_raises_and_writes_nothing(client: Any) -> None:
     repo = ValkeySessionRepository(client, max_record_bytes=4096)
     _with_agent(repo)
@@ -309,6 +312,7 @@ def test_oversize_record_raises_and_writes_nothing(client: Any) -> None:
     assert repo.read_agent("s1", "agent") == repo.read_agent("s1", "agent")
 
 
+@pytest.mark.validation
 def test_wrong_record_types_raise_type_error(repo: ValkeySessionRepository) -> None:
     with pytest.raises(TypeError, match="Session"):
         repo.create_session({"session_id": "s1"})  # type: ignore[arg-type]

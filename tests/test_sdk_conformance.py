@@ -472,6 +472,7 @@ def test_agent_id_with_path_separators_round_trips(
     assert file_manager.list_messages("test", "b") == []
 
 
+@pytest.mark.validation
 @pytest.mark.parametrize(
     "message_id", ["../../../secret", "../../attack", "../escape", "path/traversal", "not_an_int", None, []]
 )

@@ -111,6 +111,7 @@ def test_export_import_round_trip(store_client: Any) -> None:
     assert repo.list_messages("src", "a")[1].message["content"][1]["image"]["source"]["bytes"] == IMAGE
 
 
+@pytest.mark.validation
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -127,6 +128,7 @@ def test_import_rejects_bad_input_and_writes_nothing(store_client: Any, text: st
     assert repo.list_sessions().sessions == []
 
 
+@pytest.mark.validation
 def test_import_rejects_bad_record_naming_the_line(store_client: Any) -> None:
     repo = ValkeySessionRepository(store_client)
     _fill(repo)
@@ -264,6 +266,7 @@ def test_a_valid_hand_written_export_imports_and_restores(client: Any) -> None:
     assert [m["content"][0]["text"] for m in agent.messages] == ["m0", "m1", "m2"]
 
 
+@pytest.mark.validation
 @pytest.mark.backends("valkey9", "cluster")
 @pytest.mark.parametrize("change", BAD_RECORDS)
 def test_import_refuses_a_record_that_cannot_be_restored_naming_its_line(client: Any, change: str) -> None:
