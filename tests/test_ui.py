@@ -10,6 +10,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from http.client import HTTPConnection
 from typing import Any
@@ -22,9 +23,11 @@ from strands import Agent
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
+from strands_valkey_session_manager._keys import encode_id, message_member
 from strands_valkey_session_manager.cli.viewer import MAX_PAGE_SIZE, create_app
+from strands_valkey_session_manager.cli.viewer import app as viewer_app
 from strands_valkey_session_manager.cli.viewer.render import id_from_segment, id_segment
-from strands_valkey_session_manager.scripted_model import ScriptedModel
+from strands_valkey_session_manager.scripted_model import ScriptedModel, Turn
 from strands_valkey_session_manager.storage import ValkeyStorage
 from strands_valkey_session_manager.transfer import parse_export
 from tests import ui_seed
@@ -109,8 +112,8 @@ def http(repository: ValkeySessionRepository, seeded: ValkeyStorage) -> Iterator
 
 
 def _rows(html: str) -> list[str]:
-    """Session ids of the list rows, in order."""
-    page = _Page(html)
+    """Session ids of the list rows (the catalog's table, not the snapshot-only list), in order."""
+    page = _Page(html.split('<section class="snapshot-sessions">', maxsplit=1)[0])
     return [id_from_segment(link.split("/")[2]) for link in page.links if re.fullmatch(r"/sessions/[^/]+", link)]
 
 
@@ -129,6 +132,71 @@ def test_list_shows_sessions_newest_first_with_counts_age_and_ttl(http: TestClie
     row = re.search(r"plain-05.*?</tr>", response.text, re.S)
     assert row is not None and re.search(r">(59m|1h)<", row.group(0))
     assert session_path(HOSTILE_SESSION) in _Page(response.text).links
+
+
+def test_sessions_kept_only_as_snapshots_are_listed(http: TestClient, seeded: ValkeyStorage) -> None:
+    section = http.get("/").text.split('<section class="snapshot-sessions">')[1]
+    assert [id_from_segment(link.split("/")[2]) for link in _Page(section).links] == [SNAPSHOT_SESSION]
+    # A session with both a store record and snapshots is listed once, in the catalog's table.
+    ui_seed.seed_snapshots(seeded, session_id="plain-00")
+    section = http.get("/").text.split('<section class="snapshot-sessions">')[1]
+    assert [id_from_segment(link.split("/")[2]) for link in _Page(section).links] == [SNAPSHOT_SESSION]
+    # The id prefix applies to them; user, tag and dates do not exist for them.
+    assert "snapshot-sessions" not in http.get("/?user=carol").text
+    assert SNAPSHOT_SESSION in http.get("/?prefix=snap").text
+    assert '<li class="snapshot-session">' not in http.get("/?prefix=plain").text
+
+
+def test_search_sessions_by_id_prefix_user_tag_and_date_range(http: TestClient) -> None:
+    assert _rows(http.get("/?prefix=plain-0").text) == list(reversed(PLAIN_SESSIONS))
+    assert _rows(http.get("/?prefix=plain-0&user=carol").text) == ["plain-05", "plain-03", "plain-01"]
+    assert _rows(http.get("/?prefix=long&tag=bulk").text) == [LONG_SESSION]
+    assert _rows(http.get("/", params={"prefix": "tenant/7 {"}).text) == [HOSTILE_SESSION]
+    assert _rows(http.get("/?prefix=nothing").text) == []
+    today = datetime.now(timezone.utc).date()
+    everyone = [*reversed(PLAIN_SESSIONS), LONG_SESSION, HOSTILE_SESSION]
+    for by in ("created", "updated"):
+        assert _rows(http.get("/", params={"by": by, "from": str(today), "to": str(today)}).text) == everyone
+        assert _rows(http.get("/", params={"by": by, "to": str(today - timedelta(days=1))}).text) == []
+        assert _rows(http.get("/", params={"by": by, "from": str(today + timedelta(days=1))}).text) == []
+    assert _rows(http.get("/", params={"from": str(today), "user": "bob"}).text) == [LONG_SESSION]
+    bad = http.get("/?from=yesterday")
+    assert bad.status_code == 400 and "YYYY-MM-DD" in bad.text
+
+
+def test_a_filtered_list_pages_from_where_it_stopped(http: TestClient) -> None:
+    seen: list[str] = []
+    response = http.get("/?prefix=plain&limit=2")
+    for _ in range(5):
+        seen += _rows(response.text)
+        more = re.search(r'hx-get="([^"]+)"', response.text)
+        if more is None:
+            break
+        url = more.group(1).replace("&amp;", "&")
+        assert "prefix=plain" in url and "limit=2" in url
+        response = http.get(url, headers={"HX-Request": "true"})
+    assert seen == list(reversed(PLAIN_SESSIONS))
+
+
+def test_a_filtered_list_reads_a_bounded_number_of_sessions(
+    repository: ValkeySessionRepository, seeded: ValkeyStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(viewer_app, "MAX_SCAN_SESSIONS", 3)
+    monkeypatch.setattr(viewer_app, "SCAN_SESSIONS_PAGE", 3)
+    with TestClient(create_app(repository, storage=seeded), base_url=BASE) as client:
+        first = client.get("/?prefix=tenant&limit=1")
+        assert _rows(first.text) == []  # the three newest sessions do not match
+        assert "this page read 3 sessions" in _Page(first.text).text
+        more = re.search(r'hx-get="([^"]+)"', first.text)
+        assert more is not None
+        seen: list[str] = []
+        url: str | None = more.group(1).replace("&amp;", "&")
+        while url is not None:
+            response = client.get(url)
+            seen += _rows(response.text)
+            found = re.search(r'hx-get="(/\?[^"]+)"', response.text)
+            url = found.group(1).replace("&amp;", "&") if found else None
+        assert seen == [HOSTILE_SESSION]
 
 
 def test_list_pages_with_the_catalog_cursor(http: TestClient) -> None:
@@ -272,7 +340,7 @@ def test_timeline_pages_through_a_long_conversation(http: TestClient) -> None:
     first = http.get(session_path(LONG_SESSION))
     assert ids(first.text) == list(range(50))
     assert "Messages 1\u201350 of 130" in _Page(first.text).text
-    more = re.search(r'hx-get="([^"]+)"', first.text)
+    more = re.search(r'hx-get="([^"]+/agents/[^"]+)"', first.text)
     assert more is not None
     url = more.group(1).replace("&amp;", "&")
     assert parse_qs(urlsplit(url).query) == {"offset": ["50"], "limit": ["50"]}
@@ -296,25 +364,98 @@ def test_timeline_pages_through_a_long_conversation(http: TestClient) -> None:
     assert "No messages from 501 on; there are 130." in beyond and "previous" in beyond
 
 
-def test_redacted_message_shows_the_redaction_and_keeps_the_original_folded(
+def test_a_guardrail_redaction_is_labelled_as_sdk_1_62_stores_it(
     standalone_client: valkey.Valkey, repository: ValkeySessionRepository
 ) -> None:
     manager = ValkeySessionManager(session_id="guarded", client=standalone_client)
+    model = ScriptedModel([Turn(text="I cannot help with that.", redact_user="[user input redacted]")])
+    Agent(model=model, session_manager=manager, agent_id="a", callback_handler=None)("a forbidden <b>request</b>")
+    # What the SDK stores: the agent rewrites the message in place before redact_latest_message
+    # saves it, so the record holds the redaction twice and the original is gone.
+    stored = repository.read_message("guarded", "a", 0)
+    assert stored is not None and stored.redact_message is not None
+    assert stored.message["content"] == stored.redact_message["content"] == [{"text": "[user input redacted]"}]
+    with TestClient(create_app(repository), base_url=BASE) as client:
+        html = client.get("/sessions/guarded").text
+    assert "[user input redacted]" in html
+    assert '<span class="badge">redacted</span>' in html
+    assert "The original content was not stored" in html
+    assert "before redaction" not in html and '<details class="original">' not in html
+    assert "forbidden" not in html
+
+
+def test_a_record_that_kept_its_original_shows_it_folded(
+    standalone_client: valkey.Valkey, repository: ValkeySessionRepository
+) -> None:
+    manager = ValkeySessionManager(session_id="kept", client=standalone_client)
     Agent(model=ScriptedModel(["ok"]), session_manager=manager, agent_id="a", callback_handler=None)("hello")
-    # What the SDK stores after a guardrail: the original message and its replacement.
-    # (The SDK's own agent edits the message in place, so its record often holds the redaction twice.)
+    # Another writer may keep the original in ``message`` and the replacement in ``redact_message``.
     redacted = SessionMessage(
         message={"role": "user", "content": [{"text": "a forbidden <b>request</b>"}]},
         message_id=0,
         redact_message={"role": "user", "content": [{"text": "[user input redacted]"}]},
     )
-    repository.update_message("guarded", "a", redacted)
+    repository.update_message("kept", "a", redacted)
     with TestClient(create_app(repository), base_url=BASE) as client:
-        html = client.get("/sessions/guarded").text
+        html = client.get("/sessions/kept").text
     assert "[user input redacted]" in html
-    assert '<span class="badge">redacted</span>' in html
     original = re.search(r'<details class="original">.*?</details>', html, re.S)
     assert original is not None and "a forbidden &lt;b&gt;request&lt;/b&gt;" in original.group(0)
+    assert "differs from the redaction; the agent restores the redaction" in original.group(0)
+    assert "The original content was not stored" not in html
+
+
+def test_tool_results_show_their_tool_name_also_across_a_page_boundary(http: TestClient) -> None:
+    def result_names(html: str) -> list[str]:
+        return re.findall(r'<summary>Tool result <code class="tool-name">([^<]*)</code>', html)
+
+    assert result_names(http.get(session_path(HOSTILE_SESSION)).text) == ["chart"]
+    # Message 1 asks for the tool, message 2 holds its result: a page starting at 2 still names it.
+    page = http.get(session_path(HOSTILE_SESSION, f"/agents/{id_segment(AGENT_ID)}?offset=2&limit=1"))
+    assert 'id="m1"' not in page.text and 'id="m2"' in page.text
+    assert result_names(page.text) == ["chart"]
+    more = http.get(
+        session_path(HOSTILE_SESSION, f"/agents/{id_segment(AGENT_ID)}?offset=2&limit=1"),
+        headers={"HX-Request": "true"},
+    )
+    assert result_names(more.text) == ["chart"]
+
+
+def test_one_damaged_record_is_an_inline_error_and_the_rest_of_the_page_stays(
+    http: TestClient, standalone_client: valkey.Valkey, repository: ValkeySessionRepository
+) -> None:
+    keys = repository.session_keys(HOSTILE_SESSION)
+    member = message_member(encode_id(AGENT_ID, "agent_id"), 2)
+    assert standalone_client.hexists(keys.messages, member)
+    standalone_client.hset(keys.messages, member, b"{not json")  # message 2 (the tool result)
+    standalone_client.hset(keys.multi, GRAPH_ID, b"[1, 2")
+    response = http.get(session_path(HOSTILE_SESSION))
+    assert response.status_code == 200
+    html = response.text
+    # Every other message is there, in order, with message 2 as an error in its place.
+    assert re.findall(r'id="m(\d+)"', html) == ["0", "1", "2", "3", "4", "5"]
+    damaged = re.search(r'<li class="message damaged" id="m2">.*?</li>', html, re.S)
+    assert damaged is not None and "This message cannot be shown" in damaged.group(0)
+    assert "Please draw &lt;script&gt;" in html and "<strong>Done</strong>" in html
+    assert "Thanks, I read the document." in html
+    # The orchestrator's state is an error too; the agent's state and the page's links remain.
+    assert "This state cannot be shown" in html and GRAPH_ID in html
+    assert "Agent state" in html and session_path(HOSTILE_SESSION, "/export") in _Page(html).links
+    # The agent page and text search read around it the same way.
+    agent_page = http.get(session_path(HOSTILE_SESSION, f"/agents/{id_segment(AGENT_ID)}"))
+    assert agent_page.status_code == 200 and '<li class="message damaged" id="m2">' in agent_page.text
+    found = http.get(session_path(HOSTILE_SESSION, "/search"), params={"q": "document"})
+    assert found.status_code == 200 and "1 match" in _Page(found.text).text and "message 2" in found.text
+
+
+def test_a_damaged_agent_record_keeps_its_timeline(
+    http: TestClient, standalone_client: valkey.Valkey, repository: ValkeySessionRepository
+) -> None:
+    keys = repository.session_keys(LONG_SESSION)
+    standalone_client.hset(keys.agents, LONG_AGENT, b"5")
+    html = http.get(session_path(LONG_SESSION)).text
+    assert "The agent record cannot be shown" in html
+    assert re.findall(r'id="m(\d+)"', html) == [str(n) for n in range(50)]
 
 
 def test_an_agent_without_messages_and_an_empty_session(repository: ValkeySessionRepository) -> None:
@@ -726,3 +867,146 @@ def test_svsm_ui_passes_the_global_options(monkeypatch: pytest.MonkeyPatch) -> N
             },
         )
     ]
+
+
+# -- find and follow -----------------------------------------------------------------------------
+
+
+def _bounded_reads(repository: ValkeySessionRepository, monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """Record the ``limit`` of every ``list_messages`` call the viewer makes."""
+    limits: list[int | None] = []
+    original = repository.list_messages
+
+    def spy(session_id: str, agent_id: str, limit: int | None = None, offset: int = 0, **kwargs: Any) -> Any:
+        limits.append(limit)
+        return original(session_id, agent_id, limit=limit, offset=offset, **kwargs)
+
+    monkeypatch.setattr(repository, "list_messages", spy)
+    return limits
+
+
+def test_search_in_a_session_finds_text_and_pages_through_it(
+    repository: ValkeySessionRepository, seeded: ValkeyStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = _bounded_reads(repository, monkeypatch)
+    monkeypatch.setattr(viewer_app, "SCAN_PAGE", 20)
+    monkeypatch.setattr(viewer_app, "MAX_MATCHES", 4)
+    with TestClient(create_app(repository, storage=seeded), base_url=BASE) as client:
+        # "number 1" is in messages 1, 10-19 and 100-129: 41 matches, 4 per request.
+        found: list[int] = []
+        url: str | None = session_path(LONG_SESSION, "/search?q=NUMBER+1")
+        while url is not None:
+            response = client.get(url)
+            assert response.status_code == 200
+            found += [int(n) for n in re.findall(r'<a class="mid" href="[^"]+#m(\d+)"', response.text)]
+            nxt = re.search(r'<a class="button" href="([^"]+)">Go on searching', response.text)
+            url = nxt.group(1).replace("&amp;", "&") if nxt else None
+        assert found == [1, *range(10, 20), *range(100, 130)]
+        # Every read was one bounded page (plus the message before it, for tool names).
+        assert limits and all(limit is not None and limit <= 21 for limit in limits)
+
+        hostile = client.get(session_path(HOSTILE_SESSION, "/search"), params={"q": "<script>"})
+        assert "<mark>&lt;script&gt;</mark>" in hostile.text and "<script>alert" not in hostile.text
+        link = re.search(r'<a href="([^"]+)">open in the timeline</a>', hostile.text)
+        assert link is not None
+        assert client.get(link.group(1).replace("&amp;", "&").split("#")[0]).status_code == 200
+        # The tool's name and its input are searchable too.
+        chart = client.get(session_path(HOSTILE_SESSION, "/search?q=chart")).text
+        # The tool's name (message 1), its result (2) and the reply (3).
+        assert re.findall(r'<a class="mid" href="[^"]+#m(\d+)"', chart) == ["1", "2", "3"]
+        nothing = client.get(session_path(HOSTILE_SESSION, "/search?q=no+such+words"))
+        assert "0 matches" in _Page(nothing.text).text
+        assert client.get(session_path("missing", "/search?q=x")).status_code == 404
+
+
+def test_the_live_fragment_brings_messages_appended_after_the_page(
+    http: TestClient, repository: ValkeySessionRepository
+) -> None:
+    page = http.get(session_path(HOSTILE_SESSION, "?live=1")).text
+    poller = re.search(r'<li class="live" hx-get="([^"]+)" hx-trigger="every 2s"', page)
+    assert poller is not None
+    url = poller.group(1).replace("&amp;", "&")
+    assert parse_qs(urlsplit(url).query)["offset"] == ["6"]
+    # Nothing new: 204, htmx swaps nothing and keeps polling.
+    assert http.get(url, headers={"HX-Request": "true"}).status_code == 204
+    repository.create_message(
+        HOSTILE_SESSION, AGENT_ID, SessionMessage({"role": "user", "content": [{"text": "a <new> question"}]}, 6)
+    )
+    fresh = http.get(url, headers={"HX-Request": "true"})
+    assert fresh.status_code == 200 and "<html" not in fresh.text
+    assert re.findall(r'id="m(\d+)"', fresh.text) == ["6"] and "a &lt;new&gt; question" in fresh.text
+    nxt = re.search(r'<li class="live" hx-get="([^"]+)"', fresh.text)
+    assert nxt is not None and "offset=7" in nxt.group(1)
+    assert 'hx-swap-oob="true"' in fresh.text and "Messages 1\u20137 of 7" in _Page(fresh.text).text
+    # Without live=1 there is no poller; without htmx the fragment is the agent page.
+    assert 'class="live"' not in http.get(session_path(HOSTILE_SESSION)).text
+    assert http.get(url).status_code == 303
+    # A timeline with more pages does not poll until its last page is loaded.
+    long_page = http.get(session_path(LONG_SESSION, "?live=1")).text
+    assert 'class="live"' not in long_page
+    last = http.get(
+        session_path(LONG_SESSION, f"/agents/{LONG_AGENT}?offset=100&live=1"), headers={"HX-Request": "true"}
+    )
+    assert '<li class="live"' in last.text and "offset=130" in last.text
+
+
+def test_token_totals_per_agent_and_per_session(http: TestClient, repository: ValkeySessionRepository) -> None:
+    expected = {"input": 0, "output": 0, "total": 0, "with_usage": 0}
+    for message in repository.list_messages(HOSTILE_SESSION, AGENT_ID):
+        usage = message.message.get("metadata", {}).get("usage")
+        if usage:
+            expected["with_usage"] += 1
+            expected["input"] += usage["inputTokens"]
+            expected["output"] += usage["outputTokens"]
+            expected["total"] += usage["totalTokens"]
+    assert expected["with_usage"] == 3  # one per model reply
+    fragment = http.get(session_path(HOSTILE_SESSION, "/usage"), headers={"HX-Request": "true"})
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    row = re.search(r'<tr class="usage-row">(.*?)</tr>', fragment.text, re.S)
+    total = re.search(r'<tr class="usage-total">(.*?)</tr>', fragment.text, re.S)
+    assert row is not None and total is not None
+    numbers = re.findall(r'class="num">([\d,]+)<', row.group(1))
+    want = [6, expected["with_usage"], expected["input"], expected["output"], expected["total"], 0, 0]
+    assert [int(n.replace(",", "")) for n in numbers] == want
+    assert [int(n.replace(",", "")) for n in re.findall(r'class="num">([\d,]+)<', total.group(1))] == want
+    # The session page loads it when it opens (small sessions) and links to the full page.
+    page = http.get(session_path(HOSTILE_SESSION)).text
+    assert 'hx-trigger="load"' in page and session_path(HOSTILE_SESSION, "/usage") in page
+    assert "<html" in http.get(session_path(HOSTILE_SESSION, "/usage")).text
+    # The scripted replies written straight through the repository carry no usage: zero, not guessed.
+    long_usage = http.get(session_path(LONG_SESSION, "/usage")).text
+    long_row = re.search(r'<tr class="usage-row">(.*?)</tr>', long_usage, re.S)
+    assert long_row is not None
+    assert [int(n.replace(",", "")) for n in re.findall(r'class="num">([\d,]+)<', long_row.group(1))] == [
+        130,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]
+
+
+def test_snapshot_pages_show_the_agent_state_diff_between_turns(http: TestClient) -> None:
+    session = http.get(session_path(SNAPSHOT_SESSION)).text
+    history = re.findall(r'<a class="snap" href="([^"]+)"', session)
+    assert len(history) == 2  # newest first
+    newest, oldest = (h.replace("&amp;", "&") for h in history)
+    changed = http.get(newest).text
+    diff = re.search(r'<section class="diff">.*?</section>', changed, re.S)
+    assert diff is not None
+    text = diff.group(0)
+    assert "messages 2 → 4" in _Page(text).text
+    assert '<span class="diff-del">-  &#34;step&#34;: 1</span>' in text
+    assert '<span class="diff-add">+  &#34;step&#34;: 2,</span>' in text
+    assert "&lt;b&gt;billing&lt;/b&gt;" in text and "<b>billing" not in text
+    assert "<code>state</code>" in text and "<code>system_prompt</code>" not in text
+    # The oldest has nothing before it; the latest compares with the newest history entry.
+    assert '<section class="diff">' not in http.get(oldest).text
+    latest = re.search(r'<a href="([^"]+)">latest</a>', session)
+    assert latest is not None
+    same = http.get(latest.group(1).replace("&amp;", "&")).text
+    assert "messages 4 → 4; no other field changed" in _Page(same).text
+    # A session-store agent has no state history: the page says so.
+    assert "keeps the current agent state only" in http.get(session_path(HOSTILE_SESSION)).text

@@ -9,7 +9,7 @@
 * ``LONG_SESSION``: 130 messages written through the repository (timeline paging).
 * ``PLAIN_SESSIONS``: a few small sessions for list paging and filters.
 * ``SNAPSHOT_SESSION`` (when given a ``ValkeyStorage``): an agent saved by the SDK's
-  ``SnapshotSessionManager`` with two immutable snapshots.
+  ``SnapshotSessionManager`` with two immutable snapshots, its state changed between the turns.
 """
 
 from __future__ import annotations
@@ -134,12 +134,15 @@ def seed(client: Any, storage: Any = None) -> Seeded:
     return Seeded(ids)
 
 
-def seed_snapshots(storage: Any) -> None:
+def seed_snapshots(storage: Any, session_id: str = SNAPSHOT_SESSION) -> None:
     """An agent kept by the SDK's ``SnapshotSessionManager``: latest plus two immutable snapshots."""
     from strands.session import SnapshotSessionManager
 
-    manager = SnapshotSessionManager(SNAPSHOT_SESSION, storage=storage, snapshot_trigger=lambda **kwargs: True)
+    manager = SnapshotSessionManager(session_id, storage=storage, snapshot_trigger=lambda **kwargs: True)
     model = ScriptedModel(["first answer", f"second answer {SCRIPT_TEXT}"])
     agent = Agent(model=model, session_manager=manager, agent_id=SNAPSHOT_AGENT, callback_handler=None)
+    agent.state.set("step", 1)
     agent([{"text": "first question"}, {"image": {"format": "png", "source": {"bytes": USER_IMAGE}}}])
+    agent.state.set("step", 2)
+    agent.state.set("topic", "<b>billing</b>")
     agent("second question")

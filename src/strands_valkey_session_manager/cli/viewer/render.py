@@ -7,6 +7,7 @@ built only by markdown-it with raw HTML disabled, so no stored value can become 
 from __future__ import annotations
 
 import base64
+import difflib
 import json
 import math
 import re
@@ -204,14 +205,35 @@ class BlockView:
 MediaUrl = Callable[[tuple[int, ...], str, str, bytes], "str | None"]
 
 
-def block_views(content: Any, media_url: MediaUrl, path: tuple[int, ...] = ()) -> list[BlockView]:
-    """Views of a message's content blocks (or a tool result's content)."""
+def block_views(
+    content: Any, media_url: MediaUrl, path: tuple[int, ...] = (), tool_names: Mapping[str, str] | None = None
+) -> list[BlockView]:
+    """Views of a message's content blocks (or a tool result's content).
+
+    ``tool_names`` maps ``toolUseId`` to the tool's name: a ``toolResult`` block holds only the id,
+    the name is in the ``toolUse`` block of the message that asked for it.
+    """
     if not isinstance(content, Sequence) or isinstance(content, (str, bytes)):
         return [BlockView(kind="json", title="content", json=pretty_json(content))]
-    return [_block_view(block, media_url, (*path, n)) for n, block in enumerate(content)]
+    names = tool_names or {}
+    return [_block_view(block, media_url, (*path, n), names) for n, block in enumerate(content)]
 
 
-def _block_view(block: Any, media_url: MediaUrl, path: tuple[int, ...]) -> BlockView:
+def tool_names_of(messages: Sequence[Mapping[str, Any] | None]) -> dict[str, str]:
+    """``toolUseId`` to tool name for every ``toolUse`` block of these messages."""
+    names: dict[str, str] = {}
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if not isinstance(content, Sequence) or isinstance(content, (str, bytes)):
+            continue
+        for block in content:
+            body = block.get("toolUse") if isinstance(block, Mapping) else None
+            if isinstance(body, Mapping) and isinstance(body.get("toolUseId"), str):
+                names[body["toolUseId"]] = str(body.get("name", ""))
+    return names
+
+
+def _block_view(block: Any, media_url: MediaUrl, path: tuple[int, ...], tool_names: Mapping[str, str]) -> BlockView:
     if not isinstance(block, Mapping) or len(block) != 1:
         return BlockView(kind="json", title="block", json=pretty_json(block))
     ((kind, body),) = block.items()
@@ -227,6 +249,7 @@ def _block_view(block: Any, media_url: MediaUrl, path: tuple[int, ...]) -> Block
     if kind == "toolResult" and isinstance(body, Mapping):
         return BlockView(
             kind="tool_result",
+            title=tool_names.get(str(body.get("toolUseId", "")), ""),
             status=str(body.get("status", "")),
             tool_use_id=str(body.get("toolUseId", "")),
             children=block_views(body.get("content", []), media_url, path) if len(path) == 1 else [],
@@ -294,6 +317,15 @@ def data_uri(kind: str, fmt: str, data: bytes) -> str | None:
 # -- messages ------------------------------------------------------------------------------------
 
 
+#: How a stored message was redacted (``SessionMessage.redact_message``).
+#: ``in_place``: the record holds the redaction in both ``message`` and ``redact_message``, which is
+#: what SDK 1.62 stores: the agent rewrites the message object in place before
+#: ``redact_latest_message`` saves it, so the original content is not kept.
+#: ``original_kept``: ``message`` differs from ``redact_message`` (another writer kept the original).
+REDACTED_IN_PLACE = "in_place"
+REDACTED_ORIGINAL_KEPT = "original_kept"
+
+
 @dataclass
 class MessageView:
     """One message of a timeline."""
@@ -302,10 +334,16 @@ class MessageView:
     role: str
     blocks: list[BlockView]
     created_at: str = ""
-    #: The original content when the stored message was redacted (``redact_message`` is shown).
+    #: The stored ``message`` when it differs from ``redact_message`` (which is what is shown).
     original: list[BlockView] | None = None
+    #: ``""`` (not redacted), :data:`REDACTED_IN_PLACE` or :data:`REDACTED_ORIGINAL_KEPT`.
+    redaction: str = ""
     usage: str = ""
     anchor: str = ""
+    #: Why the stored record cannot be shown (a damaged record); then ``blocks`` is empty.
+    error: str = ""
+    #: Where the message is in its agent's timeline (a link from search results).
+    url: str = ""
 
 
 def message_view(
@@ -315,20 +353,28 @@ def message_view(
     message_id: int | None = None,
     created_at: str = "",
     redact_message: Mapping[str, Any] | None = None,
+    tool_names: Mapping[str, str] | None = None,
 ) -> MessageView:
     """A stored message as a timeline entry.
 
     ``media_url(redacted)`` gives the media URL builder for the original (``False``) or the
-    redacted (``True``) content.
+    redacted (``True``) content. A redacted message shows ``redact_message`` (what the SDK restores);
+    the stored ``message`` is shown folded only when it differs.
     """
     shown = redact_message if redact_message is not None else message
     role = str(shown.get("role", "?"))
-    blocks = block_views(shown.get("content", []), media_url(redact_message is not None))
-    original = block_views(message.get("content", []), media_url(False)) if redact_message is not None else None
+    blocks = block_views(shown.get("content", []), media_url(redact_message is not None), tool_names=tool_names)
+    original = None
+    redaction = ""
+    if redact_message is not None:
+        if message.get("content") == redact_message.get("content"):
+            redaction = REDACTED_IN_PLACE
+        else:
+            redaction = REDACTED_ORIGINAL_KEPT
+            original = block_views(message.get("content", []), media_url(False), tool_names=tool_names)
+    counts = message_usage(message)
     usage = ""
-    metadata = message.get("metadata")
-    if isinstance(metadata, Mapping) and isinstance(metadata.get("usage"), Mapping):
-        counts = metadata["usage"]
+    if counts is not None:
         usage = f"{counts.get('inputTokens', '?')} in / {counts.get('outputTokens', '?')} out tokens"
     return MessageView(
         message_id=message_id,
@@ -336,6 +382,90 @@ def message_view(
         blocks=blocks,
         created_at=created_at,
         original=original,
+        redaction=redaction,
         usage=usage,
         anchor="" if message_id is None else f"m{message_id}",
     )
+
+
+def damaged_message_view(message_id: int, error: str) -> MessageView:
+    """A timeline entry for a record that cannot be read."""
+    return MessageView(message_id=message_id, role="damaged", blocks=[], anchor=f"m{message_id}", error=error)
+
+
+def message_usage(message: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The token usage the SDK stores on a model's reply (``metadata.usage``), if any."""
+    metadata = message.get("metadata")
+    usage = metadata.get("usage") if isinstance(metadata, Mapping) else None
+    return usage if isinstance(usage, Mapping) else None
+
+
+# -- search --------------------------------------------------------------------------------------
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The searchable text of a message: text, reasoning, tool names, inputs and results, file names."""
+    parts: list[str] = []
+    _collect_text(message.get("content"), parts, depth=0)
+    return "\n".join(parts)
+
+
+def _collect_text(content: Any, parts: list[str], depth: int) -> None:
+    if not isinstance(content, Sequence) or isinstance(content, (str, bytes)) or depth > 2:
+        return
+    for block in content:
+        if not isinstance(block, Mapping):
+            continue
+        for kind, body in block.items():
+            if kind == "text" and isinstance(body, str):
+                parts.append(body)
+            elif kind == "toolUse" and isinstance(body, Mapping):
+                parts.append(str(body.get("name", "")))
+                parts.append(json.dumps(_jsonable(body.get("input")), ensure_ascii=False))
+            elif kind == "toolResult" and isinstance(body, Mapping):
+                _collect_text(body.get("content"), parts, depth + 1)
+            elif kind == "json":
+                parts.append(json.dumps(_jsonable(body), ensure_ascii=False))
+            elif kind == "reasoningContent" and isinstance(body, Mapping):
+                reasoning = body.get("reasoningText")
+                if isinstance(reasoning, Mapping) and isinstance(reasoning.get("text"), str):
+                    parts.append(reasoning["text"])
+            elif kind in MEDIA_KINDS and isinstance(body, Mapping) and body.get("name"):
+                parts.append(str(body["name"]))
+
+
+def snippet(text: str, needle: str, width: int = 80) -> tuple[str, str, str]:
+    """``(before, match, after)`` around the first case-insensitive match of ``needle`` in ``text``."""
+    at = text.casefold().find(needle.casefold())
+    if at < 0:
+        return text[: 2 * width], "", ""
+    end = at + len(needle)
+    before = text[max(0, at - width) : at]
+    after = text[end : end + width]
+    return ("…" if at > width else "") + before, text[at:end], after + ("…" if end + width < len(text) else "")
+
+
+# -- diffs ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DiffLine:
+    """One line of a unified diff: ``kind`` is ``add``, ``del``, ``hunk`` or ``same``."""
+
+    kind: str
+    text: str
+
+
+def json_diff(old: Any, new: Any, *, old_name: str = "before", new_name: str = "after") -> list[DiffLine]:
+    """A unified diff of two values as indented, key-sorted JSON; empty when they are equal."""
+    if old == new:
+        return []
+    before = json.dumps(_jsonable(old), indent=2, ensure_ascii=False, sort_keys=True).splitlines()
+    after = json.dumps(_jsonable(new), indent=2, ensure_ascii=False, sort_keys=True).splitlines()
+    lines: list[DiffLine] = []
+    for line in difflib.unified_diff(before, after, old_name, new_name, n=2, lineterm=""):
+        if line.startswith(("---", "+++")):
+            continue
+        kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
+        lines.append(DiffLine(kind, line))
+    return lines

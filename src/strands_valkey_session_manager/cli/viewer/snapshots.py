@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from strands.types.session import decode_bytes_values
 
+from . import render
+
 if TYPE_CHECKING:
     from ...storage import ValkeyStorage
 
@@ -114,3 +116,81 @@ def uuid7_time(value: str) -> datetime | None:
     if parsed.version != 7:
         return None
     return datetime.fromtimestamp((parsed.int >> 80) / 1000, tz=timezone.utc)
+
+
+def snapshot_session_ids(
+    storage: ValkeyStorage, *, prefix: str = "", after: str | None = None, limit: int = 50
+) -> tuple[list[str], str | None]:
+    """Ids of sessions with snapshots, in id order, starting with ``prefix``; and the id to go on
+    after (``None`` at the end).
+
+    Reads the storage's index of groups (``session/<id>`` is one group), one ``ZRANGEBYLEX``,
+    on the storage's (synchronous) client.
+    """
+    layout = storage._layout  # the storage's key layout: the groups index lists every session group
+    base = f"{NAMESPACE}/{prefix}".encode()
+    low = b"(" + f"{NAMESPACE}/{after}".encode() if after is not None else b"[" + base
+    high = b"(" + base + b"\xff"
+    try:
+        members = storage.client.zrangebylex(layout.groups, low, high, start=0, num=limit + 1)
+    except Exception as e:  # valkey-py and redis-py errors share no base class
+        from ...storage import StorageUnavailableError
+
+        raise StorageUnavailableError(f"listing snapshot sessions failed: {type(e).__name__}: {e}") from e
+    names = [m.decode("utf-8") if isinstance(m, bytes) else str(m) for m in members]
+    ids = [n[len(NAMESPACE) + 1 :] for n in names if "/" not in n[len(NAMESPACE) + 1 :]]
+    more = ids[limit - 1] if len(names) > limit and len(ids) >= limit else None
+    return ids[:limit], more
+
+
+@dataclass
+class SnapshotDiff:
+    """What changed in a snapshot's ``data`` since the one before it (messages by count only)."""
+
+    previous_key: str
+    previous_taken_at: datetime | None
+    messages_before: int
+    messages_after: int
+    #: Field name to unified diff lines (only fields that changed).
+    fields: dict[str, list[render.DiffLine]]
+
+
+async def snapshot_diff(
+    storage: ValkeyStorage | None, session_id: str, key: str, snapshot: dict[str, Any]
+) -> SnapshotDiff | None:
+    """The changes from the previous snapshot of the same agent or orchestrator.
+
+    For an immutable history entry the previous one is the next older entry; for
+    ``snapshot_latest`` it is the newest history entry. ``None`` when there is none.
+    """
+    match = SNAPSHOT_KEY.match(key)
+    prefix = session_prefix(session_id)
+    if storage is None or match is None or prefix is None:
+        return None
+    history_dir = f"scopes/{match['scope']}/{match['owner']}/snapshots/immutable_history/"
+    older = [k[len(prefix) :] for k in await storage.list(prefix + history_dir)]
+    older = sorted(k for k in older if SNAPSHOT_KEY.match(k) and (match["sid"] is None or k < key))
+    if not older:
+        return None
+    previous_key = older[-1]
+    previous = await read_snapshot(storage, session_id, previous_key)
+    if previous is None:
+        return None
+    before = previous.get("data") if isinstance(previous.get("data"), dict) else {}
+    after = snapshot.get("data") if isinstance(snapshot.get("data"), dict) else {}
+    assert isinstance(before, dict) and isinstance(after, dict)
+    fields = {}
+    for name in sorted(set(before) | set(after)):
+        if name == "messages":
+            continue
+        lines = render.json_diff(before.get(name), after.get(name), old_name=previous_key, new_name=key)
+        if lines:
+            fields[name] = lines
+    previous_match = SNAPSHOT_KEY.match(previous_key)
+    return SnapshotDiff(
+        previous_key=previous_key,
+        previous_taken_at=uuid7_time(previous_match["sid"]) if previous_match and previous_match["sid"] else None,
+        messages_before=len(before.get("messages") or []),
+        messages_after=len(after.get("messages") or []),
+        fields=fields,
+    )
