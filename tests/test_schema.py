@@ -133,3 +133,30 @@ def test_moved_exceptions_keep_their_old_import_paths() -> None:
 
     assert _write_behind.WriteBehindError is exceptions.WriteBehindError
     assert _seal.MissingExtraError is exceptions.MissingExtraError
+
+
+# Scripts left on positional ARGV although they take more than five: the hot paths, where the
+# table of named arguments costs server time (see named_args in _prelude.lua).
+_POSITIONAL_HOT_PATHS = {"append_message", "list_messages"}
+
+
+@pytest.mark.parametrize("name", sorted(_schema.SCRIPT_ARGS))
+def test_a_script_with_named_arguments_reads_exactly_the_names_python_sends(name: str) -> None:
+    code = "\n".join(_code_lines(name))
+    assert "local A = named_args()" in code
+    assert "ARGV[" not in code, f"{name}.lua mixes positional and named arguments"
+    assert set(re.findall(r"\bA\.(\w+)", code)) == _schema.SCRIPT_ARGS[name]
+
+
+@pytest.mark.parametrize("name", sorted(set(_lua.SESSION_SCRIPTS) - set(_schema.SCRIPT_ARGS)))
+def test_scripts_with_positional_arguments_take_few_of_them(name: str) -> None:
+    code = "\n".join(_code_lines(name))
+    assert "named_args" not in code
+    highest = max((int(i) for i in re.findall(r"ARGV\[(\d+)\]", code)), default=0)
+    assert highest <= 5 or name in _POSITIONAL_HOT_PATHS, f"{name}.lua takes {highest} positional arguments"
+
+
+def test_named_refuses_a_name_the_script_does_not_read() -> None:
+    assert _schema.named("reencrypt_session", dek="a", new_dek="b") == ("dek", "a", "new_dek", "b")
+    with pytest.raises(TypeError, match="new_dekk"):
+        _schema.named("reencrypt_session", new_dekk="b")

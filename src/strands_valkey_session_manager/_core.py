@@ -54,6 +54,7 @@ from ._schema import (
     SHAPE_MESSAGES,
     SHAPE_MULTI,
     count_field,
+    named,
     version_field,
 )
 from .catalog import CatalogPlans, damaged_leftovers, expected_expiry
@@ -164,22 +165,26 @@ class SessionCore(CatalogPlans, TransferPlans):
         expiry, expiry_entry = self._expiry_calls(
             session.session_id, member, owner, labels, expected_expiry(self._ttl_ms, deadline)
         )
-        args = (
-            self._ttl_ms,
-            record,
-            created,
-            deadline,
-            owner or "",
-            _codec.dumps_list(labels),
-            member,
-            *payloads,
+        dump_agents, dump_messages, dump_order, dump_multi = payloads
+        args = named(
+            "create_session",
+            ttl=self._ttl_ms,
+            record=record,
+            created=created,
+            deadline=deadline,
+            user=owner or "",
+            tags=_codec.dumps_list(labels),
+            member=member,
+            dump_agents=dump_agents,
+            dump_messages=dump_messages,
+            dump_order=dump_order,
+            dump_multi=dump_multi,
+            dump_session=session_payload,
             # The same call repeated (same record, same data key) carries the same nonce, so a
             # retry after a lost reply is recognised as our own create.
-            hashlib.blake2b(record + dek.encode(), digest_size=12).hexdigest(),
-            session_payload,
-            dek,
-            "",
-            expiry_entry,
+            nonce=hashlib.blake2b(record + dek.encode(), digest_size=12).hexdigest(),
+            dek=dek,
+            expiry=expiry_entry,
         )
         # The catalog entry goes first: if the script never runs, listing drops the entry as stale.
         # First of all, the read of due expiry entries of the shard, swept below (catalog.py).
@@ -384,10 +389,19 @@ class SessionCore(CatalogPlans, TransferPlans):
         key = keys.all()[index - 1]
 
         def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
-            guards = (agent_id, self._expected(session_id, agent_id), self._token(session_id, agent_id), dek)
-            return ScriptCall(
-                "update_record", keys.all(), (self._ttl_ms, index, field, self._sized(body(seal), key), "1", *guards)
+            args = named(
+                "update_record",
+                ttl=self._ttl_ms,
+                index=index,
+                field=field,
+                value=self._sized(body(seal), key),
+                keep_created="1",
+                agent=agent_id,
+                expected=self._expected(session_id, agent_id),
+                token=self._token(session_id, agent_id),
+                dek=dek,
             )
+            return ScriptCall("update_record", keys.all(), args)
 
         version = yield from self._p_sealed_write(operation, session_id, key, field, call)
         _check_written(version, session_id, keys, agent_id, operation)
@@ -503,9 +517,19 @@ class SessionCore(CatalogPlans, TransferPlans):
 
         def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
             record = self._sized(_codec.encode_state(state, seal), keys.multi)
-            return ScriptCall(
-                "update_record", keys.all(), (self._ttl_ms, KEY_MULTI, multi_agent_id, record, "0", "", "", "", dek)
+            args = named(
+                "update_record",
+                ttl=self._ttl_ms,
+                index=KEY_MULTI,
+                field=multi_agent_id,
+                value=record,
+                keep_created="0",
+                agent="",
+                expected="",
+                token="",
+                dek=dek,
             )
+            return ScriptCall("update_record", keys.all(), args)
 
         done = yield from self._p_sealed_write("update_multi_agent", session_id, keys.multi, multi_agent_id, call)
         _check_written(done, session_id, keys, "", "update_multi_agent")

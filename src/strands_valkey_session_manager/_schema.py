@@ -86,3 +86,45 @@ def lease_field(agent_id: str) -> str:
 def constants() -> Mapping[str, int | str]:
     """Every shared name and its value (what ``lua/_prelude.lua`` mirrors)."""
     return {name: value for name, value in globals().items() if name.isupper() and isinstance(value, (int, str))}
+
+
+# -- named script arguments ----------------------------------------------------------------------
+#: The scripts that take ARGV as name/value pairs (``named_args`` in the prelude) and the names each
+#: reads; ``tests/test_schema.py`` checks every script reads exactly these. The hot paths
+#: (``append_message``, ``list_messages``) keep positional ARGV: the table costs them server time.
+SCRIPT_ARGS: Final[Mapping[str, frozenset[str]]] = {
+    "create_session": frozenset(
+        {
+            "ttl",
+            "record",
+            "created",
+            "deadline",
+            "user",
+            "tags",
+            "member",
+            "dump_agents",
+            "dump_messages",
+            "dump_order",
+            "dump_multi",
+            "dump_session",
+            "nonce",
+            "dek",
+            "clear",
+            "expiry",
+        }
+    ),
+    "update_record": frozenset({"ttl", "index", "field", "value", "keep_created", "agent", "expected", "token", "dek"}),
+    "reencrypt_session": frozenset({"fingerprint", "dek", "new_dek", "agents", "messages", "multi"}),
+}
+
+
+def named(script: str, **values: object) -> tuple[object, ...]:
+    """ARGV for a script that takes named arguments: ``values`` as name/value pairs.
+
+    Raises:
+        TypeError: If a name is not one the script reads (a misspelling would arrive as nil).
+    """
+    unknown = values.keys() - SCRIPT_ARGS[script]
+    if unknown:
+        raise TypeError(f"{script}.lua reads no argument named {', '.join(sorted(unknown))}")
+    return tuple(item for pair in values.items() for item in pair)

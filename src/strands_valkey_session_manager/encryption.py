@@ -63,7 +63,7 @@ from . import _codec, _seal
 from ._client import CommandCall, Plan, ScriptCall, Step, adapter_for, arun_plan, run_plan
 from ._keys import catalog_member, encode_id, validate_key_prefix
 from ._redact import drop_frame_locals
-from ._schema import F_DEK, F_RECORD, R_SESSION_GONE
+from ._schema import F_DEK, F_RECORD, R_SESSION_GONE, named
 from ._seal import DATA_KEY_BYTES, KeyProvider, ShreddingKeyProvider
 from .exceptions import DecryptionError, MissingExtraError, SessionConflictError
 
@@ -640,7 +640,16 @@ def _p_reencrypt(core: SessionCore, session_id: str, attempts: int) -> Plan[Reen
                     if resealed is not None:
                         changed.append((field_bytes, core._sized(resealed, key)))
                 packed.append(_pack(changed))
-            args = (fingerprint, _codec.text(stored), fresh.stored, *packed)
+            agents, messages, multi = packed
+            args = named(
+                "reencrypt_session",
+                fingerprint=fingerprint,
+                dek=_codec.text(stored),
+                new_dek=fresh.stored,
+                agents=agents,
+                messages=messages,
+                multi=multi,
+            )
             swapped = yield Step(
                 "reencrypt_session", session_id, keys.session, ScriptCall("reencrypt_session", keys.all(), args)
             )

@@ -35,7 +35,18 @@ from . import _codec, _seal
 from ._client import CommandCall, Plan, ScriptCall, Step
 from ._keys import KeyLayout, SessionKeys, catalog_member, check_message_id, encode_id, message_member
 from ._lifetime import created_ms, now_ms
-from ._schema import F_DEADLINE, F_DEK, F_RECORD, F_TAGS, F_TTL, F_USER, KEY_AGENTS, KEY_MULTI, R_STALE_DATA_KEY
+from ._schema import (
+    F_DEADLINE,
+    F_DEK,
+    F_RECORD,
+    F_TAGS,
+    F_TTL,
+    F_USER,
+    KEY_AGENTS,
+    KEY_MULTI,
+    R_STALE_DATA_KEY,
+    named,
+)
 from .catalog import expected_expiry
 from .exceptions import DecryptionError, SessionConflictError
 
@@ -255,23 +266,24 @@ class TransferPlans:
         nonce = secrets.token_hex(12)
         ttl_ms, deadline = _lifetime_of(export, created, self._ttl_ms, self._max_age_ms)
         expiry, expiry_entry = self._expiry_calls(session_id, member, owner, labels, expected_expiry(ttl_ms, deadline))
-        args = (
-            0,
-            record,
-            created,
-            now_ms() + STAGING_TTL_MS,  # a deadline: staging keys never outlive a failed import by long
-            owner or "",
-            _codec.dumps_list(labels),
-            member,
-            b"",
-            b"",
-            b"",
-            b"",
-            nonce,
-            b"",
-            "" if fresh is None else fresh.stored,
-            "1",  # clear leftovers of an earlier failed staging first
-            expiry_entry,
+        args = named(
+            "create_session",
+            ttl=0,
+            record=record,
+            created=created,
+            deadline=now_ms() + STAGING_TTL_MS,  # staging keys never outlive a failed import by long
+            user=owner or "",
+            tags=_codec.dumps_list(labels),
+            member=member,
+            dump_agents=b"",
+            dump_messages=b"",
+            dump_order=b"",
+            dump_multi=b"",
+            dump_session=b"",
+            nonce=nonce,
+            dek="" if fresh is None else fresh.stored,
+            clear="1",  # leftovers of an earlier failed staging first
+            expiry=expiry_entry,
         )
         staged = yield Step(
             "import_session", session_id, stage.session, ScriptCall("create_session", stage.all(), args)

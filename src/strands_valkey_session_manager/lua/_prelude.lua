@@ -50,6 +50,18 @@ local E_CORRUPT = 'SVSM-CORRUPT'
 local E_DAMAGED = 'SVSM-DAMAGED'
 local E_MISSING = 'SVSM-MISSING'
 
+-- Named arguments: a script with many arguments takes ARGV as name/value pairs, read once into a
+-- table (A.<name>; a name the caller did not send reads as nil). _schema.SCRIPT_ARGS lists each
+-- such script's names. append_message and list_messages, the hot paths, keep positional ARGV:
+-- measured, the table costs them about 1-2 us of server time per call (10-15%).
+local function named_args()
+  local a = {}
+  for i = 1, #ARGV, 2 do
+    a[ARGV[i]] = ARGV[i + 1]
+  end
+  return a
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

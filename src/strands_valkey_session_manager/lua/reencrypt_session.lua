@@ -1,10 +1,11 @@
 -- reencrypt_session: swap a session's records for their re-encryption under a new data key, and its
 -- wrapped data key (field 'dek') for the new one, only if nothing changed since the caller read them.
--- ARGV[1] fingerprint of the agents, messages and multi hashes as read (see fingerprint() below)
--- ARGV[2] the wrapped data key read ('' for none)   ARGV[3] the new wrapped data key
--- ARGV[4], ARGV[5], ARGV[6] the new records of the agents, messages and multi hashes, each packed
---   as '<field length>:<field><value length>:<value>' repeated, so the argument count is fixed
---   whatever the size of the session.
+-- ARGV: name/value pairs (named_args in the prelude):
+--   fingerprint: of the agents, messages and multi hashes as read (see digest() below),
+--   dek: the wrapped data key read ('' for none), new_dek: the new wrapped data key,
+--   agents, messages, multi: the new records of those hashes, each packed as
+--     '<field length>:<field><value length>:<value>' repeated, so the argument count is fixed
+--     whatever the size of the session.
 -- Error reply 'SVSM-CORRUPT ...' (nothing written) when an agent's version field is garbled.
 -- Returns -4 when the session does not exist, 0 when a record or the data key changed since the
 -- read (nothing is written then: the caller reads again), 1 when swapped. A swap also bumps every
@@ -35,13 +36,14 @@ local function store(key, packed)
   end
 end
 
+local A = named_args()
 if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
   return R_SESSION_GONE
 end
-if (redis.call('HGET', KEYS[KEY_SESSION], F_DEK) or '') ~= ARGV[2] then
+if (redis.call('HGET', KEYS[KEY_SESSION], F_DEK) or '') ~= A.dek then
   return 0
 end
-if digest(KEYS[KEY_AGENTS]) .. digest(KEYS[KEY_MESSAGES]) .. digest(KEYS[KEY_MULTI]) ~= ARGV[1] then
+if digest(KEYS[KEY_AGENTS]) .. digest(KEYS[KEY_MESSAGES]) .. digest(KEYS[KEY_MULTI]) ~= A.fingerprint then
   return 0
 end
 -- Every version is checked before the first write: a garbled one refuses the whole swap.
@@ -49,10 +51,10 @@ local agent_ids = redis.call('HKEYS', KEYS[KEY_AGENTS])
 for _, agent_id in ipairs(agent_ids) do
   integer(redis.call('HGET', KEYS[KEY_SESSION], F_VERSION .. agent_id), F_VERSION .. agent_id)
 end
-store(KEYS[KEY_AGENTS], ARGV[4])
-store(KEYS[KEY_MESSAGES], ARGV[5])
-store(KEYS[KEY_MULTI], ARGV[6])
-redis.call('HSET', KEYS[KEY_SESSION], F_DEK, ARGV[3])
+store(KEYS[KEY_AGENTS], A.agents)
+store(KEYS[KEY_MESSAGES], A.messages)
+store(KEYS[KEY_MULTI], A.multi)
+redis.call('HSET', KEYS[KEY_SESSION], F_DEK, A.new_dek)
 for _, agent_id in ipairs(agent_ids) do
   redis.call('HINCRBY', KEYS[KEY_SESSION], F_VERSION .. agent_id, 1)
 end

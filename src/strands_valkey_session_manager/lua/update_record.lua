@@ -1,14 +1,15 @@
 -- update_record: replace an existing hash field, optionally keeping the stored created_at.
 -- Records keep "created_at" as their last member, so the stored value is taken off the end of the
 -- old record and appended to the new body; the record's other bytes are never parsed.
--- ARGV[1] ttl ms (0: the session's)   ARGV[2] index of the hash in KEYS (2, 3 or 5)   ARGV[3] field
--- ARGV[4] new value; when ARGV[5] is '1', the new record without created_at and its closing brace
--- ARGV[5] '1' to keep created_at, '0' to store ARGV[4] as it is
--- ARGV[6] agent id whose version the write bumps ('' for none)
--- ARGV[7] the agent version the writer last saw ('' not to check)
--- ARGV[8] the writer's lease token ('' or absent: none); -3 when another owner holds the lease
--- ARGV[9] the wrapped data key the record was sealed under ('' or absent: not checked); -6 when
---   the session holds another one (see stale_data_key in _prelude.lua)
+-- ARGV: name/value pairs (named_args in the prelude):
+--   ttl ms (0: the session's), index of the hash in KEYS (2, 3 or 5), field,
+--   value: the new value; with keep_created '1', the new record without created_at and its closing brace,
+--   keep_created: '1' to keep created_at, '0' to store value as it is,
+--   agent: agent id whose version the write bumps ('' for none),
+--   expected: the agent version the writer last saw ('' not to check),
+--   token: the writer's lease token ('' or absent: none); -3 when another owner holds the lease,
+--   dek: the wrapped data key the record was sealed under ('' or absent: not checked); -6 when the
+--     session holds another one (see stale_data_key in _prelude.lua).
 -- Returns the agent's new version (1 when no agent is named); 0 when the field does not exist;
 -- -1 when the version moved on; -3 (lease, above); -4 when the session does not exist: its other
 -- keys may outlive an evicted session hash, and an update there would leave a session hash holding
@@ -19,7 +20,8 @@
 if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
   return R_SESSION_GONE
 end
-local index, agent = tonumber(ARGV[2]), ARGV[6]
+local A = named_args()
+local index, agent = tonumber(A.index), A.agent
 local version_field, count_field = F_VERSION .. agent, F_COUNT .. agent
 local state = redis.call('HMGET', KEYS[KEY_SESSION], F_SHAPE, F_TTL, F_DEADLINE, version_field, count_field)
 local stored_shape = integer(state[1], F_SHAPE) or 0
@@ -33,7 +35,7 @@ if agent ~= '' then
   end
 end
 local key = KEYS[index]
-local old = redis.call('HGET', key, ARGV[3])
+local old = redis.call('HGET', key, A.field)
 if old then
   -- The record exists, so the key that holds it must stay required.
   shape = bit.bor(shape, index == KEY_AGENTS and SHAPE_AGENTS or index == KEY_MESSAGES and SHAPE_MESSAGES or SHAPE_MULTI)
@@ -44,28 +46,28 @@ end
 if not old then
   return 0
 end
-local value = ARGV[4]
-if ARGV[5] == '1' then
+local value = A.value
+if A.keep_created == '1' then
   local created = string.match(old, ',"created_at":("[^"]*")}$')
   if not created then
     return redis.error_reply(E_CORRUPT .. ' stored record has no trailing created_at (key=<' .. key .. '>)')
   end
   value = value .. ',"created_at":' .. created .. '}'
 end
-if agent ~= '' and fenced(agent, ARGV[8], now_ms()) then
+if agent ~= '' and fenced(agent, A.token, now_ms()) then
   return R_LOCKED
 end
-if stale_data_key(ARGV[9]) then
+if stale_data_key(A.dek) then
   return R_STALE_DATA_KEY
 end
-if agent ~= '' and version_conflict(version, ARGV[7]) then
-  return repeated_write(version, ARGV[7], key, ARGV[3], value) or R_CONFLICT
+if agent ~= '' and version_conflict(version, A.expected) then
+  return repeated_write(version, A.expected, key, A.field, value) or R_CONFLICT
 end
-redis.call('HSET', key, ARGV[3], value)
+redis.call('HSET', key, A.field, value)
 if shape ~= stored_shape then
   redis.call('HSET', KEYS[KEY_SESSION], F_SHAPE, shape)
 end
-touch(tonumber(ARGV[1]), true, life)
+touch(tonumber(A.ttl), true, life)
 if agent ~= '' then
   return bump_version(agent)
 end
