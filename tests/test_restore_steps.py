@@ -1,0 +1,270 @@
+"""A restore read in bounded steps: what each step may cost the server, and what a reader is
+guaranteed when other clients write between its steps.
+
+``list_messages`` sends ``list_messages.lua`` once (checks, the agent's version and count, up to
+``restore_step_records`` records and about ``restore_step_bytes`` bytes), then one pipeline per
+further step: ``HMGET`` of the members the previous step listed and the script again, which
+checks that nothing read so far can have changed. The reader gets the agent's messages as they
+stood at its first step (appends made since are left out), or reads again from the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+import valkey
+from strands.types.session import SessionMessage
+
+from strands_valkey_session_manager import DamagedSessionError, SessionConflictError, ValkeySessionRepository
+from strands_valkey_session_manager._client import CommandCall, ScriptCall
+from strands_valkey_session_manager.servers import ServerProcess
+from tests import interleave
+from tests.interleave import Gate, GatedRepository, Run, agent, message, session, text_of
+from tests.roundtrips import count_round_trips
+
+SID, AID = "s", "a"
+
+
+class Recording:
+    """An adapter that keeps every call it executes with its reply."""
+
+    def __init__(self, inner: Any, before: Callable[[Any], None] | None = None) -> None:
+        self._inner = inner
+        self._before = before
+        self.calls: list[tuple[Any, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def execute(self, call: Any) -> Any:
+        if self._before is not None:
+            self._before(call)
+        reply = self._inner.execute(call)
+        self.calls.append((call, reply))
+        return reply
+
+
+def _flat(call: Any, reply: Any) -> Iterator[tuple[Any, Any]]:
+    if isinstance(call, list):
+        yield from zip(call, reply, strict=True)
+    else:
+        yield call, reply
+
+
+def _filled(repo: ValkeySessionRepository, sizes: Sequence[int]) -> None:
+    repo.create_session(session(SID))
+    repo.create_agent(SID, agent(AID))
+    for i, size in enumerate(sizes):
+        body = {"role": "user", "content": [{"text": "x" * size}]}
+        repo.create_message(SID, AID, SessionMessage(message=body, message_id=i))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "records", "step_bytes"),
+    [
+        ([200] * 2500, 1000, 1 << 20),  # small records: bounded by count
+        ([100_000] * 40, 1000, 1 << 20),  # large records: bounded by bytes
+        ([50, 20_000, 50, 50, 300, 9_000] * 30, 7, 10_000),  # mixed sizes: steps sized at the mean
+    ],
+    ids=["small", "large", "mixed"],
+)
+def test_no_step_reads_more_than_its_bounds(
+    standalone_client: Any, sizes: list[int], records: int, step_bytes: int
+) -> None:
+    repo = ValkeySessionRepository(standalone_client)
+    _filled(repo, sizes)
+    repo.restore_step_records, repo.restore_step_bytes = records, step_bytes
+    recording = Recording(repo._db)
+    repo._db = recording
+    stored = repo.list_messages(SID, AID)
+    assert [len(m.message["content"][0]["text"]) for m in stored] == sizes
+    largest = max(sizes) + 200  # one record with its envelope
+    steps = 0
+    for call, reply in (pair for c, r in recording.calls for pair in _flat(c, r)):
+        if isinstance(call, ScriptCall) and call.args[6] == "":  # first step: records in the reply
+            returned = reply[4:]
+        elif isinstance(call, CommandCall) and call.method == "hmget":
+            returned = reply
+            steps += 1
+        else:
+            continue
+        assert 0 < len(returned) <= records
+        # A step stops about one record past its byte budget; later ones are sized by the mean
+        # size of the records read last, so records of one size keep to the budget.
+        if len(set(sizes)) == 1:
+            assert sum(len(r) for r in returned) <= step_bytes + 2 * largest
+    assert steps >= 1
+
+
+@pytest.mark.parametrize(("history", "trips"), [(1000, 2), (1001, 3), (2500, 4)])
+def test_round_trips_grow_by_one_per_step(standalone_client: Any, history: int, trips: int) -> None:
+    repo = ValkeySessionRepository(standalone_client)
+    _filled(repo, [10] * history)
+    repo.list_messages(SID, AID, limit=1)  # scripts loaded
+    with count_round_trips() as restore:
+        assert repo.read_agent(SID, AID) is not None
+        assert len(repo.list_messages(SID, AID)) == history
+    assert restore.value == trips, restore
+
+
+def test_a_reader_rewritten_on_every_step_gives_up_with_a_conflict(standalone_client: Any) -> None:
+    repo = ValkeySessionRepository(standalone_client)
+    _filled(repo, [10] * 6)
+    repo.restore_step_records = 2
+    writer = ValkeySessionRepository(standalone_client)
+    redactions = iter(range(1000))
+
+    def redact(call: Any) -> None:
+        writer.update_message(SID, AID, message(SID, AID, 1, f"r{next(redactions)}"))
+
+    repo._db = Recording(repo._db, before=redact)
+    with pytest.raises(SessionConflictError, match="3 times"):
+        repo.list_messages(SID, AID)
+
+
+def test_a_record_gone_between_steps_is_damage(standalone_client: Any) -> None:
+    repo = ValkeySessionRepository(standalone_client)
+    _filled(repo, [10] * 6)
+    repo.restore_step_records = 2
+    keys = repo.session_keys(SID)
+    member = f"{AID}:{(1 << 63) + 4:020d}"
+    repo._db = Recording(repo._db, before=lambda call: standalone_client.hdel(keys.messages, member))
+    with pytest.raises(DamagedSessionError, match="holds no record"):
+        repo.list_messages(SID, AID)
+
+
+# -- a second client between the reader's steps ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clients(valkey9_server: ServerProcess) -> Iterator[tuple[Any, Any, Any]]:
+    made = [valkey.Valkey(valkey9_server.host, valkey9_server.port, decode_responses=True) for _ in range(3)]
+    try:
+        yield made[0], made[1], made[2]
+    finally:
+        for c in made:
+            c.close()
+
+
+SEED = 6
+
+
+def _texts(messages: list[SessionMessage]) -> list[str]:
+    return [m.message["content"][0]["text"] for m in messages]
+
+
+def _explore(
+    name: str,
+    clients: tuple[Any, Any, Any],
+    write: Callable[[GatedRepository, Any, str], Any],
+    check: Callable[[Run, list[str]], None],
+) -> int:
+    raw, a_client, b_client = clients
+    seed = [text_of(SID, AID, i, "seed") for i in range(SEED)]
+
+    def setup(prefix: str, gates: list[Gate]) -> Any:
+        repo = GatedRepository(raw, key_prefix=prefix)
+        repo.create_session(session(SID))
+        repo.create_agent(SID, agent(AID))
+        for i in range(SEED):
+            repo.create_message(SID, AID, message(SID, AID, i, "seed"))
+        reader = GatedRepository(a_client, gate=gates[0], key_prefix=prefix, retries=0)
+        reader.restore_step_records = 2  # first step 2 records, then two steps of 2
+        writer = GatedRepository(b_client, gate=gates[1], key_prefix=prefix, retries=0)
+        return (reader, writer, prefix)
+
+    def operations(env: Any) -> list[Callable[[], Any]]:
+        reader, writer, prefix = env
+        return [lambda: _texts(reader.list_messages(SID, AID)), lambda: write(writer, raw, prefix)]
+
+    def judge(run: Run) -> None:
+        check(run, seed)
+
+    found = interleave.explore(name, setup, operations, judge)
+    return found.interleavings
+
+
+def test_appends_during_a_restore_are_left_out_or_included_whole(clients: tuple[Any, Any, Any]) -> None:
+    """Appends after the reader's first step are not in its result; earlier ones are."""
+
+    def write(w: GatedRepository, raw: Any, prefix: str) -> None:
+        w.create_message(SID, AID, message(SID, AID, SEED, "new"))
+
+    def check(run: Run, seed: list[str]) -> None:
+        read, written = run.outcomes
+        assert read.ok and written.ok, run.outcomes
+        after = run.before(("B", "create_message"), ("A", "list_messages"))
+        assert read.value == ([*seed, text_of(SID, AID, SEED, "new")] if after else seed), run.trace
+
+    assert _explore("restore x append", clients, write, check) == 4
+
+
+def test_a_message_inserted_among_those_read_is_noticed(clients: tuple[Any, Any, Any]) -> None:
+    """A message filling a gap below the last one read: the reader reads again, never a mix."""
+
+    def write(w: GatedRepository, raw: Any, prefix: str) -> None:
+        w.create_message(SID, AID, message(SID, AID, -1, "inserted"))
+
+    def check(run: Run, seed: list[str]) -> None:
+        read, written = run.outcomes
+        assert read.ok and written.ok, run.outcomes
+        assert read.value in (seed, [text_of(SID, AID, -1, "inserted"), *seed]), run.trace
+
+    assert _explore("restore x insert", clients, write, check) == 4
+
+
+@pytest.mark.parametrize("rewrite", ["update_message", "overwrite"])
+def test_a_rewrite_during_a_restore_is_seen_whole_or_not_at_all(clients: tuple[Any, Any, Any], rewrite: str) -> None:
+    """A redaction (or an append over an existing id) of a message already read: read again."""
+
+    def write(w: GatedRepository, raw: Any, prefix: str) -> None:
+        if rewrite == "update_message":
+            w.update_message(SID, AID, message(SID, AID, 0, "redacted"))
+        else:
+            w.create_message(SID, AID, message(SID, AID, 0, "redacted"))
+
+    def check(run: Run, seed: list[str]) -> None:
+        read, written = run.outcomes
+        assert read.ok and written.ok, run.outcomes
+        assert read.value in (seed, [text_of(SID, AID, 0, "redacted"), *seed[1:]]), run.trace
+
+    assert _explore(f"restore x {rewrite}", clients, write, check) == 4
+
+
+@pytest.mark.parametrize("recreate", [False, True], ids=["delete", "delete-and-create-again"])
+def test_a_delete_during_a_restore_gives_the_old_history_or_the_new(
+    clients: tuple[Any, Any, Any], recreate: bool
+) -> None:
+    def write(w: GatedRepository, raw: Any, prefix: str) -> None:
+        w.delete_session(SID)
+        if recreate:
+            w.create_session(session(SID))
+            w.create_agent(SID, agent(AID))
+            for i in range(SEED + 2):
+                w.create_message(SID, AID, message(SID, AID, i, "again"))
+
+    def check(run: Run, seed: list[str]) -> None:
+        read, written = run.outcomes
+        assert read.ok and written.ok, run.outcomes
+        again = [text_of(SID, AID, i, "again") for i in range(SEED + 2)]
+        allowed = [seed, []] + ([again[:n] for n in range(SEED + 3)] if recreate else [])
+        assert read.value in allowed, (read.value, run.trace)
+
+    assert _explore("restore x delete" + (" + create" if recreate else ""), clients, write, check) >= 4
+
+
+def test_a_key_evicted_during_a_restore_is_damage_or_not_seen(clients: tuple[Any, Any, Any]) -> None:
+    def write(w: GatedRepository, raw: Any, prefix: str) -> None:
+        # Eviction of the messages key, as the server does it: the key alone, between two commands.
+        w._db.execute(CommandCall("delete", (w.session_keys(SID).messages,)))
+
+    def check(run: Run, seed: list[str]) -> None:
+        read = run.outcomes[0]
+        if read.ok:
+            assert read.value == seed, run.trace  # the key went after the reader's last step
+        else:
+            assert isinstance(read.error, DamagedSessionError), run.outcomes
+
+    assert _explore("restore x eviction", clients, write, check) == 4
