@@ -453,8 +453,12 @@ def test_a_damaged_agent_record_keeps_its_timeline(
 ) -> None:
     keys = repository.session_keys(LONG_SESSION)
     standalone_client.hset(keys.agents, LONG_AGENT, b"5")
-    html = http.get(session_path(LONG_SESSION)).text
+    standalone_client.hset(keys.session, "record", b"{torn")
+    response = http.get(session_path(LONG_SESSION))
+    assert response.status_code == 200
+    html = response.text
     assert "The agent record cannot be shown" in html
+    assert "Session record:" in html and "bob" in html  # the catalog view still shows
     assert re.findall(r'id="m(\d+)"', html) == [str(n) for n in range(50)]
 
 
@@ -512,6 +516,18 @@ def test_any_id_is_one_url_segment_that_round_trips(
         assert len(page.images) == 1 and client.get(page.images[0]).content == USER_IMAGE
         assert client.get(session_path(awkward, "/export")).status_code == 200
         assert client.get("/", params={"id": awkward}).headers["location"] == link
+        # Search, tokens and the live fragment take the same segments.
+        assert _rows(client.get("/", params={"prefix": awkward}).text) == [awkward]
+        found = client.get(session_path(awkward, "/search"), params={"q": awkward})
+        assert found.status_code == 200 and "1 match" in _Page(found.text).text
+        hit = re.search(r'<a href="([^"]+)">open in the timeline</a>', found.text)
+        assert hit is not None and client.get(hit.group(1).replace("&amp;", "&").split("#")[0]).status_code == 200
+        usage = client.get(session_path(awkward, "/usage"), headers={"HX-Request": "true"})
+        assert usage.status_code == 200 and f"<code>{_escaped(awkward)}</code>" in usage.text
+        live = session.text if 'class="live"' in session.text else client.get(link + "?live=1").text
+        poller = re.search(r'<li class="live" hx-get="([^"]+)"', live)
+        assert poller is not None
+        assert client.get(poller.group(1).replace("&amp;", "&"), headers={"HX-Request": "true"}).status_code == 204
 
 
 def _escaped(text: str) -> str:
@@ -950,7 +966,9 @@ def test_the_live_fragment_brings_messages_appended_after_the_page(
     assert '<li class="live"' in last.text and "offset=130" in last.text
 
 
-def test_token_totals_per_agent_and_per_session(http: TestClient, repository: ValkeySessionRepository) -> None:
+def test_token_totals_per_agent_and_per_session(
+    http: TestClient, repository: ValkeySessionRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     expected = {"input": 0, "output": 0, "total": 0, "with_usage": 0}
     for message in repository.list_messages(HOSTILE_SESSION, AGENT_ID):
         usage = message.message.get("metadata", {}).get("usage")
@@ -973,6 +991,11 @@ def test_token_totals_per_agent_and_per_session(http: TestClient, repository: Va
     page = http.get(session_path(HOSTILE_SESSION)).text
     assert 'hx-trigger="load"' in page and session_path(HOSTILE_SESSION, "/usage") in page
     assert "<html" in http.get(session_path(HOSTILE_SESSION, "/usage")).text
+    # Larger sessions count on request.
+    monkeypatch.setattr(viewer_app, "AUTO_USAGE_MESSAGES", 100)
+    with TestClient(create_app(repository), base_url=BASE) as client:
+        large = client.get(session_path(LONG_SESSION)).text
+    assert 'hx-trigger="load"' not in large and "Count tokens" in large
     # The scripted replies written straight through the repository carry no usage: zero, not guessed.
     long_usage = http.get(session_path(LONG_SESSION, "/usage")).text
     long_row = re.search(r'<tr class="usage-row">(.*?)</tr>', long_usage, re.S)

@@ -4,7 +4,7 @@ uvicorn serves the app from a thread on a free loopback port; the data is writte
 ``strands.Agent`` (``tests/ui_seed.py``). No browser is downloaded: Playwright launches
 ``/usr/bin/chromium``. Without it the tests fail, unless ``SVSM_ALLOW_MISSING_BROWSER=1``, which
 skips them. ``SVSM_UI_SCREENSHOTS=<dir>`` saves the list and session pages as PNG there (how the
-README's screenshots are made).
+README's screenshots are made: ``scripts/ui_screenshots.sh``).
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ from typing import Any
 import pytest
 import uvicorn
 import valkey
+from strands.types.session import SessionMessage
 
 from strands_valkey_session_manager import ValkeySessionRepository
+from strands_valkey_session_manager._keys import encode_id, message_member
 from strands_valkey_session_manager.cli.viewer import create_app
 from strands_valkey_session_manager.cli.viewer.render import id_segment
 from strands_valkey_session_manager.storage import ValkeyStorage
 from tests import ui_seed
 from tests.servers import free_port
-from tests.ui_seed import AGENT_ID, HOSTILE_SESSION, LONG_COUNT, LONG_SESSION, PLAIN_SESSIONS
+from tests.ui_seed import AGENT_ID, HOSTILE_SESSION, LONG_COUNT, LONG_SESSION, PLAIN_SESSIONS, SNAPSHOT_SESSION
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -170,6 +172,12 @@ def test_list_to_session_tool_call_image_and_hostile_text(viewer: str, tab: Watc
         image.evaluate("img => img.decode()")
         assert image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]") == [True, width, height]
 
+    # The tool's result names its tool; token totals load by themselves (htmx).
+    assert page.locator("details.tool-result summary .tool-name").inner_text() == "chart"
+    totals = page.locator("tr.usage-total")
+    totals.wait_for()
+    assert totals.locator("th").first.inner_text() == "Session"
+
     page.locator("details.states, details.json-block").first.click()
     _screenshot(page, "ui-session.png")
 
@@ -219,3 +227,75 @@ def test_delete_through_the_confirmation_form(viewer: str, tab: Watched, standal
     assert page.locator(".notice").inner_text() == f"Deleted session {HOSTILE_SESSION}."
     assert ValkeySessionRepository(standalone_client).read_session(HOSTILE_SESSION) is None
     assert page.locator("tr.session-row").count() == len(PLAIN_SESSIONS) + 1
+
+
+def test_live_view_shows_new_messages_without_a_reload(viewer: str, tab: Watched, standalone_client: Any) -> None:
+    page = tab.page
+    page.goto(viewer + "/sessions/" + id_segment(HOSTILE_SESSION))
+    page.get_by_role("link", name="Follow live").click()
+    page.wait_for_load_state()
+    assert page.locator("li.live").count() == 1
+    page.evaluate("() => { window.stillTheSamePage = true }")
+    repository = ValkeySessionRepository(standalone_client)
+    for n, text in ((6, "Is the <b>report</b> ready?"), (7, "Yes: **ready**.")):
+        role = "user" if n == 6 else "assistant"
+        message = SessionMessage({"role": role, "content": [{"text": text}]}, n)
+        repository.create_message(HOSTILE_SESSION, AGENT_ID, message)
+    # htmx polls every 2 s; the two messages arrive without navigation.
+    page.locator("#m7").wait_for()
+    assert page.evaluate("() => window.stillTheSamePage") is True
+    assert page.locator("#m6 .text").inner_text() == "Is the <b>report</b> ready?"
+    assert page.locator("#m7 strong").inner_text() == "ready"
+    assert page.locator("li.live").count() == 1  # still polling, after the new messages
+    ids = page.locator("li.message").evaluate_all("items => items.map(li => li.id)")
+    assert ids == [f"m{n}" for n in range(8)]
+    page.wait_for_function("() => document.querySelector('p.range').textContent.includes('of 8')")
+    _screenshot(page, "ui-live.png")
+
+
+def test_find_sessions_and_text_then_open_the_match(viewer: str, tab: Watched) -> None:
+    page = tab.page
+    page.goto(viewer + "/")
+    page.get_by_label("Id starts with").fill("tenant/")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_load_state()
+    assert page.locator("tr.session-row td.sid").all_inner_texts() == [HOSTILE_SESSION]
+    page.goto(viewer + "/?user=carol&by=updated&from=2000-01-01")
+    assert page.locator("tr.session-row td.sid").all_inner_texts() == ["plain-05", "plain-03", "plain-01"]
+    page.goto(viewer + "/")
+    assert page.locator("li.snapshot-session").all_inner_texts() == [SNAPSHOT_SESSION]
+
+    page.goto(viewer + "/sessions/" + id_segment(HOSTILE_SESSION))
+    page.get_by_label("Search messages").fill("CHART")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_load_state()
+    assert page.locator("li.hit").count() == 3
+    assert page.locator("li.hit mark").all_inner_texts() == ["chart", "Chart", "chart"]
+    _screenshot(page, "ui-search.png")
+    page.locator("li.hit").nth(1).get_by_role("link", name="open in the timeline").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("#m2")
+    assert page.locator("#m2 details.tool-result .tool-name").inner_text() == "chart"
+
+
+def test_snapshot_state_diff_and_a_damaged_record(viewer: str, tab: Watched, standalone_client: Any) -> None:
+    page = tab.page
+    page.goto(viewer + "/sessions/" + id_segment(SNAPSHOT_SESSION))
+    page.locator("a.snap").first.click()
+    page.wait_for_load_state()
+    diff = page.locator("section.diff")
+    assert "messages 2 → 4" in diff.inner_text()
+    assert page.locator("section.diff .diff-add").all_inner_texts() == [
+        '+  "step": 2,',
+        '+  "topic": "<b>billing</b>"',
+    ]
+    _screenshot(page, "ui-snapshot-diff.png")
+
+    keys = ValkeySessionRepository(standalone_client).session_keys(HOSTILE_SESSION)
+    standalone_client.hset(keys.messages, message_member(encode_id(AGENT_ID, "agent_id"), 3), "{garbage")
+    page.goto(viewer + "/sessions/" + id_segment(HOSTILE_SESSION))
+    damaged = page.locator("li.message.damaged")
+    assert damaged.count() == 1 and damaged.get_attribute("id") == "m3"
+    assert "This message cannot be shown" in damaged.inner_text()
+    assert page.locator("li.message").count() == 6
+    assert page.locator("#m4 .text").first.inner_text() == "Here is the report."
