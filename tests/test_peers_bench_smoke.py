@@ -34,5 +34,11 @@ def test_peers_quick_writes_json_and_plots(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "peers.json").read_text(encoding="utf-8"))
     assert data["restore"] and data["append"]
+    # The same run: server time per operation, the concurrency table (standalone and cluster), the C
+    # parsers (or why they were not measured) and package 0.1 (or why not).
+    assert {r["system"] for r in data["server_time"]} >= {"ours", "floor"}
+    assert {r["topology"] for r in data["concurrency"]["rows"]} == {"standalone", "cluster"}
+    assert data["parsers"].get("rows") or data["parsers"].get("unavailable")
+    assert any(r["system"] == "pkg-0.1" for r in data["append"]) or "pkg-0.1" in data["unavailable"]
     assert list(out.glob("*.png"))
     assert (out / "BENCHMARKS.md").exists()
