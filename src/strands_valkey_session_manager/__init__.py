@@ -1,5 +1,6 @@
 """Session manager for Strands Agents on plain Valkey and Redis, standalone or cluster."""
 
+from ._options import RepositoryOptions
 from .aio import AsyncValkeySessionRepository
 from .catalog import DamagedSession, SessionInfo, SessionPage
 from .encryption import KeyProvider, LocalKeyProvider
@@ -46,6 +47,7 @@ __all__ = [
     "LocalKeyProvider",
     "MissingExtraError",
     "ReplicationTimeoutError",
+    "RepositoryOptions",
     "SeedSourceError",
     "SessionConflictError",
     "SessionInfo",

@@ -22,7 +22,6 @@ from strands.types.session import Session, SessionAgent, SessionMessage
 from . import _codec, _seal
 from ._client import Call, CommandCall, Plan, ScriptCall, Step
 from ._keys import (
-    DEFAULT_KEY_PREFIX,
     KeyLayout,
     SessionKeys,
     agent_member_range,
@@ -31,7 +30,8 @@ from ._keys import (
     encode_id,
 )
 from ._keys import message_member as _member
-from ._lifetime import Duration, created_ms, to_ms
+from ._lifetime import created_ms, to_ms
+from ._options import RepositoryOptions
 from ._schema import (
     F_CREATED,
     F_DEK,
@@ -76,9 +76,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Default ceiling for one stored record. Far below the server's 512 MB value limit and small
-#: enough for managed services' request limits; raise it with ``max_record_bytes``.
-DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
 
 _T = TypeVar("_T")
 # create_session.lua's DUMP payload arguments when the session is not a fork.
@@ -88,35 +85,26 @@ _NO_FORK = (b"", b"", b"", b"")
 class SessionCore(CatalogPlans, TransferPlans):
     """Configuration and plans shared by :class:`ValkeySessionRepository` and its asyncio twin."""
 
-    def __init__(
-        self,
-        *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-        ttl: Duration | None = None,
-        max_age: Duration | None = None,
-        touch_on_read: bool = False,
-        user_id: str | None = None,
-        tags: Sequence[str] = (),
-        check_versions: bool = False,
-        compress_threshold: int | None = None,
-        key_provider: _seal.KeyProvider | None = None,
-    ) -> None:
-        if not isinstance(max_record_bytes, int) or isinstance(max_record_bytes, bool) or max_record_bytes <= 0:
-            raise ValueError(f"max_record_bytes=<{max_record_bytes!r}> | must be a positive int")
-        self._layout = KeyLayout(key_prefix)
-        self.max_record_bytes = max_record_bytes
-        self._ttl_ms = to_ms(ttl, "ttl")
-        self._max_age_ms = to_ms(max_age, "max_age")
-        self._touch_on_read = bool(touch_on_read)
-        self._user_id, self._tags = _check_owner(user_id, tags)
+    # What ``check_versions=None`` means for this face (the session manager: on).
+    _check_versions_default = False
+
+    def __init__(self, options: RepositoryOptions) -> None:
+        """``options`` checked themselves when made (``RepositoryOptions``)."""
+        self.options = options
+        self._layout = KeyLayout(options.key_prefix)
+        self.max_record_bytes = options.max_record_bytes
+        self._ttl_ms = to_ms(options.ttl, "ttl")
+        self._max_age_ms = to_ms(options.max_age, "max_age")
+        self._touch_on_read = bool(options.touch_on_read)
+        self._user_id, self._tags = _check_owner(options.user_id, options.tags)
         # (session id, agent id) -> the agent version this repository's view is based on.
-        self._versions: dict[tuple[str, str], int] | None = {} if check_versions else None
+        checked = options.versions_checked(self._check_versions_default)
+        self._versions: dict[tuple[str, str], int] | None = {} if checked else None
         # (session id, agent id) -> fencing token of a lease this repository holds (lock=True).
         self._lease_tokens: dict[tuple[str, str], int] = {}
         # Sealing (_seal.py): compression and encryption options; per-session data keys known to
         # this repository, and fresh ones waiting for their create_session to succeed.
-        self._sealer = _seal.Sealer(compress_threshold, key_provider)
+        self._sealer = _seal.Sealer(options.compress_threshold, options.key_provider)
         self._data_keys: dict[str, _seal.DataKey] = {}
         self._pending_keys: dict[str, _seal.DataKey] = {}
 

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import DEFAULT_WAIT_TIMEOUT, Durability, RetryPolicy, adapter_for, aretrying, arun_plan, repeat_aware
-from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
-from ._keys import DEFAULT_KEY_PREFIX
+from ._client import adapter_for, aretrying, arun_plan, repeat_aware
+from ._core import SessionCore
 from ._lifetime import Duration
-from ._seal import KeyProvider
+from ._options import RepositoryKwargs, RepositoryOptions, options_from
 from .catalog import DamagedSession, SessionInfo, SessionPage
 from .exceptions import CorruptRecordError, ValkeySessionError
 from .transfer import SessionExport, export_lines, parse_export
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
+    from typing_extensions import Unpack
 
 
 class AsyncValkeySessionRepository(SessionCore):
@@ -38,41 +38,11 @@ class AsyncValkeySessionRepository(SessionCore):
     """
 
     def __init__(
-        self,
-        client: Any,
-        *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-        ttl: Duration | None = None,
-        max_age: Duration | None = None,
-        touch_on_read: bool = False,
-        user_id: str | None = None,
-        tags: Sequence[str] = (),
-        check_versions: bool = False,
-        retries: int = 2,
-        retry_backoff: float = 0.05,
-        compress_threshold: int | None = None,
-        key_provider: KeyProvider | None = None,
-        wait_for_replicas: int = 0,
-        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
-        wait_aof: bool = False,
+        self, client: Any, *, options: RepositoryOptions | None = None, **kwargs: Unpack[RepositoryKwargs]
     ) -> None:
-        durability = Durability(wait_for_replicas, wait_timeout, wait_aof)
-        SessionCore.__init__(
-            self,
-            key_prefix=key_prefix,
-            max_record_bytes=max_record_bytes,
-            ttl=ttl,
-            max_age=max_age,
-            touch_on_read=touch_on_read,
-            user_id=user_id,
-            tags=tags,
-            check_versions=check_versions,
-            compress_threshold=compress_threshold,
-            key_provider=key_provider,
-        )
-        retry = RetryPolicy(retries=retries, backoff=retry_backoff)
-        self._db = adapter_for(client, retry, is_async=True, durability=durability)
+        opts = options_from(type(self).__name__, options, kwargs)
+        SessionCore.__init__(self, opts)
+        self._db = adapter_for(client, opts.retry_policy(), is_async=True, durability=opts.durability())
 
     @property
     def client(self) -> Any:

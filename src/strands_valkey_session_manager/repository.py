@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Any
 from strands.session.session_repository import SessionRepository
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import DEFAULT_WAIT_TIMEOUT, Durability, RetryPolicy, adapter_for, repeat_aware, retrying, run_plan
-from ._core import DEFAULT_MAX_RECORD_BYTES, SessionCore
-from ._keys import DEFAULT_KEY_PREFIX
+from ._client import adapter_for, repeat_aware, retrying, run_plan
+from ._core import SessionCore
 from ._lifetime import Duration
-from ._seal import KeyProvider
+from ._options import DEFAULT_MAX_RECORD_BYTES, RepositoryKwargs, RepositoryOptions, options_from
 from .catalog import DamagedSession, SessionInfo, SessionPage
 from .exceptions import CorruptRecordError, ValkeySessionError
 from .transfer import SessionExport, export_lines, parse_export
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_MAX_RECORD_BYTES", "ValkeySessionRepository"]
 
@@ -78,48 +78,22 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
             write is also fsynced to the primary's AOF (and, with replicas, to theirs). Needs
             Valkey 8+ or Redis 7.2+ with ``appendonly yes``; otherwise the first write raises
             :class:`~strands_valkey_session_manager.exceptions.ValkeySessionError`.
+        options: All of the above as one :class:`~strands_valkey_session_manager.RepositoryOptions`
+            (shared by several repositories or managers); a keyword argument given as well
+            replaces that option.
 
     Raises:
-        TypeError: If ``client`` is not a supported client.
+        TypeError: If a keyword argument is not an option (the message names the closest one), or
+            ``client`` is not a supported client.
         ValueError: If an option is invalid.
     """
 
     def __init__(
-        self,
-        client: Any,
-        *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-        ttl: Duration | None = None,
-        max_age: Duration | None = None,
-        touch_on_read: bool = False,
-        user_id: str | None = None,
-        tags: Sequence[str] = (),
-        check_versions: bool = False,
-        retries: int = 2,
-        retry_backoff: float = 0.05,
-        compress_threshold: int | None = None,
-        key_provider: KeyProvider | None = None,
-        wait_for_replicas: int = 0,
-        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
-        wait_aof: bool = False,
+        self, client: Any, *, options: RepositoryOptions | None = None, **kwargs: Unpack[RepositoryKwargs]
     ) -> None:
-        durability = Durability(wait_for_replicas, wait_timeout, wait_aof)
-        SessionCore.__init__(
-            self,
-            key_prefix=key_prefix,
-            max_record_bytes=max_record_bytes,
-            ttl=ttl,
-            max_age=max_age,
-            touch_on_read=touch_on_read,
-            user_id=user_id,
-            tags=tags,
-            check_versions=check_versions,
-            compress_threshold=compress_threshold,
-            key_provider=key_provider,
-        )
-        retry = RetryPolicy(retries=retries, backoff=retry_backoff)
-        self._db = adapter_for(client, retry, is_async=False, durability=durability)
+        opts = options_from(type(self).__name__, options, kwargs)
+        SessionCore.__init__(self, opts)
+        self._db = adapter_for(client, opts.retry_policy(), is_async=False, durability=opts.durability())
 
     @property
     def client(self) -> Any:

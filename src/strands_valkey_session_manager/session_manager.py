@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from strands.hooks import AfterInvocationEvent, HookRegistry
@@ -15,19 +14,20 @@ from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 
 from . import _codec
-from ._client import DEFAULT_WAIT_TIMEOUT, retrying, run_plan
-from ._keys import DEFAULT_KEY_PREFIX, check_message_id
+from ._client import retrying, run_plan
+from ._keys import check_message_id
 from ._lease import Lease
 from ._lifetime import Duration, to_ms
-from ._seal import KeyProvider
+from ._options import OPTION_NAMES, RepositoryKwargs, RepositoryOptions, options_from, unexpected_arguments
 from ._write_behind import WriteBehind
 from .encryption import rotate_wrapping_key
 from .exceptions import AgentExistsError, SessionNotFoundError
-from .repository import DEFAULT_MAX_RECORD_BYTES, ValkeySessionRepository
+from .repository import ValkeySessionRepository
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
     from strands.types.content import Message
+    from typing_extensions import Unpack
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         wait_timeout: Seconds a write waits for its replicas (default 1.0).
         wait_aof: Wait with ``WAITAOF 1 <wait_for_replicas>`` instead: the primary's own AOF is
             fsynced too (Valkey 8+, Redis 7.2+, ``appendonly yes``).
+        options: The repository options above as one
+            :class:`~strands_valkey_session_manager.RepositoryOptions` (its ``check_versions=None``
+            means on); a keyword argument given as well replaces that option.
 
     Raises:
         TypeError: If an argument is not one of the above (a misspelled option is never ignored),
@@ -93,54 +96,26 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         ValueError: If an option is invalid.
     """
 
+    # The manager checks agent versions unless told not to (``check_versions=False``).
+    _check_versions_default = True
+
     def __init__(
         self,
         session_id: str,
         client: Any,
         *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-        ttl: Duration | None = None,
-        max_age: Duration | None = None,
-        touch_on_read: bool = False,
-        user_id: str | None = None,
-        tags: Sequence[str] = (),
-        check_versions: bool = True,
-        retries: int = 2,
-        retry_backoff: float = 0.05,
+        options: RepositoryOptions | None = None,
         write_behind: bool = False,
         lock: bool = False,
         lock_ttl: Duration = 30.0,
-        compress_threshold: int | None = None,
-        key_provider: KeyProvider | None = None,
-        wait_for_replicas: int = 0,
-        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
-        wait_aof: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[RepositoryKwargs],
     ) -> None:
         # RepositorySessionManager takes **kwargs "for future extensibility" and ignores them all
         # (strands-agents 1.0 to 1.62): an unknown name here is a mistake, never an SDK option.
-        if kwargs:
-            raise _unexpected_arguments(type(self).__name__, kwargs, _manager_options(type(self)))
-        ValkeySessionRepository.__init__(
-            self,
-            client,
-            key_prefix=key_prefix,
-            max_record_bytes=max_record_bytes,
-            ttl=ttl,
-            max_age=max_age,
-            touch_on_read=touch_on_read,
-            user_id=user_id,
-            tags=tags,
-            check_versions=check_versions,
-            retries=retries,
-            retry_backoff=retry_backoff,
-            compress_threshold=compress_threshold,
-            key_provider=key_provider,
-            wait_for_replicas=wait_for_replicas,
-            wait_timeout=wait_timeout,
-            wait_aof=wait_aof,
-        )
+        unknown = kwargs.keys() - OPTION_NAMES
+        if unknown:
+            raise unexpected_arguments(type(self).__name__, unknown, _manager_options(type(self)))
+        ValkeySessionRepository.__init__(self, client, options=options_from(type(self).__name__, options, kwargs))
         self._owns_client = False
         self._lease = Lease(self, session_id, to_ms(lock_ttl, "lock_ttl")) if lock else None
         self._write_behind = WriteBehind(session_id) if write_behind else None
@@ -167,7 +142,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         url: str,
         session_id: str,
         *,
-        key_prefix: str = DEFAULT_KEY_PREFIX,
+        key_prefix: str | None = None,
         cluster: bool = False,
         manager_kwargs: dict[str, Any] | None = None,
         **client_kwargs: Any,
@@ -202,7 +177,7 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         options = dict(manager_kwargs or {})
         unknown = {name: value for name, value in options.items() if name not in known}
         if unknown:
-            raise _unexpected_arguments(f"{cls.__name__}.from_url manager_kwargs", unknown, known)
+            raise unexpected_arguments(f"{cls.__name__}.from_url manager_kwargs", unknown, known)
         for name in [name for name in client_kwargs if name in known]:
             if name in options:
                 raise TypeError(f"{cls.__name__}.from_url got {name!r} twice: flat and in manager_kwargs")
@@ -220,7 +195,9 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
         finally:
             del url, client_kwargs  # tracebacks keep this frame: no password among its locals
         try:
-            manager = cls(session_id=session_id, client=client, key_prefix=key_prefix, **options)
+            if key_prefix is not None:
+                options["key_prefix"] = key_prefix
+            manager = cls(session_id=session_id, client=client, **options)
         except BaseException:
             client.close()
             raise
@@ -489,23 +466,10 @@ class ValkeySessionManager(RepositorySessionManager, ValkeySessionRepository):
 
 
 def _manager_options(cls: type[ValkeySessionManager]) -> frozenset[str]:
-    """The keyword options of a manager class's constructor (``ttl``, ``lock``, ...)."""
+    """The keyword options of a manager class's constructor (``ttl``, ``lock``, ``options``, ...)."""
     parameters = inspect.signature(cls.__init__).parameters.values()
-    return frozenset(
-        p.name
-        for p in parameters
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in {"session_id", "client"}
-    )
-
-
-def _unexpected_arguments(where: str, given: Iterable[str], known: Iterable[str]) -> TypeError:
-    names = sorted(given)
-    hints = []
-    for name in names:
-        close = difflib.get_close_matches(name, sorted(known), n=1)
-        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    plural = "s" if len(names) > 1 else ""
-    return TypeError(f"{where} got unexpected keyword argument{plural} {', '.join(hints)}")
+    own = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return frozenset(own | OPTION_NAMES)
 
 
 def _take_back(agent: Any, message: Message, previous: SessionMessage | None) -> None:
