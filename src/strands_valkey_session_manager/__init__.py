@@ -1,5 +1,7 @@
 """Session manager for Strands Agents on plain Valkey and Redis, standalone or cluster."""
 
+from typing import TYPE_CHECKING, Any
+
 from ._options import RepositoryOptions
 from .aio import AsyncValkeySessionRepository
 from .catalog import DamagedSession, SessionInfo, SessionPage
@@ -22,6 +24,7 @@ from .exceptions import (
     SnapshotMigrationError,
     SourceNotFoundError,
     SourceRecordError,
+    StorageConflictError,
     StorageReplicationTimeoutError,
     StorageUnavailableError,
     StorageValueTooLargeError,
@@ -32,7 +35,10 @@ from .exceptions import (
 from .migration import SnapshotMigrationReport, migrate_to_snapshots
 from .repository import ValkeySessionRepository
 from .session_manager import ValkeySessionManager
-from .storage import ValkeyStorage
+from .storage import KeyQuery, ValkeyStorage
+
+if TYPE_CHECKING:
+    from .snapshots import ValkeySnapshotSessionManager
 
 __all__ = [
     "AccessDeniedError",
@@ -44,6 +50,7 @@ __all__ = [
     "DecryptionError",
     "InvalidStorageArgumentError",
     "KeyProvider",
+    "KeyQuery",
     "LocalKeyProvider",
     "MissingExtraError",
     "ReplicationTimeoutError",
@@ -60,14 +67,26 @@ __all__ = [
     "SnapshotMigrationReport",
     "SourceNotFoundError",
     "SourceRecordError",
+    "StorageConflictError",
     "StorageReplicationTimeoutError",
     "StorageUnavailableError",
     "StorageValueTooLargeError",
     "ValkeySessionError",
     "ValkeySessionManager",
     "ValkeySessionRepository",
+    "ValkeySnapshotSessionManager",
     "ValkeyStorage",
     "ValkeyStorageError",
     "WriteBehindError",
     "migrate_to_snapshots",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: it subclasses the SDK's SnapshotSessionManager, which SDKs before the
+    # unified storage API lack (the package still imports there).
+    if name == "ValkeySnapshotSessionManager":
+        from .snapshots import ValkeySnapshotSessionManager
+
+        return ValkeySnapshotSessionManager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -550,10 +550,19 @@ class _Logic:
             return []
         done: RoundResult = yield Round(tuple(self._as_command(c) for c in calls))
         replies = done.replies
-        for i in self._unloaded(calls, replies):
-            script = calls[i]
-            assert isinstance(script, ScriptCall)
-            replies[i] = yield from self._script(script)
+        unloaded = self._unloaded(calls, replies)
+        if unloaded:
+            # A server's first use: load the scripts once, then send the calls again in one round
+            # trip (a pipeline of many calls of one script stays two round trips more, not one per call).
+            again = [calls[i] for i in unloaded]
+            yield Load(tuple(dict.fromkeys(c.name for c in again if isinstance(c, ScriptCall))))
+            redone: RoundResult = yield Round(tuple(self._as_command(c) for c in again))
+            for i, reply in zip(unloaded, redone.replies, strict=True):
+                replies[i] = reply
+            for i in self._unloaded(calls, replies):
+                script = calls[i]
+                assert isinstance(script, ScriptCall)
+                replies[i] = yield from self._script(script)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

@@ -25,7 +25,7 @@ SESSION_SCRIPTS = (
     "swap_session",
 )
 # ValkeyStorage's scripts, with ``lua/_storage_prelude.lua`` in front.
-STORAGE_SCRIPTS = ("storage_write", "storage_delete", "storage_index")
+STORAGE_SCRIPTS = ("storage_write", "storage_delete", "storage_delete_many", "storage_index")
 SCRIPT_NAMES: tuple[str, ...] = SESSION_SCRIPTS
 
 

@@ -150,6 +150,16 @@ class InvalidStorageArgumentError(ValkeyStorageError, TypeError):
     """A key that is not a ``str`` or data that is not bytes-like; also a ``TypeError``."""
 
 
+class StorageConflictError(ValkeyStorageError, SessionConflictError):
+    """A conditional write found another value than the one it expected; nothing was written.
+
+    Raised by ``ValkeyStorage.compare_and_write`` and by a ``ValkeySnapshotSessionManager`` with
+    ``conditional_latest=True`` when another process saved the same ``snapshot_latest`` since this
+    one read or wrote it. Restore (``restore_snapshot()``) to take the other save, then save again.
+    Both a ``StorageError`` and a :class:`SessionConflictError`.
+    """
+
+
 class SeedSourceError(ValkeySessionError):
     """The source server cannot serve the old layout (no JSON module)."""
 

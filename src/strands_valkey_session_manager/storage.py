@@ -34,9 +34,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import copy
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -65,6 +67,7 @@ from ._engine import (
 from ._keys import validate_key_prefix
 from .exceptions import (
     InvalidStorageArgumentError,
+    StorageConflictError,
     StorageError,
     StorageReplicationTimeoutError,
     StorageUnavailableError,
@@ -85,6 +88,8 @@ __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
     "DEFAULT_NAMESPACE",
     "InvalidStorageArgumentError",
+    "KeyQuery",
+    "StorageConflictError",
     "StorageError",
     "StorageReplicationTimeoutError",
     "StorageUnavailableError",
@@ -101,6 +106,8 @@ DEFAULT_NAMESPACE: Final = "strands"
 DEFAULT_MAX_VALUE_BYTES: Final = 32 * 1024 * 1024
 # Group ranges sent per pipeline by list().
 _LIST_BATCH: Final = 500
+# Keys one storage_delete_many call deletes (delete_prefix sends every call in one pipeline).
+_DELETE_BATCH: Final = 500
 # Values at least this long are staged with SET and renamed into place by the write script, so
 # the script never copies them (Lua would hold the whole value as a string).
 STAGE_BYTES: Final = 64 * 1024
@@ -118,10 +125,40 @@ _VERBS: Final = {
     "storage.write": "write",
     "storage.read": "read",
     "storage.delete": "delete",
+    "storage.delete_prefix": "delete keys with prefix",
     "storage.list": "list",
     "storage.search": "search",
     "storage.index": "index",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class KeyQuery:
+    """A richer :meth:`ValkeyStorage.list` query (the SDK's ``Storage`` lets ``list`` widen its query
+    type beside ``str``): keys under ``prefix`` that sort after ``start_after``, at most ``limit``.
+
+    A page of keys costs what its length costs, not what the prefix holds: ``list`` sends the
+    bounds and the limit with each sorted-set range. To page, pass the last key of one page as
+    ``start_after`` of the next.
+
+    Attributes:
+        prefix: Key prefix, as for ``list(prefix)`` (``""``: every key).
+        start_after: Exclusive cursor: only keys greater than it (relative to the view, like keys).
+        limit: At most this many keys (positive), or ``None`` for all.
+    """
+
+    prefix: str = ""
+    start_after: str | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, str):
+            raise InvalidStorageArgumentError(f"prefix must be a str, not {type(self.prefix).__name__}")
+        if self.start_after is not None and not isinstance(self.start_after, str):
+            raise InvalidStorageArgumentError(f"start_after must be a str, not {type(self.start_after).__name__}")
+        limit = self.limit
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0):
+            raise ValueError(f"limit=<{limit!r}> | must be a positive int or None")
 
 
 class _CrossSlotError(ValkeyStorageError):
@@ -144,6 +181,8 @@ class _StorageErrors(ErrorMap):
         verb = _VERBS.get(where.operation, where.operation)
         if verb == "list":
             what = f"Failed to list keys with prefix '{where.key}'"
+        elif verb == "delete keys with prefix":
+            what = f"Failed to delete keys with prefix '{where.key}'"
         elif verb == "search":
             what = f"Failed to search for '{where.key}'"
         else:
@@ -315,6 +354,8 @@ class ValkeyStorage:
         self._indexed = _index_scopes(search_index)
         # Key prefix of a view made by namespace(): "" or a normalised prefix ending in "/".
         self._prefix = ""
+        # Conditional writes of one key name (a view made by _conditional), else None.
+        self._guard: _Guard | None = None
 
     @classmethod
     def from_url(
@@ -438,10 +479,44 @@ class ValkeyStorage:
             StorageError: If the key is invalid.
             InvalidStorageArgumentError: If ``key`` is not a ``str`` or ``data`` not bytes-like.
             StorageValueTooLargeError: If ``data`` is longer than ``max_value_bytes``.
+            StorageConflictError: Only on a view made for a conditional ``snapshot_latest``
+                (``ValkeySnapshotSessionManager(conditional_latest=True)``), see there.
             StorageUnavailableError: If the server cannot be reached.
             ValkeyStorageError: If the server refuses the write.
         """
         full_key = self._normalize_key(key)
+        guard = self._guard
+        if guard is not None and guard.covers(full_key):
+            await self._store(key, full_key, data, guard.expected(full_key))
+            return
+        await self._store(key, full_key, data, None)
+
+    async def compare_and_write(self, key: str, data: bytes, expected: bytes | None) -> None:
+        """Store ``data`` under ``key`` only if the stored value is ``expected`` (``None``: no value).
+
+        Compare and set on the value itself: the script compares the SHA1 of the stored value with
+        that of ``expected`` and writes in the same atomic step, so of two writers that both read
+        the same value, the second gets :class:`StorageConflictError` instead of overwriting the
+        first. Repeating a write that already happened (its reply was lost, and the storage
+        retried it) succeeds: a stored value equal to ``data`` counts as written, never as a
+        conflict. Identical values are one state: a value changed and changed back compares equal.
+        One round trip, like :meth:`write` (the script reads the stored value: O(its size) on the
+        server).
+
+        Raises:
+            StorageConflictError: If the stored value is neither ``expected`` nor ``data``; nothing
+                was written.
+            StorageError: As :meth:`write`.
+        """
+        if expected is not None and not isinstance(expected, _BYTES_LIKE):
+            raise InvalidStorageArgumentError(
+                f"Failed to write '{key}': expected must be bytes-like or None, not {type(expected).__name__}"
+            )
+        full_key = self._normalize_key(key)
+        await self._store(key, full_key, data, "" if expected is None else _digest(bytes(expected)))
+
+    async def _store(self, key: str, full_key: str, data: object, expected: str | None) -> None:
+        """Write ``data``; with ``expected`` (a SHA1 in hex, ``""`` for no value) conditionally."""
         value = _as_bytes(data, key)
         if len(value) > self._max_value_bytes:
             raise StorageValueTooLargeError(
@@ -450,7 +525,17 @@ class ValkeyStorage:
             )
         location = self._locate(full_key)
         terms = _search.index_terms(location.rest, value) if self._indexes(full_key) else ""
-        await self._run_indexed(lambda: self._write_plan(location, value, key, terms), "storage.write", key)
+        condition = None if expected is None else (expected, _digest(value))
+        written = await self._run_indexed(
+            lambda: self._write_plan(location, value, key, terms, condition), "storage.write", key
+        )
+        if not written:
+            raise StorageConflictError(
+                f"Failed to write '{key}': the stored value is not the one this write expected "
+                "(another writer changed it); nothing was written"
+            )
+        if condition is not None and self._guard is not None and self._guard.covers(full_key):
+            self._guard.seen(full_key, condition[1])
         logger.debug("key=<%s>, bytes=<%d> | wrote value", key, len(value))
         if self._search_strategy is not None:
             try:
@@ -465,9 +550,13 @@ class ValkeyStorage:
         Raises:
             StorageError: If the key is invalid or the read fails.
         """
-        location = self._locate(self._normalize_key(key))
+        full_key = self._normalize_key(key)
+        location = self._locate(full_key)
         raw = await self._io.run(lambda: self._read_plan(location, key), "storage.read", key)
         if raw is None or isinstance(raw, bytes):
+            guard = self._guard
+            if guard is not None and guard.covers(full_key):
+                guard.seen(full_key, "" if raw is None else _digest(raw))
             return raw
         raise ValkeyStorageError(f"Failed to read '{key}': unexpected reply of type {type(raw).__name__}")
 
@@ -480,20 +569,53 @@ class ValkeyStorage:
         location = self._locate(self._normalize_key(key))
         await self._run_indexed(lambda: self._delete_plan(location, key), "storage.delete", key)
 
-    async def list(self, query: str = "") -> builtins.list[str]:
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix`` (relative to this view); return how many values went.
+
+        Bounded round trips whatever the number of keys: one to list them (the group indexes, in
+        one pipeline; one more first to read the groups index when ``prefix`` has fewer than two
+        ``/``), one pipeline of scripts that each delete up to 500 keys of one group with their
+        index entries and search postings. So a ``SnapshotSessionManager`` session
+        (``session/<sid>/``), with any number of snapshots, goes in 2 round trips on a standalone
+        server (on a cluster: the same two steps, one request per node). Each script is atomic;
+        the whole is not: a key written under the prefix after the listing is kept, as with
+        ``list`` then ``delete``. An empty prefix deletes every key of the storage.
+
+        Raises:
+            StorageError: If the prefix is invalid or a step fails (what was deleted stays deleted;
+                repeat to finish).
+        """
+        if not isinstance(prefix, str):
+            raise InvalidStorageArgumentError(f"prefix must be a str, not {type(prefix).__name__}")
+        full = self._prefix + _storage_keys.normalize_prefix(prefix)
+        deleted: int = await self._run_indexed(
+            lambda: self._delete_prefix_plan((full,), prefix), "storage.delete_prefix", prefix
+        )
+        logger.debug("prefix=<%s>, deleted=<%d> | deleted keys", prefix, deleted)
+        return deleted
+
+    async def list(self, query: str | KeyQuery = "") -> builtins.list[str]:
         """Keys starting with the prefix ``query``, sorted ascending; ``""`` lists every key.
 
         Reads indexes only, never SCAN or KEYS: one sorted-set range when the prefix has two or more
         ``/`` (for example one session's ``session/<sid>/``), else the groups index and then, in one
-        pipeline, a range of each group that can match.
+        pipeline, a range of each group that can match. A :class:`KeyQuery` adds a cursor and a
+        limit, sent with each range, so a page reads no more than it returns (plus one key per group).
 
         Raises:
             StorageError: If the prefix is invalid or the listing fails.
         """
-        if not isinstance(query, str):
-            raise InvalidStorageArgumentError(f"prefix must be a str, not {type(query).__name__}")
-        prefix = self._prefix + _storage_keys.normalize_prefix(query)
-        keys = await self._io.run(lambda: self._list_plan(prefix, query), "storage.list", query)
+        if isinstance(query, KeyQuery):
+            text_prefix, after, limit = query.prefix, query.start_after, query.limit
+        elif isinstance(query, str):
+            text_prefix, after, limit = query, None, None
+        else:
+            raise InvalidStorageArgumentError(f"prefix must be a str or KeyQuery, not {type(query).__name__}")
+        prefix = self._prefix + _storage_keys.normalize_prefix(text_prefix)
+        full_after = None if after is None else self._prefix + after
+        keys = await self._io.run(
+            lambda: self._list_plan(prefix, text_prefix, full_after, limit), "storage.list", text_prefix
+        )
         cut = len(self._prefix)
         return [k[cut:] for k in keys]
 
@@ -600,6 +722,16 @@ class ValkeyStorage:
         scoped._namespaced = _NAMESPACED  # type: ignore[attr-defined]
         return scoped
 
+    def _conditional(self, name: str) -> ValkeyStorage:
+        """A view (same keys, same client) whose writes of keys named ``name`` (their last segment)
+        are conditional on the value the view last read or wrote there (no value, for a key it
+        never saw): another writer's change in between raises :class:`StorageConflictError`.
+        Used by ``ValkeySnapshotSessionManager(conditional_latest=True)`` for ``snapshot_latest``.
+        Views made from it by :meth:`namespace` share what it saw."""
+        guarded = copy.copy(self)
+        guarded._guard = _Guard(name)
+        return guarded
+
     @property
     def client(self) -> Any:
         """The client this storage sends commands on."""
@@ -659,7 +791,7 @@ class ValkeyStorage:
     def _locate(self, full_key: str) -> _storage_keys.Location:
         return self._layout.locate(full_key)
 
-    async def _run_indexed(self, plan: Callable[[], Plan[None]], operation: str, key: str) -> None:
+    async def _run_indexed(self, plan: Callable[[], Plan[Any]], operation: str, key: str) -> Any:
         """Run a write or delete plan; on CROSSSLOT, switch to the cluster plan once and retry.
 
         A standalone client can be talking to a cluster-mode server that holds every slot. The
@@ -667,13 +799,13 @@ class ValkeyStorage:
         nothing was written and the retry is safe.
         """
         try:
-            await self._io.run(plan, operation, key)
+            return await self._io.run(plan, operation, key)
         except _CrossSlotError:
             if self._io.split_groups:
                 raise
             logger.info("key=<%s> | server is in cluster mode: writing the groups index apart from now on", key)
             self._io.split_groups = True
-            await self._io.run(plan, operation, key)
+            return await self._io.run(plan, operation, key)
 
     def _indexes(self, full_key: str) -> bool:
         scopes = self._indexed
@@ -681,7 +813,15 @@ class ValkeyStorage:
             return False
         return any(not scope or full_key == scope or full_key.startswith(scope + "/") for scope in scopes)
 
-    def _write_plan(self, loc: _storage_keys.Location, value: bytes, key: str, terms: str) -> Plan[None]:
+    def _write_plan(
+        self,
+        loc: _storage_keys.Location,
+        value: bytes,
+        key: str,
+        terms: str,
+        condition: tuple[str, str] | None = None,
+    ) -> Plan[bool]:
+        """The write; with ``condition`` (expected SHA1, new SHA1) a conditional one. True: written."""
         op = "storage.write"
         staged = len(value) >= STAGE_BYTES
         holder = self._layout.staged(loc.group, uuid.uuid4().hex) if staged else loc.value
@@ -695,13 +835,16 @@ class ValkeyStorage:
         else:
             keys = (*keys, self._layout.groups)
             args = (*args, loc.group, loc.postings, terms)
+        if condition is not None:
+            args = (*args, *condition)
         script = ScriptCall("storage_write", keys, args)
         if staged:
             # One round trip: the value is staged (expiring) beside the key, then the script renames
             # it into place with the index entries; the value never passes through Lua.
-            yield Step(op, "", key, [Command(("SET", holder, value, "PX", _STAGED_TTL_MS)), script])
-        else:
-            yield Step(op, "", key, script)
+            replies = yield Step(op, "", key, [Command(("SET", holder, value, "PX", _STAGED_TTL_MS)), script])
+            return int(replies[1]) == 1
+        reply = yield Step(op, "", key, script)
+        return int(reply) == 1
 
     @staticmethod
     def _read_plan(loc: _storage_keys.Location, key: str) -> Plan[Any]:
@@ -795,25 +938,77 @@ class ValkeyStorage:
         replies = yield Step(op, "", prefix, calls)
         return sum(1 for reply in replies if int(reply) == 1)
 
-    def _list_plan(self, prefix: str, query: str) -> Plan[builtins.list[str]]:
+    def _ranges(self, prefix: str, operation: str, what: str) -> Plan[builtins.list[_storage_keys.GroupRange]]:
+        """Every group range that can hold keys under ``prefix`` (a full key prefix)."""
         layout = self._layout
         ranges = builtins.list(layout.containing_groups(prefix))
         bounds = layout.groups_range(prefix)
         if bounds is not None:
-            groups = yield Step("storage.list", "", query, Command(("ZRANGEBYLEX", layout.groups, *bounds)))
+            groups = yield Step(operation, "", what, Command(("ZRANGEBYLEX", layout.groups, *bounds)))
             ranges.extend(layout.whole_group(text(group)) for group in groups)
-        keys: builtins.list[str] = []
+        return ranges
+
+    def _members(
+        self,
+        ranges: builtins.list[_storage_keys.GroupRange],
+        operation: str,
+        what: str,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> Plan[builtins.list[tuple[str, str]]]:
+        """(group, rest) of every key in ``ranges``: with ``after``/``limit``, at least the first
+        ``limit`` keys after ``after`` (each range sends its cursor and ``limit + 1``: the group's
+        own key may be skipped), and possibly more."""
+        found: builtins.list[tuple[str, str]] = []
+        tail: tuple[Any, ...] = () if limit is None else ("LIMIT", 0, limit + 1)
         for start in range(0, len(ranges), _LIST_BATCH):
             chunk = ranges[start : start + _LIST_BATCH]
-            batch = [Command(("ZRANGEBYLEX", r.index, r.low, r.high)) for r in chunk]
-            replies = yield Step("storage.list", "", query, batch)
+            batch = [Command(("ZRANGEBYLEX", r.index, _after(r, after), r.high, *tail)) for r in chunk]
+            replies = yield Step(operation, "", what, batch)
             for group_range, members in zip(chunk, replies, strict=True):
                 for member in members:
                     rest = text(member)
                     if rest or not group_range.skip_group_key:
-                        keys.append(_storage_keys.join(group_range.group, rest))
+                        found.append((group_range.group, rest))
+        return found
+
+    def _list_plan(
+        self, prefix: str, query: str, after: str | None = None, limit: int | None = None
+    ) -> Plan[builtins.list[str]]:
+        ranges = yield from self._ranges(prefix, "storage.list", query)
+        members = yield from self._members(ranges, "storage.list", query, after, limit)
+        keys = [_storage_keys.join(group, rest) for group, rest in members]
+        if after is not None:
+            keys = [k for k in keys if k > after]
         keys.sort()
-        return keys
+        return keys if limit is None else keys[:limit]
+
+    def _delete_prefix_plan(self, prefixes: Sequence[str], what: str) -> Plan[int]:
+        """Delete every key under the full key ``prefixes``: list them, then one pipeline of scripts."""
+        op = "storage.delete_prefix"
+        layout = self._layout
+        ranges: builtins.list[_storage_keys.GroupRange] = []
+        for prefix in prefixes:
+            ranges.extend((yield from self._ranges(prefix, op, what)))
+        members = yield from self._members(ranges, op, what)
+        by_group: dict[str, dict[str, None]] = {}
+        for group, rest in members:
+            by_group.setdefault(group, {})[rest] = None  # two prefixes can list a key twice
+        calls: builtins.list[ScriptCall] = []
+        for group, listed in by_group.items():
+            rests = builtins.list(listed)
+            index = layout.index(group)
+            head: tuple[str, ...] = (index, layout.docs(group), index if self._io.split_groups else layout.groups)
+            name = "" if self._io.split_groups else group
+            for start in range(0, len(rests), _DELETE_BATCH):
+                chunk = rests[start : start + _DELETE_BATCH]
+                values = tuple(layout.locate(_storage_keys.join(group, rest)).value for rest in chunk)
+                args = (layout.postings(group), name, *chunk)
+                calls.append(ScriptCall("storage_delete_many", (*head, *values), args))
+        if not calls:
+            return 0
+        replies = yield Step(op, "", what, calls)
+        return sum(int(reply) for reply in replies)
 
 
 def _index_scopes(search_index: bool | Sequence[str]) -> tuple[str, ...] | None:
@@ -841,3 +1036,42 @@ def _as_bytes(data: object, key: str) -> bytes:
     raise InvalidStorageArgumentError(
         f"Failed to write '{key}': data must be bytes, bytearray or memoryview, not {type(data).__name__}{hint}"
     )
+
+
+def _after(group_range: _storage_keys.GroupRange, after: str | None) -> bytes:
+    """The low bound of a group range, raised to exclude keys up to the cursor ``after`` (a full key)
+    when the cursor lies in the group; other keys the cursor excludes are filtered by the caller."""
+    if after is None or not after.startswith(group_range.group + "/"):
+        return group_range.low
+    cursor = after[len(group_range.group) + 1 :].encode("utf-8", "surrogatepass")
+    low = group_range.low
+    if low == b"-" or cursor >= low[1:]:
+        return b"(" + cursor
+    return low
+
+
+def _digest(value: bytes) -> str:
+    """What a conditional write compares: the value's SHA1 in hex (``redis.sha1hex`` in Lua)."""
+    return hashlib.sha1(value).hexdigest()
+
+
+class _Guard:
+    """The conditional ``snapshot_latest`` writes of one view: for each key whose last segment is
+    ``name``, the SHA1 of the value the view last read or wrote there (``""``: none)."""
+
+    __slots__ = ("_digests", "_suffix", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._suffix = "/" + name
+        self._digests: dict[str, str] = {}
+
+    def covers(self, full_key: str) -> bool:
+        return full_key.endswith(self._suffix) or full_key == self.name
+
+    def expected(self, full_key: str) -> str:
+        """What a write must find: the last value seen, or no value for a key never seen."""
+        return self._digests.get(full_key, "")
+
+    def seen(self, full_key: str, digest: str) -> None:
+        self._digests[full_key] = digest

@@ -14,11 +14,32 @@
 -- ARGV[5] the search postings prefix <N>:storage:{<G>}:p:
 -- ARGV[6] "<length> <term> <count> ...", the value's search terms; '' when it is not indexed (any
 --         earlier postings of the key are removed either way)
--- Returns 1.
+-- ARGV[7] optional, a conditional write (compare_and_write): the SHA1 (hex) of the value the
+--         writer expects to replace, '' for "no value"
+-- ARGV[8] with ARGV[7]: the SHA1 (hex) of the new value. The write goes ahead when the stored
+--         value's SHA1 is ARGV[7] or ARGV[8] (already written: a repeat after a lost reply), and
+--         when there is no value and ARGV[7] is ''
+-- Returns 1; 0 when the condition failed (nothing written, the staged value removed).
 -- Error reply 'SVSM-NOSTAGED ...' when the staged value is missing (its SET failed or expired):
 -- nothing is written. A WRONGTYPE from an index key stops the script before the value is written.
 if ARGV[3] == 's' and redis.call('EXISTS', KEYS[4]) == 0 then
   return redis.error_reply('SVSM-NOSTAGED the staged value is missing; nothing was written')
+end
+if ARGV[7] then
+  local current = redis.call('GET', KEYS[1])
+  local ok
+  if current then
+    local digest = redis.sha1hex(current)
+    ok = digest == ARGV[7] or digest == ARGV[8]
+  else
+    ok = ARGV[7] == ''
+  end
+  if not ok then
+    if ARGV[3] == 's' then
+      redis.call('DEL', KEYS[4])
+    end
+    return 0
+  end
 end
 if KEYS[5] then
   redis.call('ZADD', KEYS[5], 0, ARGV[4])
