@@ -90,3 +90,38 @@ def test_the_manager_takes_options_and_checks_versions_unless_told_not_to(standa
     assert ValkeySessionManager("opts-3", standalone_client, check_versions=False)._versions is None
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'write_behnd' \(did you mean 'write_behind'\?\)"):
         ValkeySessionManager("opts-4", standalone_client, write_behnd=True)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("face", [ValkeySessionRepository, AsyncValkeySessionRepository, ValkeySessionManager])
+def test_public_methods_carry_no_private_parameters(face: Any) -> None:
+    import inspect
+
+    private = [
+        f"{name}({parameter})"
+        for name, method in inspect.getmembers(face, inspect.isfunction)
+        if not name.startswith("_")
+        for parameter in inspect.signature(method).parameters
+        if parameter.startswith("_")
+    ]
+    assert private == []
+
+
+def test_restoring_messages_leaves_the_garbage_collector_alone(
+    standalone_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Turning the collector off is process-wide: every other thread of the application would pay.
+    import gc
+
+    from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
+
+    repo = ValkeySessionRepository(standalone_client)
+    repo.create_session(Session(session_id="gc-1", session_type=SessionType.AGENT))
+    repo.create_agent("gc-1", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
+    for i in range(3):
+        repo.create_message("gc-1", "a", SessionMessage({"role": "user", "content": [{"text": str(i)}]}, i))
+
+    def refuse() -> None:
+        raise AssertionError("gc.disable() called")
+
+    monkeypatch.setattr(gc, "disable", refuse)
+    assert [m.message_id for m in repo.list_messages("gc-1", "a")] == [0, 1, 2]

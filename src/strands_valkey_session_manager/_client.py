@@ -18,6 +18,7 @@ import importlib
 import inspect
 import logging
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, Final, Literal, TypeVar, cast, overload
 
 from . import _lua
@@ -73,7 +74,7 @@ __all__ = [
     "arun_plan",
     "family_for",
     "is_async_client",
-    "repeat_aware",
+    "is_repeat",
     "retrying",
     "run_plan",
 ]
@@ -88,17 +89,14 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 # -- retries of repository methods ---------------------------------------------------------------
 
 
-def repeat_aware(method: _F) -> _F:
-    """Mark a method whose repeats (after a lost reply) must know they are repeats: the retry
-    wrappers then pass ``_repeated=True`` from the second attempt on."""
-    method._repeat_aware = True  # type: ignore[attr-defined]
-    return method
+# The attempt of the repository method running in this context (0: the first): a repeat after a
+# lost reply may find its own earlier write done (a delete finds the session gone).
+_ATTEMPT: ContextVar[int] = ContextVar("svsm_attempt", default=0)
 
 
-def _for_attempt(method: Callable[..., Any], kwargs: dict[str, Any], attempt: int) -> dict[str, Any]:
-    if attempt and getattr(method, "_repeat_aware", False):
-        return {**kwargs, "_repeated": True}
-    return kwargs
+def is_repeat() -> bool:
+    """True inside a retried repository method from its second attempt on."""
+    return _ATTEMPT.get() > 0
 
 
 def retrying(method: _F) -> _F:
@@ -107,7 +105,11 @@ def retrying(method: _F) -> _F:
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         def attempt(n: int) -> Any:
-            return method(self, *args, **_for_attempt(method, kwargs, n))
+            token = _ATTEMPT.set(n)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _ATTEMPT.reset(token)
 
         return call_retrying(self._db.retry, attempt, method.__name__, logger)
 
@@ -120,7 +122,11 @@ def aretrying(method: _F) -> _F:
     @functools.wraps(method)
     async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         async def attempt(n: int) -> Any:
-            return await method(self, *args, **_for_attempt(method, kwargs, n))
+            token = _ATTEMPT.set(n)
+            try:
+                return await method(self, *args, **kwargs)
+            finally:
+                _ATTEMPT.reset(token)
 
         return await acall_retrying(self._db.retry, attempt, method.__name__, logger)
 

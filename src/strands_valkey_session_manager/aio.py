@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import adapter_for, aretrying, arun_plan, repeat_aware
+from ._client import adapter_for, aretrying, arun_plan, is_repeat
 from ._core import SessionCore
 from ._lifetime import Duration
 from ._options import RepositoryKwargs, RepositoryOptions, options_from
 from .catalog import DamagedSession, SessionInfo, SessionPage
-from .exceptions import CorruptRecordError, ValkeySessionError
+from .exceptions import CorruptRecordError, DamagedSessionError, ValkeySessionError
 from .transfer import SessionExport, export_lines, parse_export
 
 if TYPE_CHECKING:
@@ -62,10 +62,10 @@ class AsyncValkeySessionRepository(SessionCore):
         return await arun_plan(self._db, self._p_read_session(session_id))
 
     @aretrying
-    @repeat_aware
-    async def delete_session(self, session_id: str, *, _repeated: bool = False) -> None:
-        """Delete the session and everything in it (raises if it does not exist)."""
-        await arun_plan(self._db, self._p_delete_session(session_id, missing_ok=_repeated))
+    async def delete_session(self, session_id: str) -> None:
+        """Delete the session and everything in it (raises if it does not exist; a repeat after a
+        lost reply that finds it gone is the first attempt's delete, not an error)."""
+        await arun_plan(self._db, self._p_delete_session(session_id, missing_ok=is_repeat()))
 
     @aretrying
     async def create_agent(self, session_id: str, session_agent: SessionAgent) -> None:
@@ -77,10 +77,13 @@ class AsyncValkeySessionRepository(SessionCore):
         """The agent record, or ``None``."""
         try:
             return await arun_plan(self._db, self._p_read_agent(session_id, agent_id))
-        except CorruptRecordError as e:
-            if "WRONGTYPE" in str(e):
-                # Raises again, naming the key of the wrong type (see _p_name_wrong_type).
-                await arun_plan(self._db, self._p_name_wrong_type(session_id, agent_id))
+        except DamagedSessionError:
+            raise
+        except CorruptRecordError:
+            # The pipeline's error does not say which key it met (a key of the wrong type, or a
+            # record that is not ours): each hash read alone raises naming a key of the wrong type;
+            # else the first error stands. Failure path only.
+            await arun_plan(self._db, self._p_name_wrong_type(session_id, agent_id))
             raise
 
     @aretrying

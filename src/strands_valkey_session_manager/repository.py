@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from strands.session.session_repository import SessionRepository
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from ._client import adapter_for, repeat_aware, retrying, run_plan
+from ._client import adapter_for, is_repeat, retrying, run_plan
 from ._core import SessionCore
 from ._lifetime import Duration
 from ._options import DEFAULT_MAX_RECORD_BYTES, RepositoryKwargs, RepositoryOptions, options_from
 from .catalog import DamagedSession, SessionInfo, SessionPage
-from .exceptions import CorruptRecordError, ValkeySessionError
+from .exceptions import CorruptRecordError, DamagedSessionError, ValkeySessionError
 from .transfer import SessionExport, export_lines, parse_export
 
 if TYPE_CHECKING:
@@ -125,7 +125,6 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         return run_plan(self._db, self._p_read_session(session_id))
 
     @retrying
-    @repeat_aware
     def delete_session(self, session_id: str, **kwargs: Any) -> None:
         """Delete the session with all its agents, messages and orchestrator state, and its
         catalog entries.
@@ -137,7 +136,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
             SessionException: If the session does not exist.
         """
         # A repeat after a lost reply finds the session gone because the first attempt deleted it.
-        run_plan(self._db, self._p_delete_session(session_id, missing_ok=bool(kwargs.get("_repeated"))))
+        run_plan(self._db, self._p_delete_session(session_id, missing_ok=is_repeat()))
 
     # -- agents -------------------------------------------------------------------------------
 
@@ -167,10 +166,13 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         """
         try:
             return run_plan(self._db, self._p_read_agent(session_id, agent_id))
-        except CorruptRecordError as e:
-            if "WRONGTYPE" in str(e):
-                # Raises again, naming the key of the wrong type (see _p_name_wrong_type).
-                run_plan(self._db, self._p_name_wrong_type(session_id, agent_id))
+        except DamagedSessionError:
+            raise
+        except CorruptRecordError:
+            # The pipeline's error does not say which key it met (a key of the wrong type, or a
+            # record that is not ours): each hash read alone raises naming a key of the wrong type;
+            # else the first error stands. Failure path only.
+            run_plan(self._db, self._p_name_wrong_type(session_id, agent_id))
             raise
 
     @retrying
