@@ -111,3 +111,30 @@ def test_agent_ranges_do_not_overlap() -> None:
 def test_message_id_must_be_a_64_bit_int(bad: object) -> None:
     with pytest.raises(ValueError, match="message id"):
         check_message_id(bad)
+
+
+def _encoded_as_stored(value: str) -> str:
+    """The stored layout's rule, written out: UTF-8 bytes outside [A-Za-z0-9._~-] as %XX (upper case)."""
+    safe = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
+    return "".join(chr(b) if b in safe else f"%{b:02X}" for b in value.encode("utf-8"))
+
+
+def test_id_encoding_is_the_stored_rule_for_every_character() -> None:
+    # Every code point of the BMP but the surrogates, and some beyond, one by one and together:
+    # keys of existing sessions must not change.
+    characters = [chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF]
+    characters += ["\U0001f642", "\U00010000", "\U0010ffff"]
+    for ch in characters:
+        assert encode_id(ch) == _encoded_as_stored(ch), repr(ch)
+    for value in [*HOSTILE_IDS, "".join(characters[:5000])]:
+        assert encode_id(value) == _encoded_as_stored(value)
+        assert decode_id(encode_id(value)) == value
+
+
+def test_session_keys_are_built_once_and_bad_ids_still_refused() -> None:
+    layout = KeyLayout("strands")
+    assert layout.session("s-1") is layout.session("s-1")
+    with pytest.raises(ValueError, match="must be a str"):
+        layout.session(["not", "an", "id"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="valid Unicode"):
+        layout.session("\ud800")

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
+from urllib.parse import quote, unquote_to_bytes
 
 DEFAULT_KEY_PREFIX: Final = "strands"
 #: Number of shards of each catalog index. Part of the stored layout: changing it orphans entries.
@@ -38,8 +40,6 @@ _MESSAGE_ID_OFFSET: Final = 1 << 63
 _MESSAGE_ID_MIN: Final = -(1 << 63)
 _MESSAGE_ID_MAX: Final = (1 << 63) - 1
 
-_SAFE_BYTES: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
-_ESCAPES: Final = tuple(chr(b) if b in _SAFE_BYTES else f"%{b:02X}" for b in range(256))
 # Characters a key prefix may not hold: hash-tag braces would move the slot, glob characters would
 # break the ACL key pattern ``~<prefix>:*`` the package documents.
 _PREFIX_FORBIDDEN: Final = frozenset("{}*?[]\\ \t\r\n")
@@ -58,17 +58,16 @@ def encode_id(value: str, kind: str = "id") -> str:
     if value.isascii() and value.isalnum():
         return value
     try:
-        raw = value.encode("utf-8")
+        # Exactly the layout's rule: quote's always-safe set is [A-Za-z0-9_.~-], the rest of the
+        # UTF-8 bytes become %XX (upper-case hex); tests/test_keys.py pins it byte for byte.
+        return quote(value, safe="", encoding="utf-8", errors="strict")
     except UnicodeEncodeError as e:
         # Lone surrogates: no client can send them as a hash field, so refuse them up front.
         raise ValueError(f"{kind}=<{value!r}> | {kind} must be valid Unicode text: {e.reason}") from e
-    return "".join([_ESCAPES[b] for b in raw])
 
 
 def decode_id(encoded: str) -> str:
     """Invert :func:`encode_id`."""
-    from urllib.parse import unquote_to_bytes
-
     return unquote_to_bytes(encoded).decode("utf-8")
 
 
@@ -130,12 +129,12 @@ class SessionKeys:
 class KeyLayout:
     """Builds the keys of a session under one prefix."""
 
-    __slots__ = ("_sessions", "prefix")
+    __slots__ = ("_cached", "prefix")
 
     def __init__(self, prefix: str = DEFAULT_KEY_PREFIX) -> None:
         self.prefix = validate_key_prefix(prefix)
         # A process talks to few sessions, each many times: build their keys once.
-        self._sessions: dict[str, SessionKeys] = {}
+        self._cached = lru_cache(maxsize=1024)(self._build)
 
     def tag(self, session_id: str) -> str:
         """Key stem shared by every key of the session: ``<prefix>:{<encoded id>}``."""
@@ -143,13 +142,9 @@ class KeyLayout:
 
     def session(self, session_id: str) -> SessionKeys:
         """All keys of one session."""
-        keys = self._sessions.get(session_id) if isinstance(session_id, str) else None
-        if keys is None:
-            keys = self._build(session_id)
-            if len(self._sessions) >= 1024:
-                self._sessions.clear()
-            self._sessions[session_id] = keys
-        return keys
+        if not isinstance(session_id, str):
+            return self._build(session_id)  # raises the ValueError of encode_id
+        return self._cached(session_id)
 
     def _build(self, session_id: str) -> SessionKeys:
         stem = self.tag(session_id)
