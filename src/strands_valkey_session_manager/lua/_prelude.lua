@@ -160,6 +160,10 @@ end
 
 -- True when a key the shape requires is gone: one EXISTS over the required keys.
 local function damaged(shape)
+  if shape == SHAPE_AGENTS + SHAPE_MESSAGES then
+    -- Every append after an agent's first message: the same check without building tables.
+    return redis.call('EXISTS', KEYS[KEY_AGENTS], KEYS[KEY_MESSAGES], KEYS[KEY_ORDER]) < 3
+  end
   local wanted = required_keys(shape)
   if #wanted == 0 then
     return false

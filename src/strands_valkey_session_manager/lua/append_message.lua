@@ -28,7 +28,9 @@ end
 local version = integer(state[1], version_field)
 local stored_count = integer(state[2], count_field) or 0
 local stored_shape = integer(state[3], F_SHAPE) or 0
-local life = lifetime(state[4], state[5])
+local stored_ttl, deadline = state[4], state[5]
+integer(stored_ttl, F_TTL)
+integer(deadline, F_DEADLINE)
 -- The agent exists, and its messages when it has some.
 local shape = bit.bor(stored_shape, stored_count > 0 and SHAPE_AGENTS + SHAPE_MESSAGES or SHAPE_AGENTS)
 if damaged(shape) then
@@ -53,7 +55,7 @@ else
   redis.call('HSET', KEYS[KEY_SESSION], version_field, version + 1, count_field, count, F_UPDATED, now)
 end
 local ttl_ms = tonumber(ARGV[1])
-if ttl_ms > 0 or life[1] or life[2] or shape ~= stored_shape then
-  expire_session(now, ttl_ms, life[1], life[2])
+if ttl_ms > 0 or stored_ttl or deadline or shape ~= stored_shape then
+  expire_session(now, ttl_ms, stored_ttl, deadline)
 end
 return version + 1
