@@ -11,7 +11,9 @@ Each process runs its own ``strands.Agent`` (``ScriptedModel``: no network) on a
 restores the agent in a new manager, ``restores`` times. Every repository call the SDK makes is
 timed in the process that makes it; all processes start at the same instant. Per operation:
 calls per second over all processes (calls / the span from the first start to the last end of
-that phase), p50 and p99 of the single calls. ``append`` is ``create_message``; ``update_agent``
+that phase; median over repetitions), p50 and p99 of the single calls (pooled over repetitions).
+Both topologies run side by side and their phases alternate, so load from other processes on
+the machine falls on both. ``append`` is ``create_message``; ``update_agent``
 is the agent state write after each turn; ``restore`` is a whole new manager plus ``Agent`` (reads
 of session, agent and messages). ``python -m benchmarks.peers`` runs this too and puts its table
 in BENCHMARKS.md.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -148,22 +151,14 @@ def _phase(target: dict[str, Any], processes: int, turns: int, restores: int) ->
         if proc.returncode != 0:
             raise RuntimeError(f"worker failed ({proc.returncode}): {err[-2000:]}")
         outputs.append(json.loads(out.strip().splitlines()[-1]))
-    rows = []
+    samples: dict[str, list[float]] = {}
+    per_second: dict[str, float] = {}
     for op in OPERATIONS:
-        values = [v for o in outputs for v in o["samples"].get(op, [])]
+        samples[op] = [v for o in outputs for v in o["samples"].get(op, [])]
         spans = [o["spans"][op] for o in outputs]
-        wall = max(s[1] for s in spans) - min(s[0] for s in spans)
-        rows.append(
-            {
-                "operation": op,
-                "processes": processes,
-                "calls": len(values),
-                "per_second": round(len(values) / wall, 1) if wall > 0 else None,
-                "p50_us": round(statistics.median(values), 1),
-                "p99_us": round(percentile(values, 0.99), 1),
-            }
-        )
-    return {"rows": rows}
+        wall = max(sp[1] for sp in spans) - min(sp[0] for sp in spans)
+        per_second[op] = len(samples[op]) / wall if wall > 0 else math.nan
+    return {"samples": samples, "per_second": per_second}
 
 
 def run(quick: bool = False, say: Any = print) -> dict[str, Any]:
@@ -174,21 +169,49 @@ def run(quick: bool = False, say: Any = print) -> dict[str, Any]:
 
     counts = (1, 4) if quick else (1, 4, 16)
     turns, restores = (3, 3) if quick else (10, 10)
+    repetitions = 1 if quick else 2
     started = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    for topology in ("standalone", "cluster"):
-        handle: Any = start_server("valkey9") if topology == "standalone" else start_cluster("valkey9", primaries=3)
-        try:
-            nodes = [(handle.host, handle.port)] if topology == "standalone" else handle.startup_nodes
+    # Both topologies run side by side, their phases alternating (order swapped each repetition),
+    # so a burst of load from other processes lands on both instead of on whichever ran last.
+    handles: dict[str, Any] = {}
+    pooled: dict[tuple[str, int], dict[str, Any]] = {}
+    try:
+        handles["standalone"] = start_server("valkey9")
+        handles["cluster"] = start_cluster("valkey9", primaries=3)
+        nodes = {
+            "standalone": [(handles["standalone"].host, handles["standalone"].port)],
+            "cluster": handles["cluster"].startup_nodes,
+        }
+        for rep in range(repetitions):
             for processes in counts:
-                target = {"cluster": topology == "cluster", "nodes": nodes, "run": f"{topology}-{processes}"}
-                t0 = time.perf_counter()
-                phase = _phase(target, processes, turns, restores)
-                for row in phase["rows"]:
-                    results.append({"topology": topology, **row})
-                say(f"  concurrency {topology}, {processes} processes: {time.perf_counter() - t0:.1f} s")
-        finally:
+                order = ("standalone", "cluster") if (rep + processes) % 2 == 0 else ("cluster", "standalone")
+                for topology in order:
+                    target = {"cluster": topology == "cluster", "nodes": nodes[topology], "run": f"{rep}-{processes}"}
+                    t0 = time.perf_counter()
+                    phase = _phase(target, processes, turns, restores)
+                    slot = pooled.setdefault((topology, processes), {"samples": {}, "per_second": {}})
+                    for op in OPERATIONS:
+                        slot["samples"].setdefault(op, []).extend(phase["samples"][op])
+                        slot["per_second"].setdefault(op, []).append(phase["per_second"][op])
+                    say(f"  concurrency {topology}, {processes} processes: {time.perf_counter() - t0:.1f} s")
+    finally:
+        for handle in handles.values():
             handle.stop()
+    results: list[dict[str, Any]] = []
+    for (topology, processes), slot in pooled.items():
+        for op in OPERATIONS:
+            values = slot["samples"][op]
+            results.append(
+                {
+                    "topology": topology,
+                    "operation": op,
+                    "processes": processes,
+                    "calls": len(values),
+                    "per_second": round(statistics.median(slot["per_second"][op]), 1),
+                    "p50_us": round(statistics.median(values), 1),
+                    "p99_us": round(percentile(values, 0.99), 1),
+                }
+            )
     ratios = []
     by = {(r["topology"], r["processes"], r["operation"]): r for r in results}
     for processes in counts:

@@ -126,7 +126,7 @@ def run(quick: bool = False, port: int | None = None, say: Any = print) -> dict[
 
         server = start_server("valkey9")
         port = server.port
-    rounds, calls, restores = (2, 50, 2) if quick else (8, 200, 5)
+    rounds, calls, restores = (2, 50, 2) if quick else (6, 200, 5)
     started = time.perf_counter()
     runs: dict[str, dict[str, dict[str, list[float]]]] = {}
     parsers: dict[str, dict[str, str]] = {}
