@@ -2,7 +2,7 @@
 
 One command, from the repository root with the dev venv active::
 
-    python benchmarks/storage_bench.py                 # full run, under a minute on 2 cores
+    python benchmarks/storage_bench.py                 # full run, about 5 minutes on 2 cores (scale: 100,000 keys)
     python benchmarks/storage_bench.py --quick         # CI smoke: small sizes, few runs, ~10 s
     python benchmarks/storage_bench.py --output-dir D  # write storage.json / storage.md into D
 
@@ -23,6 +23,14 @@ Measured (all on one server, one process):
    1,000,000 unrelated keys (``DEBUG POPULATE``), against the same 10,000 keys in database 1, which
    holds nothing else. Target: within 20%. Both a prefix with two ``/`` (one sorted-set range) and
    a one-segment prefix (groups index first).
+4. Scale: with 1,000, 10,000 and 100,000 keys (``--quick``: 1,000) of about 100 bytes in one
+   group (one memory store ``memory/scale``, indexed) and as many immutable snapshots of one
+   agent: ``write``/``read`` against raw ``SET``/``GET`` and ``LocalFileStorage``; ``list`` of the
+   whole prefix and one ``KeyQuery`` page of 100 against ``LocalFileStorage``; ``search`` (native
+   index) against the SDK keyword scan on ``LocalFileStorage`` (up to 10,000 keys); the latest
+   snapshot's save and restore, ``list_snapshot_ids(limit=100)`` and ``delete_session`` (timed
+   once: it is destructive) for ``ValkeySnapshotSessionManager`` against the SDK's manager on
+   ``LocalFileStorage``. Information only.
 3. The SDK's ``SnapshotSessionManager`` saving (``save_snapshot(is_latest=True)``) and restoring
    (``restore_snapshot``) a 1,000-message agent on ``ValkeyStorage`` against the SDK's
    ``LocalFileStorage`` on a temporary directory (warm page cache, no fsync: its best case).
@@ -41,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import json
 import os
 import platform
@@ -79,6 +88,9 @@ class Config:
     snapshot_messages: int
     snapshot_runs: int
     snapshot_calls: int
+    scale_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
+    scale_runs: int = 5
+    scale_calls: int = 4
 
 
 FULL = Config(
@@ -106,6 +118,9 @@ QUICK = Config(
     snapshot_messages=1_000,
     snapshot_runs=3,
     snapshot_calls=1,
+    scale_sizes=(1_000,),
+    scale_runs=2,
+    scale_calls=2,
 )
 
 
@@ -660,6 +675,9 @@ def render_markdown(data: dict[str, Any], results: Results) -> str:
         "  lists and reads every note. `search_same_top_results` in the JSON: all three gave the same keys.",
         "- Snapshot save and restore time is mostly the SDK's capture, JSON and `load_snapshot`, the same on",
         "  both storages; the difference is the storage call.",
+        "- Scale rows (`scale`): one group of N notes (`memory/scale/`, search-indexed, so each write also",
+        "  re-posts its terms) and N immutable snapshots of one agent, at each N. `delete_session` is timed",
+        "  once per N (it deletes the data). The keyword scan is left out at 100,000 notes (seconds per call).",
         "",
     ]
     return "\n".join(lines)
@@ -769,6 +787,188 @@ async def bench_search(port: int, cfg: Config, results: Results) -> None:
         client.close()
 
 
+_WORDS = [
+    "tea",
+    "coffee",
+    "lisbon",
+    "paris",
+    "editor",
+    "dark",
+    "mode",
+    "launch",
+    "report",
+    "quarter",
+    "budget",
+    "travel",
+    "train",
+    "flight",
+    "hotel",
+    "music",
+    "jazz",
+    "piano",
+    "garden",
+    "tomato",
+    "basil",
+    "recipe",
+    "soup",
+    "bread",
+    "running",
+    "marathon",
+    "knee",
+    "doctor",
+    "meeting",
+    "monday",
+    "friday",
+    "project",
+    "alpha",
+    "beta",
+    "release",
+    "review",
+    "deploy",
+    "cluster",
+    "valkey",
+    "shard",
+    "replica",
+    "backup",
+]
+
+
+def _note(i: int) -> bytes:
+    words = [_WORDS[(i * 7 + j * 13) % len(_WORDS)] for j in range(16)]
+    return f"note {i}: {' '.join(words)}".encode()
+
+
+async def bench_scale(port: int, cfg: Config, out: Results) -> None:  # noqa: PLR0915 (one table of operations)
+    """Point operations, listing, search and snapshots with 1k/10k/100k keys.
+
+    ValkeyStorage against raw commands and LocalFileStorage.
+    """
+    import tempfile
+
+    import valkey
+    from strands import Agent
+    from strands._identifier import new_uuid7
+    from strands.session import SnapshotSessionManager
+    from strands.storage import LocalFileStorage
+    from strands.storage.search.keyword import KeywordSearchStrategy
+
+    from strands_valkey_session_manager import KeyQuery, ValkeySnapshotSessionManager, ValkeyStorage
+    from strands_valkey_session_manager.scripted_model import ScriptedModel
+
+    section = "scale"
+    client: Any = valkey.Valkey("127.0.0.1", port, db=2)
+    for size in cfg.scale_sizes:
+        client.flushdb()
+        n = f"{size:,}"
+        storage = ValkeyStorage(client, search_index=("memory/",))
+        with tempfile.TemporaryDirectory() as tmp:
+            files = LocalFileStorage(tmp)
+            keys = [f"memory/scale/note-{i:07d}.md" for i in range(size)]
+            history = "session/s1/scopes/agent/a1/snapshots/immutable_history/"
+            snapshot_keys = [f"{history}snapshot_{new_uuid7()}.json" for _ in range(size)]
+            started = time.perf_counter()
+            for target in (storage, files):
+                for start in range(0, size, 64):
+                    chunk = range(start, min(start + 64, size))
+                    await asyncio.gather(*(target.write(keys[i], _note(i)) for i in chunk))
+                    await asyncio.gather(*(target.write(snapshot_keys[i], b"{}") for i in chunk))
+            out.facts[f"scale_{size}_populate_seconds"] = round(time.perf_counter() - started, 1)
+            probe = keys[size // 2]
+            value = _note(size // 2)
+            client.set("raw:probe", value)
+            ops: dict[str, Op] = {
+                f"write ~100 B, {n} keys: ValkeyStorage": _op(storage.write, probe, value),
+                f"write ~100 B, {n} keys: raw SET": _sync_op(client.set, "raw:probe", value),
+                f"write ~100 B, {n} keys: LocalFileStorage": _op(files.write, probe, value),
+                f"read ~100 B, {n} keys: ValkeyStorage": _op(storage.read, probe),
+                f"read ~100 B, {n} keys: raw GET": _sync_op(client.get, "raw:probe"),
+                f"read ~100 B, {n} keys: LocalFileStorage": _op(files.read, probe),
+                f"list all {n}: ValkeyStorage": _op(storage.list, "memory/scale/"),
+                f"list all {n}: LocalFileStorage": _op(files.list, "memory/scale/"),
+                f"list page of 100 (KeyQuery), {n} keys: ValkeyStorage": _op(
+                    storage.list, KeyQuery("memory/scale/", start_after=probe, limit=100)
+                ),
+                f"search, {n} notes: ValkeyStorage (native index)": _op(storage.search, "lisbon jazz marathon"),
+            }
+            if size <= 10_000:
+                keyword = KeywordSearchStrategy()
+                ops[f"search, {n} notes: LocalFileStorage (keyword scan)"] = _op(
+                    keyword.search, files.namespace("memory"), "lisbon jazz marathon"
+                )
+            agent = Agent(agent_id="a1", model=ScriptedModel(["ok"]), callback_handler=None)
+            agent.messages = [{"role": "user", "content": [{"text": f"message {i}"}]} for i in range(20)]
+            ours = ValkeySnapshotSessionManager("s1", storage=storage)
+            sdk_files = SnapshotSessionManager("s1", storage=files)
+            for manager, name in ((ours, "ValkeySnapshotSessionManager"), (sdk_files, "SDK manager, LocalFileStorage")):
+                ops[f"save latest, {n} snapshots: {name}"] = _op(
+                    functools.partial(manager.save_snapshot, is_latest=True), agent
+                )
+                ops[f"restore latest, {n} snapshots: {name}"] = _op(manager.restore_snapshot, agent)
+                ops[f"list_snapshot_ids(limit=100), {n} snapshots: {name}"] = _op(
+                    functools.partial(manager.list_snapshot_ids, limit=100), agent
+                )
+            got = await _interleaved(ops, runs=cfg.scale_runs, calls=cfg.scale_calls, warmup=1)
+            out.rows += [samples.row(name, section) for name, samples in got.items()]
+            pairs = [
+                ("write", "raw SET"),
+                ("write", "LocalFileStorage"),
+                ("read", "raw GET"),
+                ("read", "LocalFileStorage"),
+            ]
+            for verb, other in pairs:
+                subject = f"{verb} ~100 B, {n} keys: ValkeyStorage"
+                baseline = f"{verb} ~100 B, {n} keys: {other}"
+                out.comparisons.append(
+                    _compare(
+                        f"{verb}, {n} keys: ValkeyStorage / {other}",
+                        section,
+                        (subject, got[subject]),
+                        (baseline, got[baseline]),
+                    )
+                )
+            subject, baseline = f"list all {n}: ValkeyStorage", f"list all {n}: LocalFileStorage"
+            out.comparisons.append(
+                _compare(
+                    f"list all {n}: ValkeyStorage / LocalFileStorage",
+                    section,
+                    (subject, got[subject]),
+                    (baseline, got[baseline]),
+                )
+            )
+            if size <= 10_000:
+                subject = f"search, {n} notes: ValkeyStorage (native index)"
+                baseline = f"search, {n} notes: LocalFileStorage (keyword scan)"
+                out.comparisons.append(
+                    _compare(
+                        f"search, {n} notes: native index / LocalFileStorage keyword scan",
+                        section,
+                        (subject, got[subject]),
+                        (baseline, got[baseline]),
+                    )
+                )
+            for what in ("save latest", "restore latest", "list_snapshot_ids(limit=100)"):
+                subject = f"{what}, {n} snapshots: ValkeySnapshotSessionManager"
+                baseline = f"{what}, {n} snapshots: SDK manager, LocalFileStorage"
+                out.comparisons.append(
+                    _compare(
+                        f"{what}, {n} snapshots: ValkeySnapshotSessionManager / SDK on LocalFileStorage",
+                        section,
+                        (subject, got[subject]),
+                        (baseline, got[baseline]),
+                    )
+                )
+            # delete_session is destructive: timed once each.
+            for manager, name in ((ours, "ValkeySnapshotSessionManager"), (sdk_files, "SDK manager, LocalFileStorage")):
+                t0 = time.perf_counter_ns()
+                await manager.delete_session()
+                once = Samples(runs=[[time.perf_counter_ns() - t0]])
+                out.rows.append(once.row(f"delete_session, {n} snapshots: {name}", section, "timed once"))
+            assert await storage.list("session/s1/") == [] and await files.list("session/s1/") == []
+        storage.close()
+    client.flushdb()
+    client.close()
+
+
 def _start_server() -> Any:
     from strands_valkey_session_manager.servers import ServerError, start_server
 
@@ -801,6 +1001,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("list", bench_list),
             ("snapshots", bench_snapshots),
             ("search", bench_search),
+            ("scale", bench_scale),
         )
         for name, bench in benches:
             t0 = time.perf_counter()

@@ -67,9 +67,19 @@ def test_quick_storage_benchmark_writes_results_to_output_dir(tmp_path: Path) ->
         assert row["median_us"] > 0 and row["p90_us"] >= row["median_us"] and row["calls"] > 0
     verdicts = {c["name"]: c["verdict"] for c in data["comparisons"]}
     targeted = [c for c in data["comparisons"] if c["target"] is not None]
-    assert len(targeted) == 6  # write/read x 1 KiB/1 MiB (<= 1.3x), list x 2 prefixes (within 20%)
+    # write/read x 1 KiB/1 MiB (<= 1.3x), list x 2 prefixes (within 20%), search (>= 20x)
+    assert len(targeted) == 7
     assert all(verdicts[c["name"]] in ("PASS", "FAIL") for c in targeted)
     assert data["facts"]["unrelated_keys"]["count"] == 100_000
+    # The scale step at its quick size: point operations, listing, search and snapshots.
+    scale = [row["name"] for row in data["results"] if row["section"] == "scale"]
+    assert data["config"]["scale_sizes"] == [1_000]
+    for wanted in (
+        "list page of 100 (KeyQuery), 1,000 keys: ValkeyStorage",
+        "list_snapshot_ids(limit=100), 1,000 snapshots: ValkeySnapshotSessionManager",
+        "delete_session, 1,000 snapshots: SDK manager, LocalFileStorage",
+    ):
+        assert wanted in scale
     markdown = (out_dir / "storage.md").read_text(encoding="utf-8")
     assert "| comparison | ratio |" in markdown and "valkey 9" in markdown
     assert _stamps() == committed_before
