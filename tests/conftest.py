@@ -17,12 +17,18 @@ Every test starts from empty data (FLUSHALL on every primary).
   kind per backend (the first of its list), on Valkey 9 only unless ``backends`` names others, and
   with ``repo_face`` once per face. The full matrix is for what server replies or behaviour decide.
 
+Under pytest-xdist (``scripts/test`` runs ``-n auto --dist loadfile``) each worker starts its own
+servers on free ports, and each test file runs whole on one worker. Per test, the flush is one round
+trip per node on a connection kept for the run, and cluster clients made here reuse the command
+table the first client of their kind read from the server (``_shared_command_table``).
+
 A missing server binary is an error, since a green run must mean every server was tested; with
 ``SVSM_ALLOW_MISSING_SERVERS=1`` the tests that need it are skipped instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -30,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import hypothesis
 import pytest
 import valkey
 import valkey.cluster
@@ -72,12 +79,54 @@ def _missing(backend: str) -> str | None:
     return None
 
 
+# A cluster client reads the server's whole command table (COMMAND) when it is built; parsing that
+# reply in Python is most of the cost of a test on the cluster. The first client of each kind on a
+# backend reads it from the server; the next ones of that kind get the same reply. Only clients made
+# by ``Backend.make_client`` share it: tests that build their own (ACL users) still send COMMAND.
+_COMMAND_TABLES: dict[tuple[str, str], dict[Any, Any]] = {}
+
+
+class _CommandAnswered:
+    """The cluster client being built, with ``command()`` answered from a table read before."""
+
+    def __init__(self, client: Any, table: dict[Any, Any]) -> None:
+        self._client = client
+        self._table = table
+
+    def command(self) -> dict[Any, Any]:
+        return dict(self._table)  # the parser renames keys in the dict it gets
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@contextlib.contextmanager
+def _shared_command_table(module: Any, key: tuple[str, str]) -> Iterator[None]:
+    """While a cluster client of ``module`` (valkey.cluster, redis.cluster) is built, its commands
+    parser takes the command table of the first client of this kind and backend."""
+    real = module.CommandsParser
+
+    class Parser(real):  # type: ignore[misc, valid-type]
+        def initialize(self, r: Any) -> None:
+            table = _COMMAND_TABLES.get(key)
+            if table is None:
+                table = _COMMAND_TABLES[key] = r.command()
+            super().initialize(_CommandAnswered(r, table))
+
+    module.CommandsParser = Parser
+    try:
+        yield
+    finally:
+        module.CommandsParser = real
+
+
 @dataclass
 class Backend:
     """One running test backend: a standalone server or a cluster."""
 
     name: str
     target: ServerProcess | ClusterProcess
+    _admins: dict[int, Any] = field(default_factory=dict, repr=False)
 
     @property
     def is_cluster(self) -> bool:
@@ -123,7 +172,8 @@ class Backend:
             # Any: the client libraries leave these constructors unannotated.
             node_type: Any = valkey.cluster.ClusterNode
             nodes = [node_type(host, port) for host, port in self.startup_nodes]
-            return valkey.cluster.ValkeyCluster(startup_nodes=nodes, decode_responses=decode)
+            with _shared_command_table(valkey.cluster, (kind, self.name)):
+                return valkey.cluster.ValkeyCluster(startup_nodes=nodes, decode_responses=decode)
         import redis
         import redis.cluster
 
@@ -131,7 +181,8 @@ class Backend:
             return redis.Redis(host=self.host, port=self.port, decode_responses=decode)
         redis_node_type: Any = redis.cluster.ClusterNode
         redis_nodes = [redis_node_type(host, port) for host, port in self.startup_nodes]
-        return redis.cluster.RedisCluster(startup_nodes=redis_nodes, decode_responses=decode)
+        with _shared_command_table(redis.cluster, (kind, self.name)):
+            return redis.cluster.RedisCluster(startup_nodes=redis_nodes, decode_responses=decode)
 
     def make_async_client(self, kind: str) -> Any:
         """The asyncio twin of ``make_client(kind)``: same library, same decoding, same topology.
@@ -171,16 +222,27 @@ class Backend:
         return library.GlideClient.create(library.GlideClientConfiguration(addresses))
 
     def flushall(self) -> None:
-        """Empty every primary; replicas follow by themselves and refuse writes anyway."""
+        """Empty every primary (replicas follow by themselves and refuse writes anyway): one round
+        trip per node, on an admin connection kept for the run (made again after a restart)."""
         for node in self.nodes:
             if not node.is_running():
                 continue  # a fault test may have killed it
-            admin: Any = valkey.Valkey(node.host, node.port, decode_responses=True)
             try:
-                if admin.execute_command("ROLE")[0] == "master":
-                    admin.flushall()
-            finally:
-                admin.close()
+                self._flush(node)
+            except valkey.ConnectionError:
+                self._admins.pop(node.port).close()  # the node was restarted: a new connection
+                self._flush(node)
+
+    def _flush(self, node: ServerProcess) -> None:
+        admin = self._admins.get(node.port)
+        if admin is None:
+            admin = self._admins[node.port] = valkey.Valkey(node.host, node.port, decode_responses=True)
+        with contextlib.suppress(valkey.ReadOnlyError):  # a replica
+            admin.flushall()
+
+    def close_admins(self) -> None:
+        while self._admins:
+            self._admins.popitem()[1].close()
 
 
 @dataclass
@@ -212,7 +274,12 @@ class ServerTargets:
     def stop_all(self) -> None:
         while self.started:
             _, backend = self.started.popitem()
+            backend.close_admins()
             backend.target.stop()
+
+
+# ``scripts/test`` runs with ``--hypothesis-profile=ci``: the same examples on every run.
+hypothesis.settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -220,6 +287,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "validation: checks arguments refused before any I/O; one client kind per backend (see conftest)"
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Under pytest-xdist, as scripts/test runs it (``--dist loadfile --no-loadscope-reorder``), each
+    # file runs whole on one worker (a module's own servers, clusters and browser start once, and
+    # figures summed over a file's tests see all of them) and files are handed out in this order:
+    # files with slow tests first, so the long ones start at once and the short ones fill the end.
+    if not hasattr(config, "workerinput"):
+        return
+
+    def file_of(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    slow = {file_of(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: file_of(item) not in slow)  # stable: the order within a file stays
 
 
 def _is_validation(metafunc: pytest.Metafunc) -> bool:

@@ -248,6 +248,7 @@ def _check_two_sessions_and_catalog(client: Any, pair: tuple[str, str], agent_id
     assert _keys_under(client, repo.key_prefix) == []
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES["sessions"], deadline=None, suppress_health_check=_SUPPRESS)
 @given(pair=id_pairs(), agent_id=HOSTILE_IDS, message_id=MESSAGE_IDS)
 def test_sessions_never_read_overwrite_or_delete_each_other(
@@ -256,6 +257,7 @@ def test_sessions_never_read_overwrite_or_delete_each_other(
     _check_two_sessions(standalone_client, pair, agent_id, message_id)
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES["catalog"], deadline=None, suppress_health_check=_SUPPRESS)
 @given(pair=id_pairs(), agent_id=HOSTILE_IDS, message_id=MESSAGE_IDS)
 def test_catalog_never_shows_foreign_sessions(
@@ -336,6 +338,7 @@ def _check_two_agents(client: Any, history: History, window: int) -> None:
     assert info.message_counts == {agent_a: len(ids_a), agent_b: len(ids_b)}
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES["agents"], deadline=None, suppress_health_check=_SUPPRESS)
 @given(history=AGENT_HISTORIES, window=st.integers(0, 4))
 def test_agents_never_list_each_others_messages(
@@ -377,6 +380,7 @@ def _surrogate_setup(client: Any) -> tuple[ValkeySessionRepository, int]:
     return _SURROGATE_SETUP[client]
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES["surrogates"], deadline=None, suppress_health_check=_SUPPRESS)
 @given(bad=SURROGATE_IDS)
 def test_lone_surrogates_are_refused_before_anything_is_written(standalone_client: valkey.Valkey, bad: str) -> None:
@@ -531,6 +535,7 @@ def _check_wire(wire: Wire, prefix: str) -> int:
     return largest
 
 
+@pytest.mark.slow
 def test_commands_stay_under_the_argument_limit_and_in_one_slot(standalone_client: valkey.Valkey) -> None:
     repo = ValkeySessionRepository(standalone_client, key_prefix="wire")
     with _record_wire() as wire:

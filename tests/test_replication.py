@@ -318,7 +318,10 @@ def test_manager_write_raises_when_the_replica_is_cut_off(pair: _Pair) -> None:
 
 
 def _promote(pair: _Pair) -> Any:
+    """kill -9 of the primary while the replica is still cut off (else, once resumed, the replica
+    could reconnect and fetch the writes it missed first), then the replica takes over."""
     kill9(pair.primary)
+    pair.resume()
     promoted = pair.replica
     with contextlib.closing(_admin(promoted)) as admin:
         admin.execute_command("REPLICAOF", "NO", "ONE")
@@ -358,7 +361,6 @@ def test_failover_loses_no_acknowledged_append(own_pair: _Pair) -> None:
         with pytest.raises(ReplicationTimeoutError):
             repo.create_message("c", "a", _message(i))
         refused += 1
-    own_pair.resume()
     promoted = ValkeySessionRepository(_promote(own_pair))
     stored = [m.message_id for m in promoted.list_messages("c", "a")]
     assert stored == acknowledged, f"lost: {sorted(set(acknowledged) - set(stored))}"
@@ -377,7 +379,6 @@ def test_failover_without_wait_loses_acknowledged_appends(own_pair: _Pair) -> No
     _cut_link(own_pair)
     for i in range(30, 60):
         repo.create_message("c", "a", _message(i))  # acknowledged
-    own_pair.resume()
     promoted = ValkeySessionRepository(_promote(own_pair))
     stored = [m.message_id for m in promoted.list_messages("c", "a")]
     assert stored == list(range(30)), "the appends made while the replica was cut off survived"

@@ -400,6 +400,7 @@ class Machine(RuleBasedStateMachine):
         interleave.check_integrity(admin, self.prefix, skip=skip)
 
 
+@pytest.mark.slow
 def test_two_repositories_against_the_model(world: World) -> None:
     Machine.world = world
     run_state_machine_as_test(
