@@ -10,7 +10,7 @@ import pytest
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
-from strands_valkey_session_manager import DamagedSessionError, SessionPage, ValkeySessionRepository
+from strands_valkey_session_manager import DamagedSessionError, SessionPage, ValkeySessionRepository, catalog
 from strands_valkey_session_manager._keys import CATALOG_SHARDS, session_id_of_member
 
 
@@ -196,7 +196,7 @@ def test_prune_keeps_a_session_written_between_its_listing_and_its_delete(client
             written.append("s01")
 
     visited: dict[str, bool] = {}
-    plan = repo._p_prune(3600, False, lambda info, gone: visited.__setitem__(info.session_id, gone))
+    plan = catalog.p_prune(repo, 3600, False, lambda info, gone: visited.__setitem__(info.session_id, gone))
     assert _drive(repo, plan, write_s01_once) == 1
     assert written == ["s01"]
     assert visited == {"s00": False, "s01": False, "s02": True, "s03": False}
@@ -218,7 +218,7 @@ def test_prune_keeps_a_session_deleted_and_created_again_under_the_same_id(clien
             client.hset(repo.session_keys("s01").session, "updated", 1_600_000_000_000)
             swapped.append("s01")
 
-    assert _drive(repo, repo._p_prune(3600, False, None), recreate) == 0
+    assert _drive(repo, catalog.p_prune(repo, 3600, False, None), recreate) == 0
     assert repo.read_session("s01") is not None
 
 

@@ -28,6 +28,7 @@ from strands_valkey_session_manager import (
     LocalKeyProvider,
     SessionConflictError,
     ValkeySessionRepository,
+    transfer,
 )
 from strands_valkey_session_manager._client import Plan, ScriptCall, Step, run_plan
 from strands_valkey_session_manager._codec import encode_message as _encode_message
@@ -193,11 +194,11 @@ def test_reencryption_racing_a_copy_leaves_nothing_under_a_destroyed_key(
         outcome.append(reencrypt_session(ValkeySessionRepository(standalone_client, key_provider=provider), "copy"))
 
     if copy == "fork":
-        plan = repo._p_fork_session("source", "copy", None, None)
+        plan = transfer.p_fork_session(repo, "source", "copy", None, None)
     else:
         source = parse_export(export)
         renamed = dataclasses.replace(source, session=dataclasses.replace(source.session, session_id="copy"))
-        plan = repo._p_write_export(renamed)
+        plan = transfer.p_write_export(repo, renamed)
     try:
         run_plan(repo._db, _after_script(plan, "create_session", reencrypt))
     except SessionConflictError as e:

@@ -9,7 +9,7 @@ import pytest
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
-from strands_valkey_session_manager import ValkeySessionRepository
+from strands_valkey_session_manager import ValkeySessionRepository, transfer
 from tests.roundtrips import count_round_trips
 
 IMAGE = bytes(range(256))
@@ -351,7 +351,7 @@ def test_overwrite_abandoned_mid_import_keeps_the_original(backend: Any) -> None
         exported = _big_export(client, "src", messages=1200, size=10)
         _fill(repo)
         before = _snapshot(repo, "src")
-        plan = repo._p_import_session(exported, True)
+        plan = transfer.p_import_session(repo, exported, True)
         reply = None
         for _ in range(3):  # staging, then two batches of 500 writes
             step = plan.send(reply)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage
 
-from . import _codec, _seal
+from . import _codec, _seal, catalog
 from ._client import Call, CommandCall, Plan, ScriptCall, Step
 from ._keys import (
     KeyLayout,
@@ -56,7 +56,7 @@ from ._schema import (
     named,
     version_field,
 )
-from .catalog import CatalogPlans, damaged_leftovers, expected_expiry
+from .catalog import damaged_leftovers, expected_expiry
 from .exceptions import (
     AgentExistsError,
     CorruptRecordError,
@@ -68,7 +68,6 @@ from .exceptions import (
     SessionStoreUnavailableError,
     SessionTooLargeError,
 )
-from .transfer import TransferPlans
 
 if TYPE_CHECKING:
     from strands.multiagent.base import MultiAgentBase
@@ -81,7 +80,7 @@ _T = TypeVar("_T")
 _NO_FORK = (b"", b"", b"", b"")
 
 
-class SessionCore(CatalogPlans, TransferPlans):
+class SessionCore:
     """Configuration and plans shared by :class:`ValkeySessionRepository` and its asyncio twin."""
 
     # What ``check_versions=None`` means for this face (the session manager: on).
@@ -132,11 +131,15 @@ class SessionCore(CatalogPlans, TransferPlans):
         tags: Sequence[str] | None,
         payloads: Sequence[bytes] = _NO_FORK,
         session_payload: bytes = b"",
+        *,
+        lifetime: tuple[int, int] | None = None,
     ) -> Plan[bool]:
         """Run ``create_session.lua`` after listing the session in the catalog; False if it exists.
 
         For a fork, ``payloads`` are the source's DUMPed agents, messages, order and multi keys and
         ``session_payload`` its DUMPed session hash (for the per-agent counters and versions).
+        ``lifetime``: the sliding TTL and deadline (ms, unix ms; 0: none) instead of this
+        repository's ``ttl`` and ``max_age`` (an import keeps the exported session's).
         """
         owner, labels = _check_owner(
             self._user_id if user_id is None else user_id, self._tags if tags is None else tags
@@ -148,14 +151,17 @@ class SessionCore(CatalogPlans, TransferPlans):
         created = created_ms(session.created_at)
         member = catalog_member(created, session.session_id)
         indexes = self._layout.catalog_indexes(session.session_id, owner, labels)
-        deadline = created + self._max_age_ms if self._max_age_ms else 0
-        expiry, expiry_entry = self._expiry_calls(
-            session.session_id, member, owner, labels, expected_expiry(self._ttl_ms, deadline)
+        if lifetime is None:
+            ttl_ms, deadline = self._ttl_ms, created + self._max_age_ms if self._max_age_ms else 0
+        else:
+            ttl_ms, deadline = lifetime
+        expiry, expiry_entry = catalog.expiry_calls(
+            self._layout, session.session_id, member, owner, labels, expires_ms=expected_expiry(ttl_ms, deadline)
         )
         dump_agents, dump_messages, dump_order, dump_multi = payloads
         args = named(
             "create_session",
-            ttl=self._ttl_ms,
+            ttl=ttl_ms,
             record=record,
             created=created,
             deadline=deadline,
@@ -186,7 +192,7 @@ class SessionCore(CatalogPlans, TransferPlans):
             unlist = [CommandCall("zrem", (index, member)) for index in indexes]
             yield Step("create_session", session.session_id, keys.session, unlist)
         if due:
-            yield from self._p_sweep_due(due)
+            yield from catalog.p_sweep_due(self._layout, due)
         if isinstance(created_now, list):
             raise damaged_leftovers(session.session_id, keys, created_now[1:])
         return bool(created_now == 1)
@@ -209,7 +215,7 @@ class SessionCore(CatalogPlans, TransferPlans):
             if missing_ok:
                 return
             raise SessionException(f"Session {session_id} does not exist")
-        unlist = self._unlist_calls(session_id, entry)
+        unlist = catalog.unlist_calls(self._layout, session_id, entry)
         if unlist:
             yield Step("delete_session", session_id, str(unlist[0].args[0]), unlist)
         logger.info("session_id=<%s> | deleted session", session_id)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from strands.types.session import Session, SessionAgent, SessionMessage
 
+from . import catalog, transfer
 from ._client import adapter_for, aretrying, arun_plan, is_repeat
 from ._core import SessionCore
 from ._lifetime import Duration
@@ -131,14 +132,14 @@ class AsyncValkeySessionRepository(SessionCore):
     @aretrying
     async def session_info(self, session_id: str) -> SessionInfo | None:
         """Catalog view of one session, or ``None``."""
-        return await arun_plan(self._db, self._p_session_info(session_id))
+        return await arun_plan(self._db, catalog.p_session_info(self._layout, session_id))
 
     @aretrying
     async def list_sessions(
         self, user_id: str | None = None, tag: str | None = None, cursor: str | None = None, limit: int = 50
     ) -> SessionPage:
         """A page of sessions, newest first."""
-        return await arun_plan(self._db, self._p_list_sessions(user_id, tag, cursor, limit))
+        return await arun_plan(self._db, catalog.p_list_sessions(self._layout, user_id, tag, cursor, limit))
 
     async def iter_sessions(
         self, user_id: str | None = None, tag: str | None = None, page_size: int = 200
@@ -162,22 +163,22 @@ class AsyncValkeySessionRepository(SessionCore):
         on_damaged: Callable[[DamagedSession], None] | None = None,
     ) -> int:
         """Delete every session whose last write is older than ``older_than`` (see the sync face)."""
-        return await arun_plan(self._db, self._p_prune(older_than, dry_run, on_session, on_damaged))
+        return await arun_plan(self._db, catalog.p_prune(self, older_than, dry_run, on_session, on_damaged))
 
     @aretrying
     async def sweep_catalog(self) -> int:
         """Remove the catalog entries of every expired session; returns how many (see the sync face)."""
-        return await arun_plan(self._db, self._p_sweep_catalog())
+        return await arun_plan(self._db, catalog.p_sweep_catalog(self._layout))
 
     async def fork_session(
         self, source_id: str, target_id: str, *, user_id: str | None = None, tags: Sequence[str] | None = None
     ) -> None:
         """Copy a session to a new id on the server."""
-        await arun_plan(self._db, self._p_fork_session(source_id, target_id, user_id, tags))
+        await arun_plan(self._db, transfer.p_fork_session(self, source_id, target_id, user_id, tags))
 
     async def export_records(self, session_id: str) -> SessionExport:
         """Read a whole session."""
-        return await arun_plan(self._db, self._p_export_records(session_id))
+        return await arun_plan(self._db, transfer.p_export_records(self, session_id))
 
     async def export_session(self, session_id: str) -> str:
         """A whole session as JSON Lines."""
@@ -192,11 +193,11 @@ class AsyncValkeySessionRepository(SessionCore):
     async def write_export(self, export: SessionExport, *, overwrite: bool = False) -> None:
         """Write a parsed export into a new session, or in place of what the id holds (``overwrite``)."""
         try:
-            await arun_plan(self._db, self._p_write_export(export, overwrite))
+            await arun_plan(self._db, transfer.p_write_export(self, export, overwrite))
         except ValkeySessionError:
             if overwrite:  # best effort: leftovers of the staging are unlisted and expire anyway
                 with contextlib.suppress(ValkeySessionError):
-                    await arun_plan(self._db, self._p_drop_staging(export.session.session_id))
+                    await arun_plan(self._db, transfer.p_drop_staging(self, export.session.session_id))
             raise
 
     async def aclose(self) -> None:

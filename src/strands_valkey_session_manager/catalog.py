@@ -14,6 +14,10 @@ every shard, so the catalog of expired sessions empties without anyone listing i
 
 A damaged session (a key of the wrong type, leftover keys after its session hash was evicted) is
 skipped by listings and reported in :attr:`SessionPage.damaged`; it never fails the listing.
+
+The operations are plans (see ``_core.py``): functions of the key layout (or, for deletes, of the
+repository core, whose data-key caches they update) returning generators of round trips, which
+the synchronous and asyncio repositories run.
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ from ._lifetime import Duration, now_ms, to_ms
 from ._schema import F_CATALOG, F_CREATED, F_TAGS, F_UPDATED, F_USER, count_field
 from .exceptions import CorruptRecordError, DamagedSessionError
 
+if TYPE_CHECKING:
+    from ._core import SessionCore
+
 MAX_PAGE = 1000
 #: Due expiry entries a create sweeps in its own shard.
 SWEEP_PER_CREATE = 8
 # Due expiry entries read per shard and pass by sweep_catalog.
 _SWEEP_PAGE = 100
-_KEY_NAMES = ("session", "agents", "messages", "order", "multi")
 
 
 @dataclass(frozen=True)
@@ -105,208 +111,225 @@ def damaged_leftovers(session_id: str, keys: SessionKeys, indexes: Sequence[Any]
     )
 
 
-class CatalogPlans:
-    """Catalog operations as plans (see ``_core.py``), shared by the sync and asyncio faces."""
+# -- plans (see ``_core.py``): generators of round trips, run by the sync and asyncio faces --------
 
-    _layout: KeyLayout
-    _data_keys: dict[str, Any]
 
-    if TYPE_CHECKING:  # provided by SessionCore
+def p_session_info(layout: KeyLayout, session_id: str) -> Plan[SessionInfo | None]:
+    """The catalog view of one session (None when it does not exist). One round trip.
 
-        def session_keys(self, session_id: str) -> SessionKeys: ...
-        def _p_delete_session(self, session_id: str, missing_ok: bool = False) -> Plan[None]: ...
-        def _shred(self, session_id: str, *, deleted: bool = False) -> None: ...
+    Raises:
+        DamagedSessionError: If keys of the session are gone or of the wrong type.
+        CorruptRecordError: If a field of the session hash is not what this package writes.
+    """
+    keys = layout.session(session_id)
+    reply = yield Step("session_info", session_id, keys.session, ScriptCall("session_info", keys.all()))
+    if reply is None:
+        return None
+    damaged = _damage(session_id, keys, reply)
+    if damaged is not None:
+        raise DamagedSessionError(f"session_id=<{session_id}>, key=<{damaged.key}> | {damaged.reason}")
+    try:
+        return _fields(session_id, reply)
+    except _BAD_FIELDS as e:
+        raise CorruptRecordError(f"session_id=<{session_id}>, key=<{keys.session}> | {_invalid(e)}") from e
 
-    def _p_session_info(self, session_id: str) -> Plan[SessionInfo | None]:
-        keys = self.session_keys(session_id)
-        reply = yield Step("session_info", session_id, keys.session, ScriptCall("session_info", keys.all()))
-        if reply is None:
-            return None
-        decoded = _info(session_id, keys, reply)
-        if isinstance(decoded, DamagedSession):
-            raise DamagedSessionError(f"session_id=<{session_id}>, key=<{decoded.key}> | {decoded.reason}")
-        return decoded
 
-    def _p_list_sessions(
-        self, user_id: str | None, tag: str | None, cursor: str | None, limit: int
-    ) -> Plan[SessionPage]:
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
-            raise ValueError(f"limit=<{limit!r}> | limit must be an int from 1 to {MAX_PAGE}")
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValueError(f"cursor=<{cursor!r}> | cursor must be a str from a previous page")
-        index_tag = None if user_id is not None else tag
-        indexes = [self._layout.catalog_index(s, user_id=user_id, tag=index_tag) for s in range(CATALOG_SHARDS)]
-        start = "+" if cursor is None else f"({cursor}"
-        found: list[SessionInfo] = []
-        damaged: list[DamagedSession] = []
-        candidates: list[str] = []
-        while len(found) < limit:
-            want = limit - len(found)
-            reads = [CommandCall("zrevrangebylex", (i, start, "-", 0, want)) for i in indexes]
-            replies = yield Step("list_sessions", "*", indexes[0], reads)
-            shards = [[_codec.text(m) for m in reply] for reply in replies]
-            candidates = list(heapq.merge(*shards, reverse=True))[:want]
-            if not candidates:
-                return SessionPage(found, None, damaged)
-            tag_filter = tag if user_id is not None else None
-            found.extend((yield from self._p_resolve(candidates, indexes, tag_filter, damaged)))
-            start = f"({candidates[-1]}"
-            if len(candidates) < want:  # every shard is exhausted
-                return SessionPage(found, None, damaged)
-        return SessionPage(found, candidates[-1], damaged)
-
-    def _p_prune(
-        self,
-        older_than: Duration,
-        dry_run: bool,
-        on_session: Callable[[SessionInfo, bool], None] | None,
-        on_damaged: Callable[[DamagedSession], None] | None = None,
-    ) -> Plan[int]:
-        cutoff = now_ms() - to_ms(older_than, "older_than")
-        if not dry_run:
-            yield from self._p_sweep_catalog()
-        doomed = 0
-        cursor: str | None = None
-        while True:
-            page = yield from self._p_list_sessions(None, None, cursor, 200)
-            for info in page.sessions:
-                stale = _ms(info.updated_at) < cutoff
-                if stale and not dry_run:
-                    # The delete checks again, in its own atomic step, that the session is still
-                    # idle and still the one listed: a write after the listing keeps it.
-                    stale = yield from self._p_delete_idle(info, cutoff)
-                doomed += stale
-                if on_session is not None:
-                    on_session(info, stale)
-            if on_damaged is not None:
-                for entry in page.damaged:
-                    on_damaged(entry)
-            if page.cursor is None:
-                return doomed
-            cursor = page.cursor
-
-    def _p_delete_idle(self, info: SessionInfo, cutoff: int) -> Plan[bool]:
-        """Delete a session only if it is still idle since before ``cutoff`` and still listed under
-        the same member; True when deleted. Its data keys kept outside the dataset are destroyed
-        after the delete (a session kept must keep them)."""
-        session_id = info.session_id
-        keys = self.session_keys(session_id)
-        call = ScriptCall("delete_session", keys.all(), (cutoff, info.catalog_member))
-        entry = yield Step("delete_session", session_id, keys.session, call)
-        if entry is None or entry == 0:
-            return False  # gone meanwhile, or written since the listing
-        self._data_keys.pop(session_id, None)
-        self._shred(session_id, deleted=True)
-        unlist = self._unlist_calls(session_id, entry)
-        if unlist:
-            yield Step("delete_session", session_id, unlist[0].args[0], unlist)
-        return True
-
-    def _unlist_calls(self, session_id: str, entry: Sequence[Any]) -> list[CommandCall]:
-        """The ZREMs of a deleted session's catalog entries (and expiry entry), from
-        ``delete_session.lua``'s reply."""
-        member, owner, labels, *rest = (_codec.text(v) for v in entry)
-        calls = []
-        if rest and rest[0]:
-            index = self._layout.catalog_expiry(self._layout.catalog_shard(session_id))
-            calls.append(CommandCall("zrem", (index, rest[0])))
-        if member:
-            tags = tuple(_codec.loads(labels)) if labels else ()
-            indexes = self._layout.catalog_indexes(session_id, owner or None, tags)
-            calls.extend(CommandCall("zrem", (index, member)) for index in indexes)
-        return calls
-
-    def _p_resolve(
-        self, candidates: Sequence[str], indexes: Sequence[str], tag: str | None, damaged: list[DamagedSession]
-    ) -> Plan[list[SessionInfo]]:
-        """Read the candidates' metadata; drop (and unlist) entries whose session is gone, report
-        (in ``damaged``) and skip damaged sessions."""
-        session_ids = [session_id_of_member(m) for m in candidates]
-        reads = [ScriptCall("session_info", self.session_keys(s).all()) for s in session_ids]
+def p_list_sessions(
+    layout: KeyLayout, user_id: str | None, tag: str | None, cursor: str | None, limit: int
+) -> Plan[SessionPage]:
+    """A page of sessions, newest first (see ``ValkeySessionRepository.list_sessions``)."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit=<{limit!r}> | limit must be an int from 1 to {MAX_PAGE}")
+    if cursor is not None and not isinstance(cursor, str):
+        raise ValueError(f"cursor=<{cursor!r}> | cursor must be a str from a previous page")
+    index_tag = None if user_id is not None else tag
+    indexes = [layout.catalog_index(s, user_id=user_id, tag=index_tag) for s in range(CATALOG_SHARDS)]
+    start = "+" if cursor is None else f"({cursor}"
+    found: list[SessionInfo] = []
+    damaged: list[DamagedSession] = []
+    candidates: list[str] = []
+    while len(found) < limit:
+        want = limit - len(found)
+        reads = [CommandCall("zrevrangebylex", (i, start, "-", 0, want)) for i in indexes]
         replies = yield Step("list_sessions", "*", indexes[0], reads)
-        found: list[SessionInfo] = []
-        stale: list[CommandCall] = []
-        for member, session_id, reply in zip(candidates, session_ids, replies, strict=True):
-            if reply is None:
-                stale.append(CommandCall("zrem", (indexes[self._layout.catalog_shard(session_id)], member)))
-                continue
-            keys = self.session_keys(session_id)
+        shards = [[_codec.text(m) for m in reply] for reply in replies]
+        candidates = list(heapq.merge(*shards, reverse=True))[:want]
+        if not candidates:
+            return SessionPage(found, None, damaged)
+        tag_filter = tag if user_id is not None else None
+        found.extend((yield from _p_resolve(layout, candidates, indexes, tag_filter, damaged)))
+        start = f"({candidates[-1]}"
+        if len(candidates) < want:  # every shard is exhausted
+            return SessionPage(found, None, damaged)
+    return SessionPage(found, candidates[-1], damaged)
+
+
+def p_prune(
+    core: SessionCore,
+    older_than: Duration,
+    dry_run: bool,
+    on_session: Callable[[SessionInfo, bool], None] | None,
+    on_damaged: Callable[[DamagedSession], None] | None = None,
+) -> Plan[int]:
+    """Delete every session idle for ``older_than`` (see ``ValkeySessionRepository.prune``)."""
+    cutoff = now_ms() - to_ms(older_than, "older_than")
+    layout = core._layout
+    if not dry_run:
+        yield from p_sweep_catalog(layout)
+    doomed = 0
+    cursor: str | None = None
+    while True:
+        page = yield from p_list_sessions(layout, None, None, cursor, 200)
+        for info in page.sessions:
+            stale = _ms(info.updated_at) < cutoff
+            if stale and not dry_run:
+                # The delete checks again, in its own atomic step, that the session is still
+                # idle and still the one listed: a write after the listing keeps it.
+                stale = yield from p_delete_idle(core, info, cutoff)
+            doomed += stale
+            if on_session is not None:
+                on_session(info, stale)
+        if on_damaged is not None:
+            for entry in page.damaged:
+                on_damaged(entry)
+        if page.cursor is None:
+            return doomed
+        cursor = page.cursor
+
+
+def p_delete_idle(core: SessionCore, info: SessionInfo, cutoff: int) -> Plan[bool]:
+    """Delete a session only if it is still idle since before ``cutoff`` and still listed under
+    the same member; True when deleted. Its data keys kept outside the dataset are destroyed
+    after the delete (a session kept must keep them)."""
+    session_id = info.session_id
+    keys = core.session_keys(session_id)
+    call = ScriptCall("delete_session", keys.all(), (cutoff, info.catalog_member))
+    entry = yield Step("delete_session", session_id, keys.session, call)
+    if entry is None or entry == 0:
+        return False  # gone meanwhile, or written since the listing
+    core._data_keys.pop(session_id, None)
+    core._shred(session_id, deleted=True)
+    unlist = unlist_calls(core._layout, session_id, entry)
+    if unlist:
+        yield Step("delete_session", session_id, str(unlist[0].args[0]), unlist)
+    return True
+
+
+def unlist_calls(layout: KeyLayout, session_id: str, entry: Sequence[Any]) -> list[CommandCall]:
+    """The ZREMs of a deleted session's catalog entries (and expiry entry), from
+    ``delete_session.lua``'s reply."""
+    member, owner, labels, *rest = (_codec.text(v) for v in entry)
+    calls = []
+    if rest and rest[0]:
+        index = layout.catalog_expiry(layout.catalog_shard(session_id))
+        calls.append(CommandCall("zrem", (index, rest[0])))
+    if member:
+        tags = tuple(_codec.loads(labels)) if labels else ()
+        indexes = layout.catalog_indexes(session_id, owner or None, tags)
+        calls.extend(CommandCall("zrem", (index, member)) for index in indexes)
+    return calls
+
+
+def _p_resolve(
+    layout: KeyLayout,
+    candidates: Sequence[str],
+    indexes: Sequence[str],
+    tag: str | None,
+    damaged: list[DamagedSession],
+) -> Plan[list[SessionInfo]]:
+    """Read the candidates' metadata; drop (and unlist) entries whose session is gone, report
+    (in ``damaged``) and skip damaged sessions."""
+    session_ids = [session_id_of_member(m) for m in candidates]
+    reads = [ScriptCall("session_info", layout.session(s).all()) for s in session_ids]
+    replies = yield Step("list_sessions", "*", indexes[0], reads)
+    found: list[SessionInfo] = []
+    stale: list[CommandCall] = []
+    for member, session_id, reply in zip(candidates, session_ids, replies, strict=True):
+        if reply is None:
+            stale.append(CommandCall("zrem", (indexes[layout.catalog_shard(session_id)], member)))
+            continue
+        keys = layout.session(session_id)
+        hurt = _damage(session_id, keys, reply)
+        if hurt is None:
             try:
-                decoded = _info(session_id, keys, reply)
-            except CorruptRecordError as e:
-                damaged.append(DamagedSession(session_id, keys.session, str(e).split(" | ", 1)[-1]))
-                continue
-            if isinstance(decoded, DamagedSession):
-                damaged.append(decoded)
-            elif decoded.catalog_member != member:  # a duplicate entry left by a create that lost a race
-                stale.append(CommandCall("zrem", (indexes[self._layout.catalog_shard(session_id)], member)))
-            elif tag is None or tag in decoded.tags:
-                found.append(decoded)
-        if stale:
-            yield Step("list_sessions", "*", indexes[0], stale)
-        return found
+                info = _fields(session_id, reply)
+            except _BAD_FIELDS as e:
+                hurt = DamagedSession(session_id, keys.session, _invalid(e))
+        if hurt is not None:
+            damaged.append(hurt)
+        elif info.catalog_member != member:  # a duplicate entry left by a create that lost a race
+            stale.append(CommandCall("zrem", (indexes[layout.catalog_shard(session_id)], member)))
+        elif tag is None or tag in info.tags:
+            found.append(info)
+    if stale:
+        yield Step("list_sessions", "*", indexes[0], stale)
+    return found
 
-    # -- expiry index -----------------------------------------------------------------------------
 
-    def _expiry_calls(
-        self, session_id: str, member: str, user_id: str | None, tags: tuple[str, ...], expires_ms: int
-    ) -> tuple[list[CommandCall], str]:
-        """What a create adds to its pipeline: the read of up to ``SWEEP_PER_CREATE`` due entries of
-        its shard (first), and its own expiry entry when the session has a lifetime; and that entry
-        ('' none), which the session hash keeps (field ``expiry``) so a delete can remove it."""
-        index = self._layout.catalog_expiry(self._layout.catalog_shard(session_id))
-        calls = [CommandCall("zrangebylex", (index, "-", f"({now_ms():015d}", 0, SWEEP_PER_CREATE))]
-        entry = expiry_member(expires_ms, member, user_id, tags) if expires_ms else ""
-        if entry:
-            calls.append(CommandCall("zadd", (index, {entry: 0})))
-        return calls, entry
+# -- expiry index -----------------------------------------------------------------------------
 
-    def _p_sweep_catalog(self) -> Plan[int]:
-        """Remove the catalog entries of every expired session (all shards); returns how many."""
-        indexes = [self._layout.catalog_expiry(s) for s in range(CATALOG_SHARDS)]
-        removed = 0
-        for _ in range(1000):  # each pass removes or refiles what it read: bounded in practice
-            reads = [CommandCall("zrangebylex", (i, "-", f"({now_ms():015d}", 0, _SWEEP_PAGE)) for i in indexes]
-            replies = yield Step("sweep_catalog", "*", indexes[0], reads)
-            due = [_codec.text(m) for reply in replies for m in reply]
-            if not due:
-                break
-            removed += yield from self._p_sweep_due(due)
-        return removed
 
-    def _p_sweep_due(self, due: Sequence[Any]) -> Plan[int]:
-        """Check the sessions of due expiry entries and act: a session gone (or replaced under the
-        same id) is unlisted, one that lives on is filed again under its current expiry, a damaged
-        one keeps its catalog entry (listings report it). Returns the sessions unlisted."""
-        entries: list[tuple[str, str, str, str | None, tuple[str, ...]]] = []
-        for raw in due:
-            entry = _codec.text(raw)
-            try:
-                _, member, user_id, tags = parse_expiry_member(entry)
-                session_id = session_id_of_member(member)
-                index = self._layout.catalog_expiry(self._layout.catalog_shard(session_id))
-            except (ValueError, IndexError):
-                continue  # not ours: left alone
-            entries.append((entry, index, member, user_id, tags))
-        if not entries:
-            return 0
-        ids = [session_id_of_member(e[2]) for e in entries]
-        reads = [ScriptCall("session_info", self.session_keys(s).all()) for s in ids]
-        replies = yield Step("sweep_catalog", "*", entries[0][1], reads)
-        now = now_ms()
-        writes: list[CommandCall] = []
-        removed = 0
-        for (entry, index, member, user_id, tags), session_id, reply in zip(entries, ids, replies, strict=True):
-            writes.append(CommandCall("zrem", (index, entry)))
-            if reply is None or (len(reply) == 3 and _listed_as(reply) != member):
-                removed += 1
-                for catalog in self._layout.catalog_indexes(session_id, user_id, tags):
-                    writes.append(CommandCall("zrem", (catalog, member)))
-            elif len(reply) == 3 and int(reply[2]) >= 0:
-                refiled = expiry_member(now + int(reply[2]), member, user_id, tags)
-                writes.append(CommandCall("zadd", (index, {refiled: 0})))
-        yield Step("sweep_catalog", "*", entries[0][1], writes)
-        return removed
+def expiry_calls(
+    layout: KeyLayout, session_id: str, member: str, user_id: str | None, tags: tuple[str, ...], *, expires_ms: int
+) -> tuple[list[CommandCall], str]:
+    """What a create adds to its pipeline: the read of up to ``SWEEP_PER_CREATE`` due entries of
+    its shard (first), and its own expiry entry when the session has a lifetime; and that entry
+    ('' none), which the session hash keeps (field ``expiry``) so a delete can remove it."""
+    index = layout.catalog_expiry(layout.catalog_shard(session_id))
+    calls = [CommandCall("zrangebylex", (index, "-", f"({now_ms():015d}", 0, SWEEP_PER_CREATE))]
+    entry = expiry_member(expires_ms, member, user_id, tags) if expires_ms else ""
+    if entry:
+        calls.append(CommandCall("zadd", (index, {entry: 0})))
+    return calls, entry
+
+
+def p_sweep_catalog(layout: KeyLayout) -> Plan[int]:
+    """Remove the catalog entries of every expired session (all shards); returns how many."""
+    indexes = [layout.catalog_expiry(s) for s in range(CATALOG_SHARDS)]
+    removed = 0
+    for _ in range(1000):  # each pass removes or refiles what it read: bounded in practice
+        reads = [CommandCall("zrangebylex", (i, "-", f"({now_ms():015d}", 0, _SWEEP_PAGE)) for i in indexes]
+        replies = yield Step("sweep_catalog", "*", indexes[0], reads)
+        due = [_codec.text(m) for reply in replies for m in reply]
+        if not due:
+            break
+        removed += yield from p_sweep_due(layout, due)
+    return removed
+
+
+def p_sweep_due(layout: KeyLayout, due: Sequence[Any]) -> Plan[int]:
+    """Check the sessions of due expiry entries and act: a session gone (or replaced under the
+    same id) is unlisted, one that lives on is filed again under its current expiry, a damaged
+    one keeps its catalog entry (listings report it). Returns the sessions unlisted."""
+    entries: list[tuple[str, str, str, str | None, tuple[str, ...]]] = []
+    for raw in due:
+        entry = _codec.text(raw)
+        try:
+            _, member, user_id, tags = parse_expiry_member(entry)
+            session_id = session_id_of_member(member)
+            index = layout.catalog_expiry(layout.catalog_shard(session_id))
+        except (ValueError, IndexError):
+            continue  # not ours: left alone
+        entries.append((entry, index, member, user_id, tags))
+    if not entries:
+        return 0
+    ids = [session_id_of_member(e[2]) for e in entries]
+    reads = [ScriptCall("session_info", layout.session(s).all()) for s in ids]
+    replies = yield Step("sweep_catalog", "*", entries[0][1], reads)
+    now = now_ms()
+    writes: list[CommandCall] = []
+    removed = 0
+    for (entry, index, member, user_id, tags), session_id, reply in zip(entries, ids, replies, strict=True):
+        writes.append(CommandCall("zrem", (index, entry)))
+        if reply is None or (len(reply) == 3 and _listed_as(reply) != member):
+            removed += 1
+            for catalog in layout.catalog_indexes(session_id, user_id, tags):
+                writes.append(CommandCall("zrem", (catalog, member)))
+        elif len(reply) == 3 and int(reply[2]) >= 0:
+            refiled = expiry_member(now + int(reply[2]), member, user_id, tags)
+            writes.append(CommandCall("zadd", (index, {refiled: 0})))
+    yield Step("sweep_catalog", "*", entries[0][1], writes)
+    return removed
 
 
 def expected_expiry(ttl_ms: int, deadline_ms: int) -> int:
@@ -327,44 +350,55 @@ def _listed_as(reply: Sequence[Any]) -> str:
     return ""
 
 
-def _info(session_id: str, keys: SessionKeys, reply: Sequence[Any]) -> SessionInfo | DamagedSession:
-    """Build the catalog view from the ``session_info`` script's reply.
+def _damage(session_id: str, keys: SessionKeys, reply: Sequence[Any]) -> DamagedSession | None:
+    """What the ``session_info`` script reported damaged (a key of the wrong type, keys left over
+    after the session hash went), or None."""
+    if len(reply) != 4:
+        return None
+    at, reason, *left = reply[3]
+    key = keys.all()[int(at) - 1]
+    if _codec.text(reason) == "missing":
+        names = ", ".join(keys.all()[int(i) - 1] for i in left)
+        return DamagedSession(
+            session_id, key, f"the session hash is missing but other keys of the session remain ({names})"
+        )
+    return DamagedSession(session_id, key, f"server refused: {_codec.text(reason)}")
+
+
+# What building the catalog view raises on fields this package did not write (CodecError and
+# UnicodeDecodeError are ValueErrors).
+_BAD_FIELDS = (ValueError, TypeError, OverflowError)
+
+
+def _invalid(error: Exception) -> str:
+    return f"catalog fields are not valid: {error}"
+
+
+def _fields(session_id: str, reply: Sequence[Any]) -> SessionInfo:
+    """The catalog view from an undamaged ``session_info`` reply.
 
     Raises:
-        CorruptRecordError: If a field of the session hash is not what this package writes.
+        ValueError, TypeError, OverflowError: If a field of the session hash is not what this
+            package writes (``_BAD_FIELDS``).
     """
-    if len(reply) == 4:
-        at, reason, *left = reply[3]
-        key = keys.all()[int(at) - 1]
-        if _codec.text(reason) == "missing":
-            names = ", ".join(keys.all()[int(i) - 1] for i in left)
-            return DamagedSession(
-                session_id, key, f"the session hash is missing but other keys of the session remain ({names})"
-            )
-        return DamagedSession(session_id, key, f"server refused: {_codec.text(reason)}")
-    try:
-        flat, agent_ids, pttl = reply
-        # Values are decoded only where used: the session record itself is not the catalog's business.
-        fields = {_codec.text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-        counts = {_codec.text(a): int(fields.get(count_field(_codec.text(a)), 0)) for a in agent_ids}
-        created = int(fields.get(F_CREATED, 0))
-        tags = tuple(_codec.loads(fields[F_TAGS])) if fields.get(F_TAGS) else ()
-        if not all(isinstance(tag, str) for tag in tags):
-            raise _codec.CodecError("tags are not a list of strings")
-        return SessionInfo(
-            session_id=session_id,
-            created_at=_datetime(created),
-            updated_at=_datetime(int(fields.get(F_UPDATED, created))),
-            user_id=_codec.text(fields[F_USER]) if F_USER in fields else None,
-            tags=tags,
-            message_counts=counts,
-            expires_in=None if int(pttl) < 0 else int(pttl) / 1000,
-            catalog_member=_codec.text(fields.get(F_CATALOG, "")),
-        )
-    except (ValueError, TypeError, OverflowError) as e:  # CodecError and UnicodeDecodeError are ValueErrors
-        raise CorruptRecordError(
-            f"session_id=<{session_id}>, key=<{keys.session}> | catalog fields are not valid: {e}"
-        ) from e
+    flat, agent_ids, pttl = reply
+    # Values are decoded only where used: the session record itself is not the catalog's business.
+    fields = {_codec.text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+    counts = {_codec.text(a): int(fields.get(count_field(_codec.text(a)), 0)) for a in agent_ids}
+    created = int(fields.get(F_CREATED, 0))
+    tags = tuple(_codec.loads(fields[F_TAGS])) if fields.get(F_TAGS) else ()
+    if not all(isinstance(tag, str) for tag in tags):
+        raise _codec.CodecError("tags are not a list of strings")
+    return SessionInfo(
+        session_id=session_id,
+        created_at=_datetime(created),
+        updated_at=_datetime(int(fields.get(F_UPDATED, created))),
+        user_id=_codec.text(fields[F_USER]) if F_USER in fields else None,
+        tags=tags,
+        message_counts=counts,
+        expires_in=None if int(pttl) < 0 else int(pttl) / 1000,
+        catalog_member=_codec.text(fields.get(F_CATALOG, "")),
+    )
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, runtime_checkab
 
 from strands.types.exceptions import SessionException
 
-from . import _codec, _seal
+from . import _codec, _seal, catalog
 from ._client import CommandCall, Plan, ScriptCall, Step, adapter_for, arun_plan, run_plan
 from ._keys import catalog_member, encode_id, validate_key_prefix
 from ._redact import drop_frame_locals
@@ -675,7 +675,7 @@ def _p_reencrypt_all(
 ) -> Plan[int]:
     visited = reencrypted = 0
     while True:
-        page = yield from core._p_list_sessions(None, None, cursor, 100)
+        page = yield from catalog.p_list_sessions(core._layout, None, None, cursor, 100)
         for info in page.sessions:
             outcome = yield from _p_reencrypt(core, info.session_id, attempts)
             visited += 1

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from strands.session.session_repository import SessionRepository
 from strands.types.session import Session, SessionAgent, SessionMessage
 
+from . import catalog, transfer
 from ._client import adapter_for, is_repeat, retrying, run_plan
 from ._core import SessionCore
 from ._lifetime import Duration
@@ -270,7 +271,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
     @retrying
     def session_info(self, session_id: str) -> SessionInfo | None:
         """Catalog view of one session, or ``None`` if it does not exist. One round trip."""
-        return run_plan(self._db, self._p_session_info(session_id))
+        return run_plan(self._db, catalog.p_session_info(self._layout, session_id))
 
     @retrying
     def list_sessions(
@@ -285,7 +286,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         Raises:
             ValueError: If ``limit`` is not between 1 and 1000 or ``cursor`` is not a str.
         """
-        return run_plan(self._db, self._p_list_sessions(user_id, tag, cursor, limit))
+        return run_plan(self._db, catalog.p_list_sessions(self._layout, user_id, tag, cursor, limit))
 
     def iter_sessions(
         self, user_id: str | None = None, tag: str | None = None, page_size: int = 200
@@ -322,14 +323,14 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         Returns:
             The number of sessions deleted (or that would be).
         """
-        return run_plan(self._db, self._p_prune(older_than, dry_run, on_session, on_damaged))
+        return run_plan(self._db, catalog.p_prune(self, older_than, dry_run, on_session, on_damaged))
 
     @retrying
     def sweep_catalog(self) -> int:
         """Remove the catalog entries (and expiry entries) of every expired session, in all shards;
         returns how many sessions were unlisted. Creates sweep a few entries of their own shard
         each; this sweeps everything due at once. Two round trips per pass plus one read."""
-        return run_plan(self._db, self._p_sweep_catalog())
+        return run_plan(self._db, catalog.p_sweep_catalog(self._layout))
 
     # -- copies -------------------------------------------------------------------------------
 
@@ -347,7 +348,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
             SessionException: If the source does not exist or the target already exists.
             ValueError: If the ids are the same.
         """
-        run_plan(self._db, self._p_fork_session(source_id, target_id, user_id, tags))
+        run_plan(self._db, transfer.p_fork_session(self, source_id, target_id, user_id, tags))
 
     def export_records(self, session_id: str) -> SessionExport:
         """Read a whole session. Four round trips plus one per agent.
@@ -355,7 +356,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         Raises:
             SessionException: If the session does not exist.
         """
-        return run_plan(self._db, self._p_export_records(session_id))
+        return run_plan(self._db, transfer.p_export_records(self, session_id))
 
     def export_session(self, session_id: str) -> str:
         """A whole session as JSON Lines (see ``transfer.py``).
@@ -396,9 +397,9 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
             SessionTooLargeError: If a record exceeds ``max_record_bytes`` (nothing is written).
         """
         try:
-            run_plan(self._db, self._p_write_export(export, overwrite))
+            run_plan(self._db, transfer.p_write_export(self, export, overwrite))
         except ValkeySessionError:
             if overwrite:  # best effort: leftovers of the staging are unlisted and expire anyway
                 with contextlib.suppress(ValkeySessionError):
-                    run_plan(self._db, self._p_drop_staging(export.session.session_id))
+                    run_plan(self._db, transfer.p_drop_staging(self, export.session.session_id))
             raise

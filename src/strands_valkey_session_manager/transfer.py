@@ -22,18 +22,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cache, partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
-from . import _codec, _seal
+from . import _codec, _seal, catalog
 from ._client import CommandCall, Plan, ScriptCall, Step
-from ._keys import KeyLayout, SessionKeys, catalog_member, check_message_id, encode_id, message_member
+from ._keys import catalog_member, check_message_id, encode_id, message_member
 from ._lifetime import created_ms, now_ms
 from ._schema import (
     F_DEADLINE,
@@ -48,12 +48,11 @@ from ._schema import (
     named,
 )
 from .catalog import expected_expiry
-from .exceptions import DecryptionError, SessionConflictError
+from .exceptions import DecryptionError, SessionConflictError, SessionNotFoundError
 
 if TYPE_CHECKING:
-    from .catalog import SessionInfo
+    from ._core import SessionCore
 
-_T = TypeVar("_T")
 EXPORT_FORMAT = 2
 #: Formats :func:`parse_export` reads (1: no lifetime and no end line).
 _FORMATS = (1, 2)
@@ -88,313 +87,288 @@ class SessionExport:
         return sum(len(m) for m in self.messages.values())
 
 
-class TransferPlans:
-    """Fork, export and import as plans (see ``_core.py``), shared by the sync and asyncio faces."""
+# -- plans (see ``_core.py``): functions of the repository core, run by the sync and asyncio faces
 
-    _layout: KeyLayout
-    _ttl_ms: int
-    _max_age_ms: int
-    _user_id: str | None
-    _sealer: _seal.Sealer
-    _pending_keys: dict[str, _seal.DataKey]
-    _data_keys: dict[str, _seal.DataKey]
 
-    if TYPE_CHECKING:  # provided by SessionCore and CatalogPlans
+def p_fork_session(
+    core: SessionCore, source_id: str, target_id: str, user_id: str | None, tags: Sequence[str] | None
+) -> Plan[None]:
+    """Copy a session to a new id (see ``ValkeySessionRepository.fork_session``).
 
-        def session_keys(self, session_id: str) -> SessionKeys: ...
-        def _p_read_session(self, session_id: str) -> Plan[Session | None]: ...
-        def _p_delete_session(self, session_id: str) -> Plan[None]: ...
-        def _p_list_messages(
-            self, session_id: str, agent_id: str, limit: int | None, offset: int
-        ) -> Plan[list[SessionMessage]]: ...
-        def _p_session_info(self, session_id: str) -> Plan[SessionInfo | None]: ...
-        def _p_create(
-            self,
-            session: Session,
-            user_id: str | None,
-            tags: Sequence[str] | None,
-            payloads: Sequence[bytes] = ...,
-            session_payload: bytes = b"",
-        ) -> Plan[bool]: ...
-        def _sized(self, record: bytes, key: str) -> bytes: ...
-        def _decoded(self, decode: Callable[[Any], _T], raw: Any, session_id: str, key: str) -> _T: ...
-        def _fresh_key(self, session_id: str) -> _seal.DataKey | None: ...
-        def _seal_with(self, cipher: _seal.Cipher | None, session_id: str, key: str, field: str) -> _codec.Seal: ...
-        def _opener(self, session_id: str, key: str, field_of: Callable[[dict[str, Any]], str]) -> _codec.Open: ...
-        def _key_context(self, session_id: str) -> dict[str, str]: ...
-        def _expiry_calls(
-            self, session_id: str, member: str, user_id: str | None, tags: tuple[str, ...], expires_ms: int
-        ) -> tuple[list[CommandCall], str]: ...
-        def _p_sweep_due(self, due: Sequence[Any]) -> Plan[int]: ...
+    Raises:
+        SessionNotFoundError: If the source does not exist (a ``SessionException``).
+        SessionException: If the target exists.
+    """
+    if source_id == target_id:
+        raise ValueError(f"session_id=<{source_id}> | cannot fork a session onto itself")
+    source = core.session_keys(source_id)
+    encode_id(target_id, "session_id")
+    # HGETALL for the fields read here, then DUMPs of the four data keys and the session hash.
+    dumped = (source.agents, source.messages, source.order, source.multi, source.session)
+    reads = [CommandCall("hgetall", (source.session,))] + [CommandCall("dump", (k,)) for k in dumped]
+    reply = yield Step("fork_session", source_id, source.session, reads)
+    fields = {_codec.text(k): v for k, v in reply[0].items()}
+    if F_RECORD not in fields:
+        raise SessionNotFoundError(f"Session {source_id} does not exist")
+    origin = core._decoded(_codec.decode_session, fields[F_RECORD], source_id, source.session)
+    now = datetime.now(timezone.utc).isoformat()
+    session = Session(session_id=target_id, session_type=origin.session_type, created_at=now, updated_at=now)
+    payloads = [b"" if p is None else p for p in reply[1:5]]
+    if user_id is None and F_USER in fields:
+        user_id = _codec.text(fields[F_USER])
+    if tags is None and fields.get(F_TAGS):
+        tags = tuple(_codec.loads(fields[F_TAGS]))
+    if F_DEK in fields:
+        # Encrypted records are bound to their session: copy them by opening and sealing again.
+        yield from _p_reseal_fork(core, source_id, session, user_id, tags)
+        return
+    if not (yield from core._p_create(session, user_id, tags, payloads, reply[5])):
+        raise SessionException(f"Session {target_id} already exists")
 
-    def _p_fork_session(
-        self, source_id: str, target_id: str, user_id: str | None, tags: Sequence[str] | None
-    ) -> Plan[None]:
-        if source_id == target_id:
-            raise ValueError(f"session_id=<{source_id}> | cannot fork a session onto itself")
-        source = self.session_keys(source_id)
-        encode_id(target_id, "session_id")
-        # HGETALL for the fields read here, then DUMPs of the four data keys and the session hash.
-        dumped = (source.agents, source.messages, source.order, source.multi, source.session)
-        reads = [CommandCall("hgetall", (source.session,))] + [CommandCall("dump", (k,)) for k in dumped]
-        reply = yield Step("fork_session", source_id, source.session, reads)
-        fields = {_codec.text(k): v for k, v in reply[0].items()}
-        if F_RECORD not in fields:
-            raise SessionException(f"Session {source_id} does not exist")
-        origin = self._decoded(_codec.decode_session, fields[F_RECORD], source_id, source.session)
-        now = datetime.now(timezone.utc).isoformat()
-        session = Session(session_id=target_id, session_type=origin.session_type, created_at=now, updated_at=now)
-        payloads = [b"" if p is None else p for p in reply[1:5]]
-        if user_id is None and F_USER in fields:
-            user_id = _codec.text(fields[F_USER])
-        if tags is None and fields.get(F_TAGS):
-            tags = tuple(_codec.loads(fields[F_TAGS]))
-        if F_DEK in fields:
-            # Encrypted records are bound to their session: copy them by opening and sealing again.
-            yield from self._p_reseal_fork(source_id, session, user_id, tags)
-            return
-        if not (yield from self._p_create(session, user_id, tags, payloads, reply[5])):
-            raise SessionException(f"Session {target_id} already exists")
 
-    def _p_reseal_fork(
-        self, source_id: str, session: Session, user_id: str | None, tags: Sequence[str] | None
-    ) -> Plan[None]:
-        """Fork of an encrypted session: read it whole, write it under the target's own data key."""
-        if self._sealer.key_provider is None:
-            raise DecryptionError(
-                f"session_id=<{source_id}>, key=<{self.session_keys(source_id).session}> | the session is "
-                "encrypted: fork it with a repository that has its key_provider"
+def _p_reseal_fork(
+    core: SessionCore, source_id: str, session: Session, user_id: str | None, tags: Sequence[str] | None
+) -> Plan[None]:
+    """Fork of an encrypted session: read it whole, write it under the target's own data key."""
+    if core._sealer.key_provider is None:
+        raise DecryptionError(
+            f"session_id=<{source_id}>, key=<{core.session_keys(source_id).session}> | the session is "
+            "encrypted: fork it with a repository that has its key_provider"
+        )
+    source = yield from p_export_records(core, source_id)
+    target = SessionExport(
+        session=session,
+        agents=source.agents,
+        messages=source.messages,
+        multi_agents=source.multi_agents,
+    )
+    calls = _import_calls(core, target)
+    if not (yield from core._p_create(session, user_id, tags)):
+        raise SessionException(f"Session {session.session_id} already exists")
+    yield from _p_write_batches(core, session.session_id, calls)
+
+
+def p_export_records(core: SessionCore, session_id: str) -> Plan[SessionExport]:
+    """A whole session, records opened (see ``ValkeySessionRepository.export_records``).
+
+    Raises:
+        SessionNotFoundError: If the session does not exist (a ``SessionException``).
+    """
+    info = yield from catalog.p_session_info(core._layout, session_id)
+    session = yield from core._p_read_session(session_id)
+    if info is None or session is None:
+        raise SessionNotFoundError(f"Session {session_id} does not exist")
+    keys = core.session_keys(session_id)
+    reads = [
+        CommandCall("hgetall", (keys.agents,)),
+        CommandCall("hgetall", (keys.multi,)),
+        CommandCall("hmget", (keys.session, F_TTL, F_DEADLINE)),
+    ]
+    agents_raw, multi_raw, lifetime = yield Step("export_session", session_id, f"{keys.agents}, {keys.multi}", reads)
+    ttl_ms, deadline_ms = (int(_codec.text(v)) if v not in (None, b"", "") else 0 for v in lifetime)
+    agents = sorted(
+        (
+            core._decoded(
+                partial(_codec.decode_agent, open_=core._opener(session_id, keys.agents, _seal.agent_field(k))),
+                v,
+                session_id,
+                keys.agents,
             )
-        source = yield from self._p_export_records(source_id)
-        copy = SessionExport(
-            session=session,
-            agents=source.agents,
-            messages=source.messages,
-            multi_agents=source.multi_agents,
-        )
-        calls = self._import_calls(copy)
-        if not (yield from self._p_create(session, user_id, tags)):
-            raise SessionException(f"Session {session.session_id} already exists")
-        yield from self._p_write_batches(session.session_id, calls)
-
-    def _p_export_records(self, session_id: str) -> Plan[SessionExport]:
-        info = yield from self._p_session_info(session_id)
-        session = yield from self._p_read_session(session_id)
-        if info is None or session is None:
-            raise SessionException(f"Session {session_id} does not exist")
-        keys = self.session_keys(session_id)
-        reads = [
-            CommandCall("hgetall", (keys.agents,)),
-            CommandCall("hgetall", (keys.multi,)),
-            CommandCall("hmget", (keys.session, F_TTL, F_DEADLINE)),
-        ]
-        agents_raw, multi_raw, lifetime = yield Step(
-            "export_session", session_id, f"{keys.agents}, {keys.multi}", reads
-        )
-        ttl_ms, deadline_ms = (int(_codec.text(v)) if v not in (None, b"", "") else 0 for v in lifetime)
-        agents = sorted(
-            (
-                self._decoded(
-                    partial(_codec.decode_agent, open_=self._opener(session_id, keys.agents, _seal.agent_field(k))),
-                    v,
-                    session_id,
-                    keys.agents,
-                )
-                for k, v in agents_raw.items()
-            ),
-            key=lambda a: a.agent_id,
-        )
-        messages = {}
-        for agent in agents:
-            messages[agent.agent_id] = yield from self._p_list_messages(session_id, agent.agent_id, None, 0)
-        return SessionExport(
-            session=session,
-            user_id=info.user_id,
-            tags=info.tags,
-            ttl_ms=ttl_ms,
-            deadline_ms=deadline_ms,
-            agents=agents,
-            messages=messages,
-            multi_agents={
-                _codec.text(k): self._decoded(
-                    partial(
-                        _codec.decode_state,
-                        open_=self._opener(session_id, keys.multi, _seal.fixed_field(_codec.text(k))),
-                    ),
-                    v,
-                    session_id,
-                    keys.multi,
-                )
-                for k, v in sorted(multi_raw.items())
-            },
-        )
-
-    def _p_import_session(self, jsonl: str | bytes | Iterable[str], overwrite: bool) -> Plan[str]:
-        export = parse_export(jsonl)
-        yield from self._p_write_export(export, overwrite)
-        return export.session.session_id
-
-    def _p_write_export(self, export: SessionExport, overwrite: bool = False) -> Plan[None]:
-        """Write an export into a new session, or (``overwrite``) in place of whatever the id holds:
-        staged beside it, then swapped in one atomic step."""
-        writes = self._import_calls(export)  # sizes checked before anything is written
-        if overwrite:
-            yield from self._p_staged_import(export, writes)
-            return
-        session_id = export.session.session_id
-        if (yield from self._p_read_session(session_id)) is not None:
-            raise SessionException(f"Session {session_id} already exists; pass overwrite=True to replace it")
-        yield from self._p_write_calls(export, writes)
-
-    def _p_staged_import(self, export: SessionExport, writes: list[ScriptCall]) -> Plan[None]:
-        """Import that overwrites, all or nothing: the records are written under the staging keys
-        (``KeyLayout.staging``: the session's slot, not listed, expiring within ``STAGING_TTL_MS``),
-        then ``swap_session.lua`` replaces the session's keys by them in one step. A failure before
-        the swap leaves the original untouched; leftovers are removed by the next staging (or by
-        :meth:`_p_drop_staging`) and expire anyway. Round trips: 1 + writes/500 + 1 (+1 to unlist the
-        replaced session's entries when they differ)."""
-        session = export.session
-        session_id = session.session_id
-        keys, stage = self.session_keys(session_id), self._layout.staging(session_id)
-        owner = self._user_id if export.user_id is None else export.user_id
-        labels = tuple(dict.fromkeys(export.tags))
-        indexes = self._layout.catalog_indexes(session_id, owner, labels)  # checks the ids
-        record = self._sized(_codec.encode_session(session), keys.session)
-        fresh = self._fresh_key(session_id)
-        created = created_ms(session.created_at)
-        member = catalog_member(created, session_id)
-        nonce = secrets.token_hex(12)
-        ttl_ms, deadline = _lifetime_of(export, created, self._ttl_ms, self._max_age_ms)
-        expiry, expiry_entry = self._expiry_calls(session_id, member, owner, labels, expected_expiry(ttl_ms, deadline))
-        args = named(
-            "create_session",
-            ttl=0,
-            record=record,
-            created=created,
-            deadline=now_ms() + STAGING_TTL_MS,  # staging keys never outlive a failed import by long
-            user=owner or "",
-            tags=_codec.dumps_list(labels),
-            member=member,
-            dump_agents=b"",
-            dump_messages=b"",
-            dump_order=b"",
-            dump_multi=b"",
-            dump_session=b"",
-            nonce=nonce,
-            dek="" if fresh is None else fresh.stored,
-            clear="1",  # leftovers of an earlier failed staging first
-            expiry=expiry_entry,
-        )
-        staged = yield Step(
-            "import_session", session_id, stage.session, ScriptCall("create_session", stage.all(), args)
-        )
-        if staged != 1:
-            raise SessionException(f"session_id=<{session_id}>, key=<{stage.session}> | import could not stage")
-        yield from self._p_write_batches(session_id, [ScriptCall(c.name, stage.all(), c.args) for c in writes])
-        calls: list[CommandCall | ScriptCall] = [
-            *expiry,
-            *(CommandCall("zadd", (index, {member: 0})) for index in indexes),
-            ScriptCall("swap_session", [*keys.all(), *stage.all()], (ttl_ms, deadline, nonce)),
-        ]
-        due, *_, swapped = yield Step("import_session", session_id, keys.session, calls)
-        if int(swapped[0]) != 1:
-            raise SessionException(
-                f"session_id=<{session_id}>, key=<{stage.session}> | import interrupted: its staged copy was "
-                "replaced by another import or expired; the session was not changed"
+            for k, v in agents_raw.items()
+        ),
+        key=lambda a: a.agent_id,
+    )
+    messages = {}
+    for agent in agents:
+        messages[agent.agent_id] = yield from core._p_list_messages(session_id, agent.agent_id, None, 0)
+    return SessionExport(
+        session=session,
+        user_id=info.user_id,
+        tags=info.tags,
+        ttl_ms=ttl_ms,
+        deadline_ms=deadline_ms,
+        agents=agents,
+        messages=messages,
+        multi_agents={
+            _codec.text(k): core._decoded(
+                partial(
+                    _codec.decode_state,
+                    open_=core._opener(session_id, keys.multi, _seal.fixed_field(_codec.text(k))),
+                ),
+                v,
+                session_id,
+                keys.multi,
             )
-        self._pending_keys.pop(session_id, None)
-        self._data_keys.pop(session_id, None)
-        if fresh is not None:
-            self._data_keys[session_id] = fresh
-        old_member, old_owner, old_labels, old_dek, old_expiry = (_codec.text(v) for v in swapped[1:])
-        if old_expiry and old_expiry != expiry_entry:
-            expiry_index = self._layout.catalog_expiry(self._layout.catalog_shard(session_id))
-            yield Step("import_session", session_id, expiry_index, CommandCall("zrem", (expiry_index, old_expiry)))
-        if old_member:
-            old_tags = tuple(_codec.loads(old_labels)) if old_labels else ()
-            kept = set(indexes) if old_member == member else set()
-            unlist = [
-                CommandCall("zrem", (index, old_member))
-                for index in self._layout.catalog_indexes(session_id, old_owner or None, old_tags)
-                if index not in kept
-            ]
-            if unlist:
-                yield Step("import_session", session_id, keys.session, unlist)
-        if due:
-            yield from self._p_sweep_due(due)
-        provider = self._sealer.key_provider
-        if old_dek and isinstance(provider, _seal.ShreddingKeyProvider):
-            # The replaced session's data key opens nothing stored any more: destroy it.
-            provider.retire(old_dek.encode(), self._key_context(session_id))
+            for k, v in sorted(multi_raw.items())
+        },
+    )
 
-    def _p_drop_staging(self, session_id: str) -> Plan[None]:
-        """Remove what a failed import left under the staging keys (harmless: unlisted, expiring)."""
-        stage = self._layout.staging(session_id)
-        yield Step("import_session", session_id, stage.session, ScriptCall("delete_session", stage.all()))
 
-    def _import_calls(self, export: SessionExport) -> list[ScriptCall]:
-        """The writes of an export, encoded, sealed and size-checked (raises before any I/O).
+def p_import_session(core: SessionCore, jsonl: str | bytes | Iterable[str], overwrite: bool) -> Plan[str]:
+    """Parse an export and write it (see :func:`p_write_export`); the session's id."""
+    export = parse_export(jsonl)
+    yield from p_write_export(core, export, overwrite)
+    return export.session.session_id
 
-        Records are sealed (when this repository seals) under the data key the session's create
-        will store, so the same fresh key serves the records and ``create_session.lua``; each write
-        names that key, and the scripts refuse it if the session holds another by then (re-encrypted
-        meanwhile: see :meth:`_p_write_batches`).
-        """
-        session_id = export.session.session_id
-        keys = self.session_keys(session_id)
-        fresh = self._fresh_key(session_id)
-        cipher = None if fresh is None else fresh.cipher(None, {})
-        dek = "" if fresh is None else fresh.stored
 
-        def seal(key: str, field: str) -> _codec.Seal | None:
-            return self._seal_with(cipher, session_id, key, field) if self._sealer.active else None
+def p_write_export(core: SessionCore, export: SessionExport, overwrite: bool = False) -> Plan[None]:
+    """Write an export into a new session, or (``overwrite``) in place of whatever the id holds:
+    staged beside it, then swapped in one atomic step."""
+    writes = _import_calls(core, export)  # sizes checked before anything is written
+    if overwrite:
+        yield from _p_staged_import(core, export, writes)
+        return
+    session_id = export.session.session_id
+    if (yield from core._p_read_session(session_id)) is not None:
+        raise SessionException(f"Session {session_id} already exists; pass overwrite=True to replace it")
+    yield from _p_write_calls(core, export, writes)
 
-        calls: list[ScriptCall] = []
-        for agent in export.agents:
-            record = self._sized(_codec.encode_agent(agent, seal(keys.agents, agent.agent_id)), keys.agents)
+
+def _p_staged_import(core: SessionCore, export: SessionExport, writes: list[ScriptCall]) -> Plan[None]:
+    """Import that overwrites, all or nothing: the records are written under the staging keys
+    (``KeyLayout.staging``: the session's slot, not listed, expiring within ``STAGING_TTL_MS``),
+    then ``swap_session.lua`` replaces the session's keys by them in one step. A failure before
+    the swap leaves the original untouched; leftovers are removed by the next staging (or by
+    :func:`p_drop_staging`) and expire anyway. Round trips: 1 + writes/500 + 1 (+1 to unlist the
+    replaced session's entries when they differ)."""
+    session = export.session
+    session_id = session.session_id
+    keys, stage = core.session_keys(session_id), core._layout.staging(session_id)
+    owner = core._user_id if export.user_id is None else export.user_id
+    labels = tuple(dict.fromkeys(export.tags))
+    indexes = core._layout.catalog_indexes(session_id, owner, labels)  # checks the ids
+    record = core._sized(_codec.encode_session(session), keys.session)
+    fresh = core._fresh_key(session_id)
+    created = created_ms(session.created_at)
+    member = catalog_member(created, session_id)
+    nonce = secrets.token_hex(12)
+    ttl_ms, deadline = _lifetime_of(export, created, core._ttl_ms, core._max_age_ms)
+    expiry, expiry_entry = catalog.expiry_calls(
+        core._layout, session_id, member, owner, labels, expires_ms=expected_expiry(ttl_ms, deadline)
+    )
+    args = named(
+        "create_session",
+        ttl=0,
+        record=record,
+        created=created,
+        deadline=now_ms() + STAGING_TTL_MS,  # staging keys never outlive a failed import by long
+        user=owner or "",
+        tags=_codec.dumps_list(labels),
+        member=member,
+        dump_agents=b"",
+        dump_messages=b"",
+        dump_order=b"",
+        dump_multi=b"",
+        dump_session=b"",
+        nonce=nonce,
+        dek="" if fresh is None else fresh.stored,
+        clear="1",  # leftovers of an earlier failed staging first
+        expiry=expiry_entry,
+    )
+    staged = yield Step("import_session", session_id, stage.session, ScriptCall("create_session", stage.all(), args))
+    if staged != 1:
+        raise SessionException(f"session_id=<{session_id}>, key=<{stage.session}> | import could not stage")
+    yield from _p_write_batches(core, session_id, [ScriptCall(c.name, stage.all(), c.args) for c in writes])
+    calls: list[CommandCall | ScriptCall] = [
+        *expiry,
+        *(CommandCall("zadd", (index, {member: 0})) for index in indexes),
+        ScriptCall("swap_session", [*keys.all(), *stage.all()], (ttl_ms, deadline, nonce)),
+    ]
+    due, *_, swapped = yield Step("import_session", session_id, keys.session, calls)
+    if int(swapped[0]) != 1:
+        raise SessionException(
+            f"session_id=<{session_id}>, key=<{stage.session}> | import interrupted: its staged copy was "
+            "replaced by another import or expired; the session was not changed"
+        )
+    core._pending_keys.pop(session_id, None)
+    core._data_keys.pop(session_id, None)
+    if fresh is not None:
+        core._data_keys[session_id] = fresh
+    old_member, old_owner, old_labels, old_dek, old_expiry = (_codec.text(v) for v in swapped[1:])
+    if old_expiry and old_expiry != expiry_entry:
+        expiry_index = core._layout.catalog_expiry(core._layout.catalog_shard(session_id))
+        yield Step("import_session", session_id, expiry_index, CommandCall("zrem", (expiry_index, old_expiry)))
+    if old_member:
+        old_tags = tuple(_codec.loads(old_labels)) if old_labels else ()
+        kept = set(indexes) if old_member == member else set()
+        unlist = [
+            CommandCall("zrem", (index, old_member))
+            for index in core._layout.catalog_indexes(session_id, old_owner or None, old_tags)
+            if index not in kept
+        ]
+        if unlist:
+            yield Step("import_session", session_id, keys.session, unlist)
+    if due:
+        yield from catalog.p_sweep_due(core._layout, due)
+    provider = core._sealer.key_provider
+    if old_dek and isinstance(provider, _seal.ShreddingKeyProvider):
+        # The replaced session's data key opens nothing stored any more: destroy it.
+        provider.retire(old_dek.encode(), core._key_context(session_id))
+
+
+def p_drop_staging(core: SessionCore, session_id: str) -> Plan[None]:
+    """Remove what a failed import left under the staging keys (harmless: unlisted, expiring)."""
+    stage = core._layout.staging(session_id)
+    yield Step("import_session", session_id, stage.session, ScriptCall("delete_session", stage.all()))
+
+
+def _import_calls(core: SessionCore, export: SessionExport) -> list[ScriptCall]:
+    """The writes of an export, encoded, sealed and size-checked (raises before any I/O).
+
+    Records are sealed (when this repository seals) under the data key the session's create
+    will store, so the same fresh key serves the records and ``create_session.lua``; each write
+    names that key, and the scripts refuse it if the session holds another by then (re-encrypted
+    meanwhile: see :func:`_p_write_batches`).
+    """
+    session_id = export.session.session_id
+    keys = core.session_keys(session_id)
+    fresh = core._fresh_key(session_id)
+    cipher = None if fresh is None else fresh.cipher(None, {})
+    dek = "" if fresh is None else fresh.stored
+
+    def seal(key: str, field: str) -> _codec.Seal | None:
+        return core._seal_with(cipher, session_id, key, field) if core._sealer.active else None
+
+    calls: list[ScriptCall] = []
+    for agent in export.agents:
+        record = core._sized(_codec.encode_agent(agent, seal(keys.agents, agent.agent_id)), keys.agents)
+        calls.append(ScriptCall("put_in_session", keys.all(), (core._ttl_ms, KEY_AGENTS, agent.agent_id, record, dek)))
+    for agent_id, messages in export.messages.items():
+        encoded_agent = encode_id(agent_id, "agent_id")
+        for message in messages:
+            member = message_member(encoded_agent, check_message_id(message.message_id))
+            record = core._sized(_codec.encode_message(message, seal(keys.messages, member)), keys.messages)
             calls.append(
-                ScriptCall("put_in_session", keys.all(), (self._ttl_ms, KEY_AGENTS, agent.agent_id, record, dek))
+                ScriptCall("append_message", keys.all(), (core._ttl_ms, agent_id, member, record, "", "", dek))
             )
-        for agent_id, messages in export.messages.items():
-            encoded_agent = encode_id(agent_id, "agent_id")
-            for message in messages:
-                member = message_member(encoded_agent, check_message_id(message.message_id))
-                record = self._sized(_codec.encode_message(message, seal(keys.messages, member)), keys.messages)
-                calls.append(
-                    ScriptCall("append_message", keys.all(), (self._ttl_ms, agent_id, member, record, "", "", dek))
+    for multi_id, state in export.multi_agents.items():
+        record = core._sized(_codec.encode_state(state, seal(keys.multi, multi_id)), keys.multi)
+        calls.append(ScriptCall("put_in_session", keys.all(), (core._ttl_ms, KEY_MULTI, multi_id, record, dek)))
+    return calls
+
+
+def _p_write_calls(core: SessionCore, export: SessionExport, calls: list[ScriptCall]) -> Plan[None]:
+    session_id = export.session.session_id
+    # The export's lifetime instead of this repository's (an export of format 1 carries none).
+    lifetime = None if export.ttl_ms is None else _lifetime_of(export, created_ms(export.session.created_at), 0, 0)
+    if not (yield from core._p_create(export.session, export.user_id, export.tags, lifetime=lifetime)):
+        raise SessionException(f"Session {session_id} already exists")
+    yield from _p_write_batches(core, session_id, calls)
+
+
+def _p_write_batches(core: SessionCore, session_id: str, calls: list[ScriptCall]) -> Plan[None]:
+    keys = core.session_keys(session_id)
+    for start in range(0, len(calls), _IMPORT_BATCH):
+        results = yield Step("import_session", session_id, keys.session, calls[start : start + _IMPORT_BATCH])
+        for result in results:
+            if result == R_STALE_DATA_KEY:
+                raise SessionConflictError(
+                    f"session_id=<{session_id}>, key=<{keys.session}> | copy interrupted: the session was "
+                    "re-encrypted by another process while its records were written; the records written "
+                    "before are readable, none is stored under a retired key. Delete it and copy again."
                 )
-        for multi_id, state in export.multi_agents.items():
-            record = self._sized(_codec.encode_state(state, seal(keys.multi, multi_id)), keys.multi)
-            calls.append(ScriptCall("put_in_session", keys.all(), (self._ttl_ms, KEY_MULTI, multi_id, record, dek)))
-        return calls
-
-    def _p_write_calls(self, export: SessionExport, calls: list[ScriptCall]) -> Plan[None]:
-        session_id = export.session.session_id
-        creator = self
-        if export.ttl_ms is not None:
-            # The export's lifetime instead of this repository's: the create reads both from the
-            # instance, so it runs on a shallow copy (same client, same data-key caches).
-            ttl_ms, deadline = _lifetime_of(export, created_ms(export.session.created_at), 0, 0)
-            creator = copy.copy(self)
-            creator._ttl_ms = ttl_ms
-            creator._max_age_ms = deadline - created_ms(export.session.created_at) if deadline else 0
-        if not (yield from creator._p_create(export.session, export.user_id, export.tags)):
-            raise SessionException(f"Session {session_id} already exists")
-        yield from self._p_write_batches(session_id, calls)
-
-    def _p_write_batches(self, session_id: str, calls: list[ScriptCall]) -> Plan[None]:
-        keys = self.session_keys(session_id)
-        for start in range(0, len(calls), _IMPORT_BATCH):
-            results = yield Step("import_session", session_id, keys.session, calls[start : start + _IMPORT_BATCH])
-            for result in results:
-                if result == R_STALE_DATA_KEY:
-                    raise SessionConflictError(
-                        f"session_id=<{session_id}>, key=<{keys.session}> | copy interrupted: the session was "
-                        "re-encrypted by another process while its records were written; the records written "
-                        "before are readable, none is stored under a retired key. Delete it and copy again."
-                    )
-                if not isinstance(result, int) or result <= 0:
-                    raise SessionException(f"session_id=<{session_id}> | import interrupted: session vanished")
+            if not isinstance(result, int) or result <= 0:
+                raise SessionException(f"session_id=<{session_id}> | import interrupted: session vanished")
 
 
 def _lifetime_of(export: SessionExport, created: int, ttl_ms: int, max_age_ms: int) -> tuple[int, int]:

@@ -40,7 +40,7 @@ from strands.types.exceptions import SessionException
 from strands.types.session import SessionMessage
 from typer.core import TyperCommand, TyperGroup
 
-from .. import _codec, _seal
+from .. import _codec, _seal, catalog
 from .._client import run_plan
 from .._codec import CodecError
 from .._keys import DEFAULT_KEY_PREFIX, agent_member_range, encode_id, session_id_of_member
@@ -842,7 +842,7 @@ def delete_if_idle(repo: ValkeySessionRepository, info: SessionInfo, *, cutoff_m
     """Delete a listed session only if it is still idle since before ``cutoff_ms`` and still the
     session listed, in one atomic step (what ``repository.prune`` does per session); True when
     deleted. A write after the listing keeps the session."""
-    return bool(run_plan(repo._db, repo._p_delete_idle(info, cutoff_ms)))
+    return bool(run_plan(repo._db, catalog.p_delete_idle(repo, info, cutoff_ms)))
 
 
 def _stale_sessions(
