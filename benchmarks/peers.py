@@ -32,6 +32,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -804,12 +805,14 @@ def markdown(data: dict[str, Any], md_path: Path, pngs: list[Path]) -> str:
     out = [
         "# Benchmarks",
         "",
-        f"Every number below comes from one run of `{data['command']}` "
+        f"Every number from here to *Notes* comes from one run of `{data['command']}` "
         f"({'--quick' if data['config']['quick'] else 'default'} mode, {data['elapsed_s']:.0f} s). "
         "Raw numbers: [peers.json](benchmarks/results/peers.json), [peers.csv](benchmarks/results/peers.csv); "
         "the other suites: [benchmarks/README.md](benchmarks/README.md). The machine has 2 cores shared with "
-        "other work: compare ratios within this run, not absolute times across runs.",
+        "other work: compare ratios within this run, not absolute times across runs. Sections after *Notes* "
+        "summarise other suites and name their own runs.",
         "",
+        *summary(data),
         "## Machine",
         "",
         "| | |",
@@ -914,6 +917,44 @@ def run_restore_bench(quick: bool, output_dir: Path) -> dict[str, Any]:
     return json.loads(found[0].read_text(encoding="utf-8")) if found else {"error": "no restore*.json written"}
 
 
+def summary(data: dict[str, Any]) -> list[str]:
+    """The headline figures of this run, each read from the tables below."""
+    out = ["## Summary", ""]
+    append = {r["system"]: r for r in data["append"] if r["message_bytes"] == 1024}
+    if "ours" in append:
+        others = ", ".join(f"{s} {append[s]['ratio_to_floor']}x" for s in ("pkg-0.1", "file") if s in append)
+        out.append(
+            f"- Append of 1 KiB, version checks on: {fmt(append['ours']['median_us'])} p50, "
+            f"{append['ours']['ratio_to_floor']}x a raw `SET` (goal 1.3x; {others})."
+        )
+    server = {(r["system"], r["operation"]): r["server_us"] for r in data.get("server_time", [])}
+    if ("ours", "append 1 KiB") in server and ("floor", "append 1 KiB") in server:
+        out.append(
+            f"- Server time of that append: {fmt(server[('ours', 'append 1 KiB')])} (one script) against "
+            f"{fmt(server[('floor', 'append 1 KiB')])} for the `SET`."
+        )
+    restore = {(r["system"], r["messages"]): r for r in data["restore"]}
+    sizes = sorted(n for (sys_, n) in restore if sys_ == "file" and ("ours", n) in restore)
+    if sizes:
+        n = sizes[-1]
+        ours = restore[("ours", n)]["median_us"]
+        line = f"- Restore of {n:,} messages: {fmt(ours)}, {restore[('ours', n)]['ratio_to_floor']}x the floor, "
+        line += f"{restore[('file', n)]['median_us'] / ours:.1f}x faster than `FileSessionManager`"
+        if ("pkg-0.1", n) in restore:
+            line += f", {restore[('pkg-0.1', n)]['median_us'] / ours:.1f}x faster than package 0.1"
+        out.append(line + ".")
+    ratios = (data.get("concurrency") or {}).get("cluster_vs_standalone", [])
+    if ratios:
+        within = [r for r in ratios if r["p50_ratio"] <= 1.5]
+        worst = max(ratios, key=lambda r: r["p50_ratio"])
+        out.append(
+            f"- Concurrency: the cluster's p50 is within 1.5x of standalone for {len(within)} of {len(ratios)} "
+            f"operation x process-count rows (worst: {worst['operation']} with {worst['processes']} "
+            f"process(es), {worst['p50_ratio']}x)."
+        )
+    return [*out, ""]
+
+
 def server_time_section(data: dict[str, Any]) -> list[str]:
     if not data.get("server_time"):
         return []
@@ -951,6 +992,20 @@ def neighbour_stall_section(data: dict[str, Any]) -> list[str]:
     out.append("")
     out += [f"- `{k}`: {v}" for k, v in figures] or ["- (its results name no stall figure)"]
     return out
+
+
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(title, text) of each ``## `` section of a markdown text."""
+    parts = re.split(r"(?m)^(?=## )", text)
+    return [(part.splitlines()[0], part) for part in parts if part.startswith("## ")]
+
+
+def with_kept_sections(generated: str, existing: str) -> str:
+    """The generated BENCHMARKS.md followed by the sections of the existing one this module does
+    not write (other suites' summaries, such as *Storage*), so a run replaces only its own."""
+    ours = {title for title, _ in _sections(generated)}
+    kept = [part.rstrip() + "\n" for title, part in _sections(existing) if title not in ours]
+    return generated if not kept else generated.rstrip() + "\n\n" + "\n".join(kept)
 
 
 def _exit_on_sigterm(signum: int, _frame: Any) -> None:
@@ -1056,7 +1111,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         pngs = plot(data, output_dir)
     except ImportError as e:
         _say(f"no plots: {e}")
-    md_path.write_text(markdown(data, md_path, pngs), encoding="utf-8")
+    existing = md_path.read_text(encoding="utf-8") if md_path.exists() else ""
+    md_path.write_text(with_kept_sections(markdown(data, md_path, pngs), existing), encoding="utf-8")
     _say("\n".join(restore_table(data)))
     _say("\n".join(append_table(data)))
     _say(f"written: {output_dir / 'peers.json'}, peers.csv, {len(pngs)} PNG, {md_path} ({results.elapsed_s:.0f} s)")
