@@ -13,6 +13,7 @@ from strands.types.session import Session, SessionAgent, SessionMessage, Session
 from strands_valkey_session_manager import (
     AsyncValkeySessionRepository,
     CorruptRecordError,
+    SessionNotFoundError,
     SessionTooLargeError,
     ValkeySessionRepository,
 )
@@ -107,7 +108,7 @@ def test_delete_session_removes_every_key(repo: ValkeySessionRepository, client:
 
 
 def test_delete_missing_session_raises(repo: ValkeySessionRepository) -> None:
-    with pytest.raises(SessionException, match="does not exist"):
+    with pytest.raises(SessionNotFoundError, match="does not exist"):  # a SessionException
         repo.delete_session("missing")
 
 

@@ -9,7 +9,7 @@ import pytest
 from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
-from strands_valkey_session_manager import ValkeySessionRepository, transfer
+from strands_valkey_session_manager import SessionNotFoundError, ValkeySessionRepository, transfer
 from tests.roundtrips import count_round_trips
 
 IMAGE = bytes(range(256))
@@ -84,7 +84,7 @@ def test_fork_refuses_missing_source_and_existing_target(store_client: Any) -> N
     repo = ValkeySessionRepository(store_client)
     _fill(repo)
     _fill(repo, "other")
-    with pytest.raises(SessionException, match="does not exist"):
+    with pytest.raises(SessionNotFoundError, match="does not exist"):  # a SessionException
         repo.fork_session("missing", "x")
     with pytest.raises(SessionException, match="already exists"):
         repo.fork_session("src", "other")
@@ -143,7 +143,7 @@ def test_import_rejects_bad_record_naming_the_line(store_client: Any) -> None:
 
 
 def test_export_of_missing_session_raises(store_client: Any) -> None:
-    with pytest.raises(SessionException, match="does not exist"):
+    with pytest.raises(SessionNotFoundError, match="does not exist"):  # a SessionException
         ValkeySessionRepository(store_client).export_session("missing")
 
 

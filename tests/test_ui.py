@@ -590,6 +590,11 @@ def test_delete_takes_a_confirmation_form(repository: ValkeySessionRepository, s
         assert "Deleted session" in listing.text and HOSTILE_SESSION not in _rows(listing.text)
         assert client.get(target).status_code == 404
         assert client.get(target + "/delete").status_code == 404
+        # The form sent again (a second tab): the session is gone, a 404 page (SessionNotFoundError).
+        again = client.post(
+            target + "/delete", data={"token": token.group(1), "confirm": "yes"}, headers={"Origin": BASE}
+        )
+        assert again.status_code == 404 and "does not exist" in again.text
 
 
 def test_only_loopback_host_headers_are_served(repository: ValkeySessionRepository) -> None:
@@ -632,6 +637,18 @@ def test_an_unreachable_server_is_a_503_page() -> None:
     assert "unavailable" in response.text
 
 
+def test_an_orchestrator_hash_of_the_wrong_type_is_an_inline_error(
+    http: TestClient, standalone_client: valkey.Valkey, repository: ValkeySessionRepository
+) -> None:
+    multi = repository.session_keys(HOSTILE_SESSION).multi
+    standalone_client.delete(multi)
+    standalone_client.set(multi, "not a hash")
+    response = http.get(session_path(HOSTILE_SESSION))
+    assert response.status_code == 200
+    assert "Orchestrators: " in response.text and "WRONGTYPE" in response.text
+    assert re.findall(r'id="m(\d+)"', response.text) == ["0", "1", "2", "3", "4", "5"]
+
+
 def test_failures_of_raw_reads_are_503_pages_too(
     valkey9_server: Any, seeded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -644,7 +661,8 @@ def test_failures_of_raw_reads_are_503_pages_too(
     try:
         with TestClient(create_app(ValkeySessionRepository(flaky)), base_url=BASE) as client:
             response = client.get(session_path(HOSTILE_SESSION))
-            assert response.status_code == 503 and "HKEYS failed" in response.text
+            # Mapped by the repository's rule (by exception class), naming the step.
+            assert response.status_code == 503 and "orchestrator_ids" in response.text
         app = create_app(ValkeySessionRepository(flaky), storage=ValkeyStorage(dead))
         with TestClient(app, base_url=BASE) as client:
             assert client.get(session_path(LONG_SESSION)).status_code == 503  # snapshot listing

@@ -214,7 +214,7 @@ class SessionCore:
         if entry is None:
             if missing_ok:
                 return
-            raise SessionException(f"Session {session_id} does not exist")
+            raise SessionNotFoundError(f"Session {session_id} does not exist")
         unlist = catalog.unlist_calls(self._layout, session_id, entry)
         if unlist:
             yield Step("delete_session", session_id, str(unlist[0].args[0]), unlist)

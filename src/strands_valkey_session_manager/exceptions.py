@@ -68,6 +68,9 @@ class SessionNotFoundError(ValkeySessionError):
     without persistence, a failover that dropped it). The conversation cannot continue in place:
     create the session again (a new session manager) and, if the application kept it, replay the
     history into it.
+
+    Also what ``delete_session``, ``export_session`` and ``fork_session`` (its source) raise for a
+    session that does not exist (a ``SessionException``, as the SDK's stores raise).
     """
 
 

@@ -134,7 +134,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         reported are removed. Other sessions are never touched, whatever their ids.
 
         Raises:
-            SessionException: If the session does not exist.
+            SessionNotFoundError: If the session does not exist (a ``SessionException``).
         """
         # A repeat after a lost reply finds the session gone because the first attempt deleted it.
         run_plan(self._db, self._p_delete_session(session_id, missing_ok=is_repeat()))
@@ -345,7 +345,8 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         source's unless given.
 
         Raises:
-            SessionException: If the source does not exist or the target already exists.
+            SessionNotFoundError: If the source does not exist (a ``SessionException``).
+            SessionException: If the target already exists.
             ValueError: If the ids are the same.
         """
         run_plan(self._db, transfer.p_fork_session(self, source_id, target_id, user_id, tags))
@@ -354,7 +355,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         """Read a whole session. Four round trips plus one per agent.
 
         Raises:
-            SessionException: If the session does not exist.
+            SessionNotFoundError: If the session does not exist (a ``SessionException``).
         """
         return run_plan(self._db, transfer.p_export_records(self, session_id))
 
@@ -362,7 +363,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         """A whole session as JSON Lines (see ``transfer.py``).
 
         Raises:
-            SessionException: If the session does not exist.
+            SessionNotFoundError: If the session does not exist (a ``SessionException``).
         """
         return "".join(line + "\n" for line in export_lines(self.export_records(session_id)))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._keys import KeyLayout
+from .._schema import F_CATALOG, F_RECORD, F_TTL, F_USER, count_field
 
 Status = Literal["ok", "warn", "error", "skip"]
 
@@ -199,14 +200,14 @@ def acl_probes(layout: KeyLayout) -> list[tuple[str, ...]]:
         ("GET", keys.session),
         ("SET", keys.session, "x"),
         ("TYPE", keys.session),
-        ("HGET", keys.session, "record"),
+        ("HGET", keys.session, F_RECORD),
         ("HEXISTS", keys.agents, "agent"),
-        ("HSET", keys.session, "record", "{}"),
-        ("HMGET", keys.session, "catalog", "user"),
+        ("HSET", keys.session, F_RECORD, "{}"),
+        ("HMGET", keys.session, F_CATALOG, F_USER),
         ("HGETALL", keys.session),
         ("HKEYS", keys.agents),
-        ("HDEL", keys.session, "ttl"),
-        ("HINCRBY", keys.session, "n:agent", "1"),
+        ("HDEL", keys.session, F_TTL),
+        ("HINCRBY", keys.session, count_field("agent"), "1"),
         ("EVALSHA", "0" * 40, "5", *keys.all()),
         ("SCRIPT", "LOAD", "return 1"),
         ("ZADD", index, "0", member),

@@ -303,9 +303,15 @@ def scan_seed_keys(client: Any, *, count: int = 1000) -> Iterator[str]:
 
 
 def _is_unknown_command(error: BaseException) -> bool:
+    """Whether the server (or a cluster client) does not know the command: JSON.GET without a JSON
+    module.
+
+    Matched on the text because nothing else tells: a server's reply is ``ERR unknown command ...``,
+    whose only code, ERR, every generic error shares (the client maps it to its plain
+    ``ResponseError``); a cluster client refuses before sending with its base ``ValkeyError`` or
+    ``RedisError`` (``... command doesn't exist in Valkey/Redis commands``).
+    """
     text = str(error).lower()
-    # Standalone servers reply "unknown command"; cluster clients refuse before sending, with
-    # "... command doesn't exist in Valkey/Redis commands".
     return "unknown command" in text or "doesn't exist" in text
 
 

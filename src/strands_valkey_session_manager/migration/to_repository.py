@@ -1,7 +1,7 @@
 """Migrations into a :class:`~strands_valkey_session_manager.ValkeySessionRepository`, from a :class:`SessionSource`.
 
 Migration is idempotent and resumable. A session is written with
-:meth:`~strands_valkey_session_manager.transfer.TransferMixin.write_export` (records in batches of
+:meth:`~strands_valkey_session_manager.ValkeySessionRepository.write_export` (records in batches of
 pipelined scripts). A session that already exists in the target is **skipped** when it is complete:
 every source agent is there with at least as many messages as the source has, and every orchestrator
 state is there (more is fine: the conversation may have gone on in the new store). A session that is

@@ -48,7 +48,7 @@ from strands.types.session import SessionAgent, SessionMessage
 
 from ..._keys import agent_member_range, encode_id
 from ...catalog import DamagedSession, SessionInfo
-from ...exceptions import AccessDeniedError, CorruptRecordError, SessionStoreUnavailableError
+from ...exceptions import AccessDeniedError, CorruptRecordError, SessionNotFoundError, SessionStoreUnavailableError
 from ...repository import ValkeySessionRepository
 from ...storage import StorageUnavailableError, ValkeyStorage
 from ...transfer import export_lines
@@ -722,14 +722,11 @@ class _Viewer:
 
     def _orchestrator_ids(self, session_id: str) -> list[Any]:
         """Ids in the session's ``multi`` hash: ``HKEYS`` on the raw client (the repository has no
-        call for it), so its errors are mapped here as the repository maps its own."""
+        call for it), its errors mapped by the repository's own rule (by exception class: a key of
+        the wrong type is ``CorruptRecordError``, a lost server ``SessionStoreUnavailableError``)."""
         key = self.repository.session_keys(session_id).multi
-        try:
+        with self.repository._db.errors("orchestrator_ids", session_id, key):
             return list(self.repository.client.hkeys(key))
-        except Exception as e:  # valkey-py and redis-py errors share no base class
-            if "WRONGTYPE" in str(e):
-                raise CorruptRecordError(f"session_id=<{session_id}>, key=<{key}> | not a hash: {e}") from e
-            raise SessionStoreUnavailableError(f"session_id=<{session_id}>, key=<{key}> | HKEYS failed: {e}") from e
 
     def _agent_view(
         self, session_id: str, agent_id: str, count: int, offset: int, limit: int, *, live: bool = False
@@ -1061,7 +1058,7 @@ class _Viewer:
         elif isinstance(exc, AccessDeniedError):
             # A wrong password, or an ACL that does not cover the viewer's reads: the server's setup.
             status, detail = 503, f"The server refused the viewer: {exc}"
-        elif isinstance(exc, SessionException) and "does not exist" in str(exc):
+        elif isinstance(exc, SessionNotFoundError):
             status, detail = 404, str(exc)
         else:
             logger.warning("error while rendering %s", request.url.path, exc_info=exc)
