@@ -40,6 +40,7 @@ HISTORY = f"{SID}/scopes/agent/a1/snapshots/immutable_history/"
 def server(valkey9_server: ServerProcess) -> ServerProcess:
     admin = valkey.Valkey(valkey9_server.host, valkey9_server.port)
     admin.flushall()
+    admin.script_flush()  # a server's first use, whichever tests ran on it before (xdist order)
     admin.close()
     return valkey9_server
 
