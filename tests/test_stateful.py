@@ -49,6 +49,8 @@ from tests.interleave import LostReplyProxy, agent, message, session, text_of
 from tests.servers import HOST, ServerProcess, restart, start_server
 
 SESSIONS = ("s1", "s2")
+#: The view of an agent a process was refused to create without having read it: no version matches.
+NOT_SEEN = -1
 AGENTS = ("a", "b")
 ACTORS = (0, 1)
 KEY_KINDS = ("session", "agents", "messages", "order", "multi")
@@ -229,6 +231,10 @@ class Machine(RuleBasedStateMachine):
             lambda: self.repos[actor].create_agent(sid, agent(aid, n=state)),
             refused,
         )
+        if refused is not None and AgentExistsError in refused.types:
+            # A process refused because the agent exists has not seen it (unless it restored it
+            # before): its writes are conflicts until it restores the agent.
+            self.seen[actor].setdefault((sid, aid), NOT_SEEN)
         if refused is None:
             self.sessions[sid].agents[aid] = created = MAgent(state=state)
             self._wrote(actor, sid, aid, created)
