@@ -380,12 +380,13 @@ def _dbsize(backend: Any) -> int:
 @pytest.mark.slow
 @pytest.mark.backends("valkey9", "redis7", "cluster")
 def test_expired_sessions_leave_the_catalog_under_churn_without_listing(backend: Any) -> None:
-    """2,000 sessions with a 1 s ttl expire, then 600 new sessions are created: every create sweeps
+    """2,000 sessions with a 3 s ttl expire, then 600 new sessions are created: every create sweeps
     up to 8 due entries of its own shard, so once each shard has had ceil(expired/8) creates, the
     catalog holds only live sessions, and no key of an expired session is left. Nobody lists."""
     client = backend.make_client("valkey-cluster-bytes" if backend.is_cluster else "valkey-py-bytes")
     try:
-        short = ValkeySessionRepository(client, ttl=1, user_id="churner", tags=["brief"])
+        # 3 s: long enough that the 2,000 creates (slower on a busy machine) finish before the first expires.
+        short = ValkeySessionRepository(client, ttl=3, user_id="churner", tags=["brief"])
         layout = short._layout
         expired = [f"old-{i}" for i in range(2000)]
         churn = [f"new-{i}" for i in range(600)]

@@ -380,7 +380,7 @@ def test_doctor_on_the_valkey9_test_server(cli: Any) -> None:
     # The test servers run without AOF or RDB: a warning, so exit code 1.
     assert checks["persistence"][0] == "warn" and "restart loses" in checks["persistence"][1]
     assert checks["eviction"][0] == "ok" and checks["eviction"][1].startswith("noeviction")
-    assert checks["ACL"] == ("ok", "user default may run all 26 commands on strands:* keys")
+    assert checks["ACL"] == ("ok", "user default may run all 28 commands on strands:* keys")
     assert checks["latency"][0] == "ok" and "median round trip" in checks["latency"][1]
     assert result.exit_code == 1
 

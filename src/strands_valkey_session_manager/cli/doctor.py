@@ -199,7 +199,9 @@ def acl_probes(layout: KeyLayout) -> list[tuple[str, ...]]:
     return [
         ("GET", keys.session),
         ("SET", keys.session, "x"),
-        ("TYPE", keys.session),
+        ("PERSIST", keys.session),
+        ("RENAME", keys.session, keys.agents),
+        ("ZRANGEBYSCORE", index, "-inf", "+inf"),
         ("HGET", keys.session, F_RECORD),
         ("HEXISTS", keys.agents, "agent"),
         ("HSET", keys.session, F_RECORD, "{}"),
