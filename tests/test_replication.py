@@ -638,3 +638,63 @@ def test_cluster_failover_loses_no_acknowledged_append(cluster: ClusterProcess) 
     restart(primary)
     cluster.wait_until_ok()
     client.close()
+
+
+# -- a socket timeout that would cut the wait short --------------------------------------------------
+
+
+def _faces(client: Any, *, manager: bool = True, **options: Any) -> list[Callable[[], object]]:
+    """Constructors of every face; the manager's also creates its session (a write that waits)."""
+    faces: list[Callable[[], object]] = [
+        lambda: ValkeySessionRepository(client, **options),
+        lambda: ValkeyStorage(client, **options),
+    ]
+    if manager:
+        faces.append(lambda: ValkeySessionManager(session_id="timeouts", client=client, **options))
+    return faces
+
+
+def test_a_socket_timeout_not_above_wait_timeout_is_refused(valkey9_server: ServerProcess) -> None:
+    """A WAIT whose reply the socket gives up on first would be retried on a new connection, find
+    its write done and acknowledge it without proof: such a client is refused up front."""
+    short: Any = valkey.Valkey(valkey9_server.host, valkey9_server.port, socket_timeout=0.5)
+    equal: Any = valkey.Valkey(valkey9_server.host, valkey9_server.port, socket_timeout=1.0)
+    long_enough: Any = valkey.Valkey(valkey9_server.host, valkey9_server.port, socket_timeout=5)
+    unbounded: Any = valkey.Valkey(valkey9_server.host, valkey9_server.port)
+    short_async: Any = valkey.asyncio.Valkey(host=valkey9_server.host, port=valkey9_server.port, socket_timeout=0.5)
+    try:
+        for client in (short, equal):
+            for make in _faces(client, wait_for_replicas=1):
+                with pytest.raises(
+                    ValueError, match=r"wait_timeout=<1.0> \| must be below the client's socket_timeout"
+                ):
+                    make()
+            for make in _faces(client, wait_aof=True):
+                with pytest.raises(ValueError, match="socket_timeout"):
+                    make()
+        with pytest.raises(ValueError, match=r"socket_timeout=<0\.5>"):
+            AsyncValkeySessionRepository(short_async, wait_for_replicas=1)
+        # Accepted (the server has no replica, so only construction is tried, not a waiting write).
+        for make in _faces(short, manager=False, wait_for_replicas=1, wait_timeout=0.2):
+            make()  # a shorter wait fits
+        for client in (long_enough, unbounded):
+            for make in _faces(client, manager=False, wait_for_replicas=1):
+                make()
+        for make in _faces(short):
+            make()  # no wait: nothing to cut short
+    finally:
+        for client in (short, equal, long_enough, unbounded):
+            client.close()
+        asyncio.run(short_async.aclose())
+
+
+@pytest.mark.backends("cluster")
+def test_a_cluster_client_socket_timeout_not_above_wait_timeout_is_refused(backend: Any) -> None:
+    nodes = [valkey.cluster.ClusterNode(host, port) for host, port in backend.startup_nodes]
+    client: Any = valkey.cluster.ValkeyCluster(startup_nodes=nodes, socket_timeout=0.5)
+    try:
+        for make in _faces(client, wait_for_replicas=1):
+            with pytest.raises(ValueError, match=r"socket_timeout=<0\.5>"):
+                make()
+    finally:
+        client.close()

@@ -169,6 +169,16 @@ def _library(client: Any) -> str | None:
     return family if family in _SUPPORTED and hasattr(client, "execute_command") else None
 
 
+def _socket_timeout(client: Any) -> float | None:
+    """The ``socket_timeout`` a valkey-py/redis-py client (standalone, cluster, sync or asyncio) was made with."""
+    for holder in (getattr(client, "connection_pool", None), getattr(client, "nodes_manager", None), client):
+        kwargs = getattr(holder, "connection_kwargs", None)
+        if isinstance(kwargs, dict):
+            timeout = kwargs.get("socket_timeout")
+            return float(timeout) if isinstance(timeout, (int, float)) else None
+    return None
+
+
 class _PyFamily:
     """What the sync and asyncio valkey-py/redis-py families share: the exception classes, queueing."""
 
@@ -178,6 +188,7 @@ class _PyFamily:
         exceptions = importlib.import_module(f"{family}.exceptions")
         self.client = client
         self.cluster = hasattr(client, "nodes_manager")
+        self.socket_timeout = _socket_timeout(client)
         self._unavailable = tuple(getattr(exceptions, n) for n in UNAVAILABLE_ERRORS if hasattr(exceptions, n))
         self._response: type[BaseException] = exceptions.ResponseError
         self._no_script: type[BaseException] = exceptions.NoScriptError

@@ -464,6 +464,8 @@ class Family(Protocol):
 
     client: Any
     cluster: bool
+    #: Seconds the client waits for a reply before giving up, None when unbounded or unknown.
+    socket_timeout: float | None
 
     def is_no_script(self, error: BaseException) -> bool: ...
 
@@ -496,6 +498,14 @@ class _Logic:
     retry: RetryPolicy
 
     def __init__(self, family: Family, retry: RetryPolicy | None, durability: Durability, errors: ErrorMap) -> None:
+        timeout = family.socket_timeout
+        if durability.active and timeout is not None and timeout <= durability.timeout:
+            # The WAIT's reply would time out on the socket first; the write, retried on a new
+            # connection, would find itself done and its WAIT would prove nothing about it.
+            raise ValueError(
+                f"wait_timeout=<{durability.timeout}> | must be below the client's socket_timeout=<{timeout}>: "
+                "a write waiting for its replicas would time out on the socket before the server answers"
+            )
         self.family = family
         self.client = family.client
         self.retry = retry or RetryPolicy()

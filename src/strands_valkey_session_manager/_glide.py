@@ -94,6 +94,9 @@ class _GlideFamily:
             )
         self.client = client
         self.cluster = isinstance(client, library.GlideClusterClient)
+        # GLIDE keeps its request timeout in private configuration: not checked (the README says to
+        # raise request_timeout above wait_timeout).
+        self.socket_timeout: float | None = None
 
     def is_no_script(self, error: BaseException) -> bool:
         return isinstance(error, RequestError) and _code(error) in _NO_SCRIPT_CODES

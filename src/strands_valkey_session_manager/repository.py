@@ -73,8 +73,9 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
             primary applied the write, which is not acknowledged. It is not retried: a repeat that
             finds its own earlier write writes nothing, so its ``WAIT`` would prove nothing about
             the first attempt. ``0`` (default) sends no ``WAIT``. Reads never wait.
-        wait_timeout: Seconds a write waits for its replicas (default 1.0; positive). Keep the
-            client's socket timeout above it.
+        wait_timeout: Seconds a write waits for its replicas (default 1.0; positive). A
+            valkey-py/redis-py client whose ``socket_timeout`` is not above it is refused with
+            ``ValueError`` (the socket would give up on the wait's reply first).
         wait_aof: Wait with ``WAITAOF 1 <wait_for_replicas> <timeout>`` instead of ``WAIT``: the
             write is also fsynced to the primary's AOF (and, with replicas, to theirs). Needs
             Valkey 8+ or Redis 7.2+ with ``appendonly yes``; otherwise the first write raises
