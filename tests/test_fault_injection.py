@@ -874,7 +874,7 @@ def test_a_lost_reply_to_a_write_is_repeated_to_the_same_outcome() -> None:
 
 def test_a_lost_reply_to_delete_session_is_not_an_error() -> None:
     """Repro: the reply to ``delete_session``'s script is lost after the server deleted the session;
-    the retry (ARCHITECTURE.md: "every operation is safe to repeat") raises ``SessionException``
+    the retry (docs/concurrency.md: "every retried operation is safe to repeat") raises ``SessionException``
     although this very call deleted the session. (Its catalog entry is left behind too, as the ZREMs
     never run; listing drops such entries, so only the error is asserted here.)"""
     session_id = "lost:2"

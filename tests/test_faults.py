@@ -136,3 +136,38 @@ def test_repeating_a_write_whose_reply_was_lost_is_not_a_conflict(standalone_cli
 def test_bad_retry_settings_raise_value_error(standalone_client: Any, bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="retr"):
         ValkeySessionRepository(standalone_client, **bad)
+
+
+# Which operations repeat on SessionStoreUnavailableError (docs/concurrency.md, "Retries").
+RETRIED = {
+    "create_session",
+    "read_session",
+    "delete_session",
+    "create_agent",
+    "read_agent",
+    "update_agent",
+    "create_message",
+    "read_message",
+    "update_message",
+    "list_messages",
+    "create_multi_agent",
+    "read_multi_agent",
+    "update_multi_agent",
+    "session_info",
+    "list_sessions",
+    "sweep_catalog",
+}
+NOT_RETRIED = {"prune", "fork_session", "export_records", "export_session", "import_session", "write_export"}
+
+
+@pytest.mark.parametrize("face", ["sync", "asyncio"])
+def test_the_documented_operations_are_the_retried_ones(face: str) -> None:
+    """A retried method is wrapped by ``retrying``/``aretrying`` (``functools.wraps``: ``__wrapped__``);
+    every other public operation reaches the caller with the first ``SessionStoreUnavailableError``."""
+    from strands_valkey_session_manager import AsyncValkeySessionRepository
+
+    cls: type[Any] = ValkeySessionRepository if face == "sync" else AsyncValkeySessionRepository
+    operations = {name for name in dir(cls) if not name.startswith("_") and callable(getattr(cls, name))}
+    wrapped = {name for name in operations if hasattr(getattr(cls, name), "__wrapped__")}
+    assert wrapped == RETRIED
+    assert operations - wrapped >= NOT_RETRIED

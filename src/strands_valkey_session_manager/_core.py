@@ -3,7 +3,8 @@
 Each ``_p_<operation>`` is a generator that validates and encodes, yields the round trips it needs
 (:class:`~._client.Step`) and receives their replies, then decodes. The synchronous face
 (``repository.py``) and the asyncio face (``aio.py``) only drive these plans on their client, so
-keys, encoding, scripts and semantics exist once. ``ARCHITECTURE.md`` lists each plan's round trips.
+keys, encoding, scripts and semantics exist once. ``ARCHITECTURE.md`` ("Round trips per operation")
+lists each plan's round trips.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """``ValkeySessionRepository``: the SDK's ``SessionRepository`` on plain Valkey or Redis.
 
-The synchronous face: every method drives one plan of ``_core.py`` on the client, with retries.
-Each repository method is one round trip (a single command, one Lua script or one pipeline) on the
-session's hash slot; ``ARCHITECTURE.md`` lists which. Semantics follow the SDK's own
+The synchronous face: every method drives one plan of ``_core.py`` on the client; the SDK's
+methods, ``session_info``, ``list_sessions`` and ``sweep_catalog`` are retried (``docs/concurrency.md``,
+"Retries"). Most are one round trip (a single command, one Lua script or one pipeline) on the
+session's hash slot; ``ARCHITECTURE.md`` ("Round trips per operation") lists each. Semantics follow the SDK's own
 ``FileSessionManager``: creating an existing session raises, ``create_message`` overwrites,
 updates of missing records raise and keep ``created_at``, ``list_messages`` sorts by id before slicing.
 """
@@ -330,7 +331,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
     def sweep_catalog(self) -> int:
         """Remove the catalog entries (and expiry entries) of every expired session, in all shards;
         returns how many sessions were unlisted. Creates sweep a few entries of their own shard
-        each; this sweeps everything due at once. Two round trips per pass plus one read."""
+        each; this sweeps everything due at once. Three round trips per pass plus one read."""
         return run_plan(self._db, catalog.p_sweep_catalog(self._layout))
 
     # -- copies -------------------------------------------------------------------------------
@@ -340,7 +341,8 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
     ) -> None:
         """Copy a session with all its agents, messages and orchestrator state to a new id.
 
-        Two round trips whatever the size: ``DUMP`` of the source's keys (one slot), then one script
+        Two round trips whatever the size (an encrypted source is exported and written again under
+        the target's own data key instead): ``DUMP`` of the source's keys (one slot), then one script
         that ``RESTORE``s them under the target (the other slot) and lists it in the catalog. The
         copy gets a new creation time and this repository's lifetime; owner and tags are the
         source's unless given.
@@ -353,7 +355,7 @@ class ValkeySessionRepository(SessionCore, SessionRepository):
         run_plan(self._db, transfer.p_fork_session(self, source_id, target_id, user_id, tags))
 
     def export_records(self, session_id: str) -> SessionExport:
-        """Read a whole session. Four round trips plus one per agent.
+        """Read a whole session. Three round trips plus one per agent.
 
         Raises:
             SessionNotFoundError: If the session does not exist (a ``SessionException``).

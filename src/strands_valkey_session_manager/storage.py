@@ -16,7 +16,7 @@ overwrites, ``read`` returns ``None`` for a missing key, ``delete`` of a missing
 backends: runs of ``/`` collapse, leading and trailing ``/`` go, and empty keys, backslashes and
 ``..`` segments are refused.
 
-Data model (details and the cluster slot rule in ``ARCHITECTURE.md``, section "ValkeyStorage",
+Data model (details and the cluster slot rule in ``docs/storage.md``, "Data model and operations",
 and in ``_storage_keys.py``): each value is a string key holding the exact bytes; each group (the
 first two path segments of a key of three or more segments, else its first segment) has a sorted
 set of its keys, updated in the same Lua script as the value; a sorted set of groups lets

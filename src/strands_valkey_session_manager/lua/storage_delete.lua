@@ -4,7 +4,7 @@
 -- KEYS[2] group index (zset)          <N>:storage:{<G>}:i
 -- KEYS[3] search documents (hash)     <N>:storage:{<G>}:d
 -- KEYS[4] groups index (zset)         standalone servers only; the group leaves it with its last key.
---         On a cluster the groups index is in another slot and keeps the group (see ARCHITECTURE.md)
+--         On a cluster the groups index is in another slot and keeps the group (see docs/storage.md)
 -- ARGV[1] <R>, the key relative to its group
 -- ARGV[2] the search postings prefix <N>:storage:{<G>}:p:
 -- ARGV[3] <G>, the group name; only with KEYS[4]
