@@ -319,7 +319,11 @@ _OPERATIONS: dict[str, tuple[Callable[[ValkeySessionRepository], object], tuple[
     # operation: (call, the session hash fields its script reads)
     "create_message": (
         lambda r: r.create_message(SID, "a", _message(2)),
-        ("ttl", "deadline", "v:a", "n:a", "shape", "lease:a"),
+        ("ttl", "deadline", "v:a", "n:a", "shape", "lease:a", "w:a"),
+    ),
+    "create_message over an existing id": (
+        lambda r: r.create_message(SID, "a", _message(0, "again")),
+        ("w:a",),
     ),
     "update_agent": (
         lambda r: r.update_agent(SID, _agent("a", n=7)),
@@ -327,7 +331,7 @@ _OPERATIONS: dict[str, tuple[Callable[[ValkeySessionRepository], object], tuple[
     ),
     "update_message": (
         lambda r: r.update_message(SID, "a", _message(0, "redacted")),
-        ("ttl", "deadline", "v:a", "n:a", "shape", "lease:a"),
+        ("ttl", "deadline", "v:a", "n:a", "shape", "lease:a", "w:a"),
     ),
     "create_agent": (lambda r: r.create_agent(SID, _agent("c")), ("ttl", "deadline", "shape")),
     "create_multi_agent": (
@@ -338,7 +342,7 @@ _OPERATIONS: dict[str, tuple[Callable[[ValkeySessionRepository], object], tuple[
         lambda r: r.update_multi_agent(SID, _Orchestrator({"step": 3})),  # type: ignore[arg-type]
         ("ttl", "deadline", "shape"),
     ),
-    "list_messages": (lambda r: r.list_messages(SID, "a"), ("ttl", "deadline", "v:a", "n:a", "shape")),
+    "list_messages": (lambda r: r.list_messages(SID, "a"), ("ttl", "deadline", "v:a", "n:a", "shape", "w:a")),
     "read_agent": (lambda r: r.read_agent(SID, "a"), ("v:a", "n:a", "shape")),
     "read_agent touching": (lambda r: r.read_agent(SID, "a"), ("ttl", "deadline")),
     "acquire_lease": (lambda r: _acquire(r, SID, "a"), ("lease:a", "fence:a")),
@@ -382,16 +386,19 @@ def test_a_garbled_field_refuses_the_script_before_its_first_write(
     call(repo)
 
 
-def test_a_garbled_version_refuses_reencryption_before_its_first_write(standalone_client: Any) -> None:
+@pytest.mark.parametrize(("field", "good"), [("v:b", "1"), ("w:a", "0")])
+def test_a_garbled_version_refuses_reencryption_before_its_first_write(
+    standalone_client: Any, field: str, good: str
+) -> None:
     provider = LocalKeyProvider({"k1": LocalKeyProvider.generate_key()}, "k1")
     repo = _populated(standalone_client, key_provider=provider)
     session_key = _key(repo, "session")
-    standalone_client.hset(session_key, "v:b", "x")
+    standalone_client.hset(session_key, field, "x")
     before = _snapshot(standalone_client, repo)
-    with pytest.raises(CorruptRecordError, match="v:b"):
+    with pytest.raises(CorruptRecordError, match=field):
         reencrypt_session(repo, SID)
     assert _snapshot(standalone_client, repo) == before
-    standalone_client.hset(session_key, "v:b", "1")
+    standalone_client.hset(session_key, field, good)
     reencrypt_session(repo, SID)
     assert [m.message_id for m in repo.list_messages(SID, "a")] == [0, 1]
 

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-import valkey
 from strands.types.session import SessionMessage
 
 from strands_valkey_session_manager import DamagedSessionError, SessionConflictError, ValkeySessionRepository
 from strands_valkey_session_manager._client import CommandCall, ScriptCall
-from strands_valkey_session_manager.servers import ServerProcess
+from strands_valkey_session_manager.transfer import SessionExport
 from tests import interleave
+from tests.conftest import Backend
 from tests.interleave import Gate, GatedRepository, Run, agent, message, session, text_of
 from tests.roundtrips import count_round_trips
 
@@ -54,11 +54,12 @@ def _flat(call: Any, reply: Any) -> Iterator[tuple[Any, Any]]:
 
 
 def _filled(repo: ValkeySessionRepository, sizes: Sequence[int]) -> None:
-    repo.create_session(session(SID))
-    repo.create_agent(SID, agent(AID))
-    for i, size in enumerate(sizes):
-        body = {"role": "user", "content": [{"text": "x" * size}]}
-        repo.create_message(SID, AID, SessionMessage(message=body, message_id=i))  # type: ignore[arg-type]
+    """The session with one agent whose messages have texts of ``sizes`` (written 500 a pipeline)."""
+    messages = [
+        SessionMessage(message={"role": "user", "content": [{"text": "x" * size}]}, message_id=i)  # type: ignore[arg-type]
+        for i, size in enumerate(sizes)
+    ]
+    repo.write_export(SessionExport(session=session(SID), agents=[agent(AID)], messages={AID: messages}))
 
 
 @pytest.mark.parametrize(
@@ -70,10 +71,8 @@ def _filled(repo: ValkeySessionRepository, sizes: Sequence[int]) -> None:
     ],
     ids=["small", "large", "mixed"],
 )
-def test_no_step_reads_more_than_its_bounds(
-    standalone_client: Any, sizes: list[int], records: int, step_bytes: int
-) -> None:
-    repo = ValkeySessionRepository(standalone_client)
+def test_no_step_reads_more_than_its_bounds(store_client: Any, sizes: list[int], records: int, step_bytes: int) -> None:
+    repo = ValkeySessionRepository(store_client)
     _filled(repo, sizes)
     repo.restore_step_records, repo.restore_step_bytes = records, step_bytes
     recording = Recording(repo._db)
@@ -99,8 +98,8 @@ def test_no_step_reads_more_than_its_bounds(
 
 
 @pytest.mark.parametrize(("history", "trips"), [(1000, 2), (1001, 3), (2500, 4)])
-def test_round_trips_grow_by_one_per_step(standalone_client: Any, history: int, trips: int) -> None:
-    repo = ValkeySessionRepository(standalone_client)
+def test_round_trips_grow_by_one_per_step(client: Any, history: int, trips: int) -> None:
+    repo = ValkeySessionRepository(client)
     _filled(repo, [10] * history)
     repo.list_messages(SID, AID, limit=1)  # scripts loaded
     with count_round_trips() as restore:
@@ -109,11 +108,11 @@ def test_round_trips_grow_by_one_per_step(standalone_client: Any, history: int, 
     assert restore.value == trips, restore
 
 
-def test_a_reader_rewritten_on_every_step_gives_up_with_a_conflict(standalone_client: Any) -> None:
-    repo = ValkeySessionRepository(standalone_client)
+def test_a_reader_rewritten_on_every_step_gives_up_with_a_conflict(store_client: Any) -> None:
+    repo = ValkeySessionRepository(store_client)
     _filled(repo, [10] * 6)
     repo.restore_step_records = 2
-    writer = ValkeySessionRepository(standalone_client)
+    writer = ValkeySessionRepository(store_client)
     redactions = iter(range(1000))
 
     def redact(call: Any) -> None:
@@ -124,13 +123,83 @@ def test_a_reader_rewritten_on_every_step_gives_up_with_a_conflict(standalone_cl
         repo.list_messages(SID, AID)
 
 
-def test_a_record_gone_between_steps_is_damage(standalone_client: Any) -> None:
-    repo = ValkeySessionRepository(standalone_client)
+def test_agent_updates_and_appends_on_every_step_cost_no_read_again(store_client: Any) -> None:
+    """What many processes on one agent do between a reader's steps (append a message, update the
+    agent's record): nothing the reader has read changes, so it never reads again."""
+    repo = ValkeySessionRepository(store_client)
+    _filled(repo, [10] * 6)
+    repo.list_messages(SID, AID, limit=1)  # scripts loaded
+    repo.restore_step_records = 2
+    writer = ValkeySessionRepository(store_client, check_versions=True)
+    writer.read_agent(SID, AID)
+    writer.list_messages(SID, AID)
+    appended = iter(range(6, 1000))
+
+    def write(call: Any) -> None:
+        if not recording.calls:
+            return  # between the steps only
+        writer.update_agent(SID, agent(AID, step=len(recording.calls)))
+        writer.create_message(SID, AID, message(SID, AID, next(appended), "new"))
+
+    recording = Recording(repo._db, before=write)
+    repo._db = recording
+    stored = repo.list_messages(SID, AID)
+    assert [m.message_id for m in stored] == list(range(6))  # the slice as the first step saw it
+    assert len(recording.calls) == 3  # first step, then two steps of 2: no read again
+
+
+def test_a_rewrite_of_a_message_not_yet_read_reads_again_whole(store_client: Any) -> None:
+    """A redaction between two steps reads again (the counter of rewrites is per agent, not per
+    message); the result holds the redaction, never a mix."""
+    repo = ValkeySessionRepository(store_client)
+    _filled(repo, [10] * 6)
+    repo.list_messages(SID, AID, limit=1)
+    repo.restore_step_records = 2
+    writer = ValkeySessionRepository(store_client)
+    done: list[int] = []
+
+    def redact_once(call: Any) -> None:
+        if not done and recording.calls:  # before the first continuation
+            writer.update_message(SID, AID, message(SID, AID, 5, "redacted"))
+            done.append(1)
+
+    recording = Recording(repo._db, before=redact_once)
+    repo._db = recording
+    stored = repo.list_messages(SID, AID)
+    assert _texts(stored)[5] == text_of(SID, AID, 5, "redacted")
+    assert len(recording.calls) == 2 + 3  # first step, a continuation refused, then three steps
+
+
+def test_a_reencryption_between_steps_reads_again_under_the_new_key(store_client: Any) -> None:
+    from strands_valkey_session_manager import LocalKeyProvider
+    from strands_valkey_session_manager.encryption import reencrypt_session
+
+    provider = LocalKeyProvider({"k1": b"\x01" * 32}, "k1")
+    repo = ValkeySessionRepository(store_client, key_provider=provider)
+    _filled(repo, [10] * 6)
+    repo.list_messages(SID, AID, limit=1)
+    repo.restore_step_records = 2
+    done: list[bool] = []
+
+    def reencrypt_once(call: Any) -> None:
+        if not done and recording.calls:
+            done.append(reencrypt_session(ValkeySessionRepository(store_client, key_provider=provider), SID))
+
+    recording = Recording(repo._db, before=reencrypt_once)
+    repo._db = recording
+    stored = repo.list_messages(SID, AID)
+    assert done == [True]
+    assert [len(m.message["content"][0]["text"]) for m in stored] == [10] * 6
+    assert len(recording.calls) == 2 + 3
+
+
+def test_a_record_gone_between_steps_is_damage(client: Any) -> None:
+    repo = ValkeySessionRepository(client)
     _filled(repo, [10] * 6)
     repo.restore_step_records = 2
     keys = repo.session_keys(SID)
     member = f"{AID}:{(1 << 63) + 4:020d}"
-    repo._db = Recording(repo._db, before=lambda call: standalone_client.hdel(keys.messages, member))
+    repo._db = Recording(repo._db, before=lambda call: client.hdel(keys.messages, member))
     with pytest.raises(DamagedSessionError, match="holds no record"):
         repo.list_messages(SID, AID)
 
@@ -138,9 +207,11 @@ def test_a_record_gone_between_steps_is_damage(standalone_client: Any) -> None:
 # -- a second client between the reader's steps ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def clients(valkey9_server: ServerProcess) -> Iterator[tuple[Any, Any, Any]]:
-    made = [valkey.Valkey(valkey9_server.host, valkey9_server.port, decode_responses=True) for _ in range(3)]
+@pytest.fixture
+def clients(backend: Backend) -> Iterator[tuple[Any, Any, Any]]:
+    """Three clients of the backend: setup, the reader and the writer."""
+    kind = "valkey-cluster-str" if backend.is_cluster else "valkey-py-str"
+    made = [backend.make_client(kind) for _ in range(3)]
     try:
         yield made[0], made[1], made[2]
     finally:
@@ -197,8 +268,26 @@ def test_appends_during_a_restore_are_left_out_or_included_whole(clients: tuple[
         assert read.ok and written.ok, run.outcomes
         after = run.before(("B", "create_message"), ("A", "list_messages"))
         assert read.value == ([*seed, text_of(SID, AID, SEED, "new")] if after else seed), run.trace
+        steps = -(-len(read.value) // 2)  # two records a step
+        assert run.trace.count("A:list_messages") == steps, run.trace  # an append costs no read again
 
     assert _explore("restore x append", clients, write, check) == 4
+
+
+def test_an_agent_update_during_a_restore_is_no_conflict(clients: tuple[Any, Any, Any]) -> None:
+    """The agent's own record rewritten (``update_agent`` after every turn): the messages read stay
+    valid, so the reader neither reads again nor fails, in every interleaving."""
+
+    def write(w: GatedRepository, raw: Any, prefix: str) -> None:
+        w.update_agent(SID, agent(AID, turn=1))
+
+    def check(run: Run, seed: list[str]) -> None:
+        read, written = run.outcomes
+        assert read.ok and written.ok, run.outcomes
+        assert read.value == seed, run.trace
+        assert run.trace.count("A:list_messages") == 3, run.trace  # no read again
+
+    assert _explore("restore x update_agent", clients, write, check) == 4
 
 
 def test_a_message_inserted_among_those_read_is_noticed(clients: tuple[Any, Any, Any]) -> None:
@@ -229,7 +318,16 @@ def test_a_rewrite_during_a_restore_is_seen_whole_or_not_at_all(clients: tuple[A
         read, written = run.outcomes
         assert read.ok and written.ok, run.outcomes
         assert read.value in (seed, [text_of(SID, AID, 0, "redacted"), *seed[1:]]), run.trace
+        between = (
+            run.position("A", "list_messages", 0) < run.position("B", operation) < run.position("A", "list_messages", 2)
+        )
+        # Rewritten after the first step read it: read again (more than the 3 steps), and the
+        # result holds the rewrite.
+        assert (run.trace.count("A:list_messages") > 3) == between, run.trace
+        first = run.before(("B", operation), ("A", "list_messages"))
+        assert (read.value == seed) == (not first and not between), run.trace
 
+    operation = "update_message" if rewrite == "update_message" else "create_message"
     assert _explore(f"restore x {rewrite}", clients, write, check) == 4
 
 

@@ -456,10 +456,9 @@ class SessionCore:
         )
         if int(reply[0]) == R_DAMAGED:
             raise self._damaged_listing(session_id, agent_id, keys, reply[1])
-        version, stored, created, members, *records = reply
+        version, stored, stamp, members, *records = reply
         decoder = _MessageDecoder(self, session_id, agent_id, keys)
         decoder.add(records)
-        rewrites = int(version) - int(stored)
         # The slice as the first step counted it: messages appended since are not included.
         end = offset + (max(int(stored) - offset, 0) if limit is None else min(max(int(stored) - offset, 0), limit))
         listed = _codec.text(members).split()
@@ -469,7 +468,7 @@ class SessionCore:
             last = listed[-1]
             # The next step's members: as many as fit the byte budget at the last records' mean size.
             fit = max(1, min(most, step_bytes // max(decoder.mean_size, 1)))
-            check = (-1, low, high, offset, count, agent_id, last, fit, 0, rewrites, created, done)
+            check = (-1, low, high, offset, count, agent_id, last, fit, 0, stamp, done, version)
             read = CommandCall("hmget", (keys.messages, *listed))
             records, (status, following) = yield Step(
                 "list_messages", session_id, keys.messages, [read, ScriptCall("list_messages", keys.all(), check)]

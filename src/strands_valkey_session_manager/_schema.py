@@ -38,6 +38,9 @@ F_VERSION: Final = "v:"  # the agent's version; present iff the agent exists
 F_COUNT: Final = "n:"  # the agent's message count
 F_LEASE: Final = "lease:"  # '<token> <expires ms> <owner>' (lock=True)
 F_FENCE: Final = "fence:"  # the last fencing token handed out
+# How many times the agent's stored messages were rewritten in place (update_message, an append
+# over an existing id, a re-encryption); absent reads as 0 (sessions written before it existed).
+F_REWRITES: Final = "w:"
 
 # -- bits of the field 'shape': the other keys a session must have --------------------------------
 SHAPE_AGENTS: Final = 1  # the agents hash
@@ -76,6 +79,11 @@ def version_field(agent_id: str) -> str:
 def count_field(agent_id: str) -> str:
     """The session hash field holding an agent's message count."""
     return F_COUNT + agent_id
+
+
+def rewrites_field(agent_id: str) -> str:
+    """The session hash field counting rewrites of an agent's stored messages."""
+    return F_REWRITES + agent_id
 
 
 def lease_field(agent_id: str) -> str:

@@ -10,7 +10,7 @@ local KEY_AGENTS = 2
 local KEY_MESSAGES = 3
 local KEY_ORDER = 4
 local KEY_MULTI = 5
--- Fields of the session hash (F_VERSION .. F_FENCE: prefixes of per-agent fields, then the raw agent id)
+-- Fields of the session hash (F_VERSION .. F_REWRITES: prefixes of per-agent fields, then the raw agent id)
 local F_RECORD = 'record'
 local F_CREATED = 'created'
 local F_UPDATED = 'updated'
@@ -27,6 +27,7 @@ local F_VERSION = 'v:'
 local F_COUNT = 'n:'
 local F_LEASE = 'lease:'
 local F_FENCE = 'fence:'
+local F_REWRITES = 'w:'
 -- Bits of the field 'shape' (see required_keys below)
 local SHAPE_AGENTS = 1
 local SHAPE_MESSAGES = 2

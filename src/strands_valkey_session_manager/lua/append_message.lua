@@ -1,8 +1,10 @@
 -- append_message: store one message record and index it, in one atomic step.
--- Overwrites a record with the same id (the SDK reuses message ids). The hot path: one read of the
--- session hash gives the agent's version (present iff the agent exists), its message count, the
--- session's shape, lifetime and the agent's lease; one EXISTS checks the keys the shape requires;
--- one write stores version, count and time of this write. A session without lifetime whose keys
+-- Overwrites a record with the same id (the SDK reuses message ids); such an overwrite also counts
+-- in the agent's rewrites 'w:<agent id>', which a restore read in steps checks (list_messages.lua).
+-- The hot path: one read of the session hash gives the agent's version (present iff the agent
+-- exists), its message count and rewrites, the session's shape, lifetime and the agent's lease;
+-- one EXISTS checks the keys the shape requires; one write stores version, count and time of this
+-- write. A session without lifetime whose keys
 -- all exist already skips the expiry step: this write creates no key that could disagree.
 -- ARGV[1] ttl ms (0: the session's)   ARGV[2] agent id (raw)
 -- ARGV[3] message member (encoded agent id ':' 20-digit id)   ARGV[4] message record (JSON)
@@ -14,9 +16,9 @@
 -- -3 when another owner holds the agent's lease; -4 when the session does not exist; -5 when the
 -- session is damaged (a key its shape requires is gone: eviction, a DEL). Nothing is written in
 -- those cases, nor on an error reply 'SVSM-CORRUPT' (a field of the session hash is garbled).
-local version_field, count_field = F_VERSION .. ARGV[2], F_COUNT .. ARGV[2]
+local version_field, count_field, rewrites_field = F_VERSION .. ARGV[2], F_COUNT .. ARGV[2], F_REWRITES .. ARGV[2]
 local state = redis.call(
-  'HMGET', KEYS[KEY_SESSION], version_field, count_field, F_SHAPE, F_TTL, F_DEADLINE, F_LEASE .. ARGV[2]
+  'HMGET', KEYS[KEY_SESSION], version_field, count_field, F_SHAPE, F_TTL, F_DEADLINE, F_LEASE .. ARGV[2], rewrites_field
 )
 if not state[1] then
   -- The failure path only: tell a vanished session from a missing agent.
@@ -31,6 +33,7 @@ local stored_shape = integer(state[3], F_SHAPE) or 0
 local stored_ttl, deadline = state[4], state[5]
 integer(stored_ttl, F_TTL)
 integer(deadline, F_DEADLINE)
+local rewrites = integer(state[7], rewrites_field) or 0
 -- The agent exists, and its messages when it has some.
 local shape = bit.bor(stored_shape, stored_count > 0 and SHAPE_AGENTS + SHAPE_MESSAGES or SHAPE_AGENTS)
 if damaged(shape) then
@@ -47,7 +50,12 @@ if version_conflict(version, ARGV[5]) then
   return repeated_write(version, ARGV[5], KEYS[KEY_MESSAGES], ARGV[3], ARGV[4]) or R_CONFLICT
 end
 redis.call('HSET', KEYS[KEY_MESSAGES], ARGV[3], ARGV[4])
-local count = stored_count + redis.call('ZADD', KEYS[KEY_ORDER], 0, ARGV[3])
+local added = redis.call('ZADD', KEYS[KEY_ORDER], 0, ARGV[3])
+local count = stored_count + added
+if added == 0 then
+  -- An existing message replaced: a restore that has read it reads again.
+  redis.call('HSET', KEYS[KEY_SESSION], rewrites_field, rewrites + 1)
+end
 shape = bit.bor(shape, SHAPE_AGENTS + SHAPE_MESSAGES)
 if shape ~= stored_shape then
   redis.call('HSET', KEYS[KEY_SESSION], version_field, version + 1, count_field, count, F_UPDATED, now, F_SHAPE, shape)

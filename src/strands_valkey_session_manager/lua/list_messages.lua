@@ -6,19 +6,22 @@
 -- ARGV[7] '' for the first step; a continuation: the last member listed so far
 -- ARGV[8] at most this many records returned or members listed (capped at 1000)
 -- ARGV[9] first step: bytes of records after which it stops (default 1 MiB)
--- ARGV[10] continuation: the agent's version minus its count as the first step saw them
--- ARGV[11] continuation: the session hash's 'created' as the first step saw it
--- ARGV[12] continuation: how many of the agent's members the client has listed, offset included
+-- ARGV[10] continuation: the stamp the first step returned
+-- ARGV[11] continuation: how many of the agent's members the client has listed, offset included
+-- ARGV[12] continuation: the agent's version as the first step saw it
 --
--- First step returns {version, count, created, next members, record, record, ...}: the agent's
--- version and count 'n:<agent>', the session's 'created' (or ''), the members the client reads
--- next with HMGET (space-separated: one reply element instead of one per member; '' when the
--- records returned end the slice), then the records. A continuation, sent after the client's
--- HMGET of the members listed, returns {1, next members} when nothing read so far can have
--- changed since the first step: same session ('created'), no write but appends of new messages
--- (version minus count unchanged: every other write bumps the version alone) and no message
--- inserted among those listed (the agent's members up to the last one listed are ARGV[12]);
--- {0, reason} otherwise (the client reads again from the first step).
+-- First step returns {version, count, stamp, next members, record, record, ...}: the agent's
+-- version and count 'n:<agent>', a stamp of what a continuation checks (the session's 'created'
+-- and 'nonce', the agent's rewrites 'w:<agent>'), the members the client reads next with HMGET
+-- (space-separated: one reply element instead of one per member; '' when the records returned end
+-- the slice), then the records. A continuation, sent after the client's HMGET of the members
+-- listed, returns {1, next members} when nothing read so far can have changed since the first
+-- step: the same session (not deleted, nor created again: 'created' and 'nonce', and the agent's
+-- version not below the first step's: versions only grow within one session), no stored
+-- message rewritten (a redaction, an append over an existing id, a re-encryption: each counts in
+-- 'w:<agent>'), no message inserted among those listed (the agent's members up to the last one
+-- listed are still ARGV[11]); {0, reason} otherwise (the client reads again from the first step).
+-- Appends of new messages and writes of the agent's own record change none of these.
 -- Both return {-5, reason} when the session is damaged (nothing is listed): the agent's index
 -- entries do not match its count 'n:<agent>' (ZLEXCOUNT of its range), an index entry has no
 -- record, or a key the session's shape requires is gone. Error reply 'SVSM-CORRUPT ...' for a
@@ -30,17 +33,19 @@ local function on_key(i, reply)
   end
   return reply
 end
-local version_field, count_field = F_VERSION .. ARGV[6], F_COUNT .. ARGV[6]
-local state = on_key(KEY_SESSION, redis.pcall('HMGET', KEYS[KEY_SESSION], version_field, count_field, F_SHAPE, F_TTL, F_DEADLINE, F_CREATED))
+local version_field, count_field, rewrites_field = F_VERSION .. ARGV[6], F_COUNT .. ARGV[6], F_REWRITES .. ARGV[6]
+local state = on_key(KEY_SESSION, redis.pcall(
+  'HMGET', KEYS[KEY_SESSION], version_field, count_field, F_SHAPE, F_TTL, F_DEADLINE, F_CREATED, F_NONCE, rewrites_field
+))
 local version = integer(state[1], version_field)
 local stored_count = integer(state[2], count_field) or 0
 local shape = integer(state[3], F_SHAPE) or 0
 local life = lifetime(state[4], state[5])
-local created = state[6] or ''
+local stamp = (state[6] or '') .. ' ' .. (state[7] or '') .. ' ' .. (integer(state[8], rewrites_field) or 0)
 local after = ARGV[7] or ''
 local continuation = after ~= ''
-if continuation and (created ~= ARGV[11] or not version or version - stored_count ~= tonumber(ARGV[10])) then
-  return {0, 'the agent was written to (not only appended to) since the first step'}
+if continuation and (not version or stamp ~= ARGV[10] or version < tonumber(ARGV[12])) then
+  return {0, 'the session was deleted, or a message of the agent rewritten, since the first step'}
 end
 if version then
   shape = bit.bor(shape, stored_count > 0 and SHAPE_AGENTS + SHAPE_MESSAGES or SHAPE_AGENTS)
@@ -69,7 +74,7 @@ local function listed(from, n)
 end
 
 if continuation then
-  if redis.call('ZLEXCOUNT', KEYS[KEY_ORDER], ARGV[2], '[' .. after) ~= tonumber(ARGV[12]) then
+  if redis.call('ZLEXCOUNT', KEYS[KEY_ORDER], ARGV[2], '[' .. after) ~= tonumber(ARGV[11]) then
     return {0, 'a message was inserted among those read'}
   end
   return {1, listed('(' .. after, most)}
@@ -82,7 +87,7 @@ if count >= 0 then
   wanted = math.min(wanted, count)
 end
 local members = on_key(KEY_ORDER, redis.pcall('ZRANGEBYLEX', KEYS[KEY_ORDER], ARGV[2], ARGV[3], 'LIMIT', offset, math.min(wanted, most)))
-local reply = {version or 0, stored_count, created, ''}
+local reply = {version or 0, stored_count, stamp, ''}
 -- Batches of 10 records first, then as many as the records' mean size says still fit the budget
 -- (at most 100): a step ends about one record past its budget, whatever the records' sizes.
 local bytes, n, batch = 0, 0, 10

@@ -9,7 +9,8 @@
 -- Error reply 'SVSM-CORRUPT ...' (nothing written) when an agent's version field is garbled.
 -- Returns -4 when the session does not exist, 0 when a record or the data key changed since the
 -- read (nothing is written then: the caller reads again), 1 when swapped. A swap also bumps every
--- agent's version 'v:<agent id>', so a writer checking versions that still holds the old data key
+-- agent's version 'v:<agent id>' and its rewrites 'w:<agent id>' (a restore read in steps reads
+-- again), so a writer checking versions that still holds the old data key
 -- is refused (a conflict) instead of writing a record under a key the session no longer has.
 
 -- A hash's content as one digest, independent of field order: the sorted SHA-1s of
@@ -50,6 +51,7 @@ end
 local agent_ids = redis.call('HKEYS', KEYS[KEY_AGENTS])
 for _, agent_id in ipairs(agent_ids) do
   integer(redis.call('HGET', KEYS[KEY_SESSION], F_VERSION .. agent_id), F_VERSION .. agent_id)
+  integer(redis.call('HGET', KEYS[KEY_SESSION], F_REWRITES .. agent_id), F_REWRITES .. agent_id)
 end
 store(KEYS[KEY_AGENTS], A.agents)
 store(KEYS[KEY_MESSAGES], A.messages)
@@ -57,5 +59,6 @@ store(KEYS[KEY_MULTI], A.multi)
 redis.call('HSET', KEYS[KEY_SESSION], F_DEK, A.new_dek)
 for _, agent_id in ipairs(agent_ids) do
   redis.call('HINCRBY', KEYS[KEY_SESSION], F_VERSION .. agent_id, 1)
+  redis.call('HINCRBY', KEYS[KEY_SESSION], F_REWRITES .. agent_id, 1)
 end
 return 1

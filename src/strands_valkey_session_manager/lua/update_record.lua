@@ -1,4 +1,5 @@
 -- update_record: replace an existing hash field, optionally keeping the stored created_at.
+-- A message rewritten counts in its agent's rewrites 'w:<agent id>' (see list_messages.lua).
 -- Records keep "created_at" as their last member, so the stored value is taken off the end of the
 -- old record and appended to the new body; the record's other bytes are never parsed.
 -- ARGV: name/value pairs (named_args in the prelude):
@@ -22,13 +23,14 @@ if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
 end
 local A = named_args()
 local index, agent = tonumber(A.index), A.agent
-local version_field, count_field = F_VERSION .. agent, F_COUNT .. agent
-local state = redis.call('HMGET', KEYS[KEY_SESSION], F_SHAPE, F_TTL, F_DEADLINE, version_field, count_field)
+local version_field, count_field, rewrites_field = F_VERSION .. agent, F_COUNT .. agent, F_REWRITES .. agent
+local state = redis.call('HMGET', KEYS[KEY_SESSION], F_SHAPE, F_TTL, F_DEADLINE, version_field, count_field, rewrites_field)
 local stored_shape = integer(state[1], F_SHAPE) or 0
 local life = lifetime(state[2], state[3])
-local shape, version = stored_shape, nil
+local shape, version, rewrites = stored_shape, nil, 0
 if agent ~= '' then
   version = integer(state[4], version_field)
+  rewrites = integer(state[6], rewrites_field) or 0
   local count = integer(state[5], count_field) or 0
   if version then
     shape = bit.bor(shape, count > 0 and SHAPE_AGENTS + SHAPE_MESSAGES or SHAPE_AGENTS)
@@ -64,6 +66,10 @@ if agent ~= '' and version_conflict(version, A.expected) then
   return repeated_write(version, A.expected, key, A.field, value) or R_CONFLICT
 end
 redis.call('HSET', key, A.field, value)
+if index == KEY_MESSAGES and agent ~= '' then
+  -- A stored message rewritten (a redaction): a restore that has read it reads again.
+  redis.call('HSET', KEYS[KEY_SESSION], rewrites_field, rewrites + 1)
+end
 if shape ~= stored_shape then
   redis.call('HSET', KEYS[KEY_SESSION], F_SHAPE, shape)
 end
