@@ -101,6 +101,15 @@ def test_the_manager_checks_versions_by_default(standalone_client: Any) -> None:
 
 
 def _hammer(url: str, worker: int, seconds: float, queue: Any) -> None:
+    """One writer process; whatever it raises reaches the test as text instead of a silent exit."""
+    try:
+        _hammer_for(url, worker, seconds, queue)
+    except BaseException as e:
+        queue.put((worker, f"{type(e).__name__}: {e}"))
+        raise
+
+
+def _hammer_for(url: str, worker: int, seconds: float, queue: Any) -> None:
     client = valkey.Valkey.from_url(url, decode_responses=True)
     acked: list[tuple[int, str]] = []
     conflicts = 0
@@ -143,6 +152,8 @@ def test_processes_hammering_one_agent_lose_nothing(valkey9_server: ServerProces
     for p in workers:
         p.start()
     results = [queue.get(timeout=60) for _ in workers]
+    failed = [result for result in results if len(result) == 2]
+    assert not failed, f"writer processes failed: {failed}"
     for p in workers:
         p.join(timeout=30)
         assert p.exitcode == 0
