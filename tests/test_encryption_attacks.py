@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 import valkey
-from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import (
@@ -36,6 +35,7 @@ from strands_valkey_session_manager.encryption import (
     FileKeyStore,
     KeyStoreProvider,
     ValkeyKeyStore,
+    destroy_data_keys,
     reencrypt_session,
     rotate_wrapping_key,
 )
@@ -232,7 +232,9 @@ def test_no_key_bytes_in_traceback_locals_when_a_key_store_or_key_fails(tmp_path
     os.rename(directory, blocked)
     directory.write_bytes(b"")  # a file where the session's directory should be
     assert_no_secret(raised(functools.partial(rotate_wrapping_key, repo, "s")), extra=[data_key])
-    assert_no_secret(raised(functools.partial(provider.wrap, data_key, {"session_id": "s"})), extra=[data_key])
+    current = base64.b64decode(standalone_client.hget("strands:{s}:session", "dek"))
+    beside = functools.partial(provider.wrap_beside, data_key, current, {"session_id": "s"})
+    assert_no_secret(raised(beside), extra=[data_key])
     directory.unlink()
     os.rename(blocked, directory)
 
@@ -256,8 +258,8 @@ def test_no_key_bytes_in_traceback_locals_when_a_key_store_or_key_fails(tmp_path
 def test_prune_with_the_key_store_out_of_reach_leaves_no_key_behind_silently(standalone_client: Any) -> None:
     """``prune`` deletes a session's records first, then destroys its keys (a session kept must
     keep them). With the key server out of reach the records are gone but the key lives on, and a
-    second prune no longer sees the session: the error must name the session and how to destroy
-    its keys, and ``delete_session`` of the vanished session must destroy them."""
+    second prune no longer sees the session: the error must name the session, its ``dek`` and how
+    to destroy its keys, and ``destroy_data_keys`` with them must destroy them."""
     from strands_valkey_session_manager.exceptions import SessionStoreUnavailableError
     from tests.servers import start_server
 
@@ -265,19 +267,21 @@ def test_prune_with_the_key_store_out_of_reach_leaves_no_key_behind_silently(sta
         key_client = valkey.Valkey(key_server.host, key_server.port)
         provider = KeyStoreProvider(ValkeyKeyStore(key_client))
         _fill(ValkeySessionRepository(standalone_client, key_provider=provider), "old")
+        dek = _text(standalone_client.hget("strands:{old}:session", "dek"))
         key_client.save()
         kill9(key_server)
         repo = ValkeySessionRepository(standalone_client, key_provider=provider, retries=0)
         with pytest.raises(SessionStoreUnavailableError) as raised_:
             repo.prune(older_than=timedelta(milliseconds=1))  # the kill above took longer
         message = str(raised_.value)
-        assert "session_id=<old>" in message and "delete_session" in message
+        assert "session_id=<old>" in message and f"destroy_data_keys(repository, 'old', {dek!r})" in message
         assert standalone_client.exists("strands:{old}:session") == 0  # the records are gone
         restart(key_server)
-        assert key_client.exists("svsm-keys:{old}") == 1  # the key is not
-        with pytest.raises(SessionException):
-            repo.delete_session("old")  # the documented way out: destroys the keys, then says it is gone
-        assert key_client.exists("svsm-keys:{old}") == 0
+        context = {"session_id": "old"}
+        assert len(provider.unwrap(base64.b64decode(dek), context)) == 32  # the key is not
+        destroy_data_keys(repo, "old", dek)  # the documented way out
+        with pytest.raises(LookupError):
+            provider.unwrap(base64.b64decode(dek), context)
 
 
 def test_a_key_server_that_lost_its_keys_is_reported_as_such(standalone_client: Any) -> None:

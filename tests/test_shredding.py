@@ -8,14 +8,16 @@ limit of that configuration)."""
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import valkey
+from strands.types.exceptions import SessionException
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
 
 from strands_valkey_session_manager import DecryptionError, LocalKeyProvider, ValkeySessionRepository
@@ -137,9 +139,9 @@ def test_delete_destroys_the_key_files_and_keeps_others(tmp_path: Path, standalo
         )
         == 3
     )
-    # The session hash names the key, it does not hold it.
+    # The session hash names the key (its key set and key id), it does not hold it.
     dek = standalone_client.hget("strands:{b}:session", "dek")
-    assert dek is not None and len(dek) < 64
+    assert dek is not None and re.fullmatch(rb"svsm-ks2:[0-9a-f]{32}:[0-9a-f]{32}", base64.b64decode(dek))
 
 
 def test_import_that_overwrites_keeps_its_new_key(tmp_path: Path, standalone_client: Any) -> None:
@@ -186,7 +188,7 @@ def test_legacy_sessions_open_and_move_into_the_key_store(tmp_path: Path, standa
             standalone_client, key_provider=KeyStoreProvider(FileKeyStore(tmp_path / "keys"))
         ).list_messages("old", "agent")
     assert reencrypt_session(repo, "old") is True
-    assert standalone_client.hget("strands:{old}:session", "dek").startswith("c3ZzbS1rczE6")  # svsm-ks1:
+    assert standalone_client.hget("strands:{old}:session", "dek").startswith("c3ZzbS1rczI6")  # svsm-ks2:
     assert ValkeySessionRepository(standalone_client, key_provider=provider).list_messages("old", "agent") == messages
     # The old wrapped key, put back as a backup would have it, no longer opens what is stored now.
     standalone_client.hset("strands:{old}:session", "dek", old_dek)
@@ -234,8 +236,8 @@ def test_valkey_key_store_on_every_client_kind(store_client: Any, key_server: Se
     assert ValkeySessionRepository(dataset, key_provider=provider).list_messages("s", "agent") == messages
     repo.fork_session("s", "fork")  # the fork's own key goes to the key store too
     assert ValkeySessionRepository(dataset, key_provider=provider).list_messages("fork", "agent") == messages
-    fork_key_id = base64.b64decode(dataset.hget("strands:{fork}:session", "dek")).decode()[-32:]
-    assert store.get("fork", fork_key_id) is not None
+    fork_dek = base64.b64decode(dataset.hget("strands:{fork}:session", "dek"))
+    assert len(provider.unwrap(fork_dek, {"session_id": "fork"})) == 32
     dek = dataset.hget("strands:{s}:session", "dek")
     repo.delete_session("s")
     _fill(repo, "s")  # same id again, new key; the old one is gone from the key store
@@ -243,3 +245,142 @@ def test_valkey_key_store_on_every_client_kind(store_client: Any, key_server: Se
     with pytest.raises(DecryptionError, match="not in the key store"):
         ValkeySessionRepository(dataset, key_provider=provider).list_messages("s", "agent")
     dataset.close()
+
+
+# -- a delete racing a create (or a re-encryption) of the same session id --------------------------
+
+
+class _Hooked:
+    """A key store that runs another process's step right after (or before) one of its own calls:
+    a deterministic interleaving of two processes sharing one key store. Each hook runs once."""
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        before: dict[str, Callable[[], object]] | None = None,
+        after: dict[str, Callable[[], object]] | None = None,
+    ) -> None:
+        self._store, self._before, self._after = store, dict(before or {}), dict(after or {})
+
+    def _call(self, name: str, *args: Any) -> Any:
+        if name in self._before:
+            self._before.pop(name)()
+        result = getattr(self._store, name)(*args)
+        if name in self._after:
+            self._after.pop(name)()
+        return result
+
+    def put(self, session_id: str, key_id: str, key: bytes) -> None:
+        self._call("put", session_id, key_id, key)
+
+    def get(self, session_id: str, key_id: str) -> bytes | None:
+        return self._call("get", session_id, key_id)  # type: ignore[no-any-return]
+
+    def delete(self, session_id: str, key_id: str) -> None:
+        self._call("delete", session_id, key_id)
+
+    def destroy(self, session_id: str) -> None:
+        self._call("destroy", session_id)
+
+
+def _store(kind: str, tmp_path: Path, key_server: ServerProcess) -> Any:
+    if kind == "file":
+        return FileKeyStore(tmp_path / "keys")
+    client = valkey.Valkey(key_server.host, key_server.port)
+    client.flushall()
+    return ValkeyKeyStore(client)
+
+
+def _dek(client: Any, session_id: str) -> bytes:
+    return base64.b64decode(client.hget(f"strands:{{{session_id}}}:session", "dek"))
+
+
+def _assert_destroyed(store: Any, session_id: str, *wrapped: bytes) -> None:
+    for dek in wrapped:
+        with pytest.raises(LookupError, match="not in the key store"):
+            KeyStoreProvider(store).unwrap(dek, {"session_id": session_id})
+
+
+@pytest.mark.parametrize("kind", ["file", "valkey"])
+def test_delete_racing_a_create_of_the_same_id_keeps_the_new_sessions_key(
+    tmp_path: Path, key_server: ServerProcess, standalone_client: Any, kind: str
+) -> None:
+    """Process B creates session ``s`` again while process A deletes the old ``s``: B's data key
+    is in the key store (``wrap``) before A destroys the old session's keys, and B's create script
+    runs after A deleted the old records. A's delete must destroy the old session's keys only: B's
+    new session stays readable, the old one's key is gone."""
+    store = _store(kind, tmp_path, key_server)
+    a = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    _fill(a, "s")
+    old = _dek(standalone_client, "s")
+    # B's key store runs A's whole delete between B's put of its new key and B's create script.
+    b_store = _Hooked(store, after={"put": lambda: a.delete_session("s")})
+    b = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(b_store))
+    messages = _fill(b, "s")
+    assert _dek(standalone_client, "s") != old
+    reader = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    assert reader.list_messages("s", "agent") == messages
+    assert reader.read_agent("s", "agent").state == {"note": TEXT}  # type: ignore[union-attr]
+    _assert_destroyed(store, "s", old)
+
+
+@pytest.mark.parametrize("kind", ["file", "valkey"])
+def test_prune_racing_a_create_of_the_same_id_keeps_the_new_sessions_key(
+    tmp_path: Path, key_server: ServerProcess, standalone_client: Any, kind: str
+) -> None:
+    """``prune`` deletes the records first and destroys the keys after: a create of the same id
+    landing in between (key put and script run) must keep its key."""
+    store = _store(kind, tmp_path, key_server)
+    b = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    created: list[list[SessionMessage]] = []
+    a_store = _Hooked(store, before={"destroy": lambda: created.append(_fill(b, "s"))})
+    a = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(a_store))
+    _fill(a, "s")
+    old = _dek(standalone_client, "s")
+    standalone_client.hset("strands:{s}:session", "updated", 1)  # last written in 1970
+    assert a.prune(older_than=60) == 1
+    reader = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    assert reader.list_messages("s", "agent") == created[0]
+    _assert_destroyed(store, "s", old)
+
+
+@pytest.mark.parametrize("kind", ["file", "valkey"])
+def test_delete_racing_a_reencryption_destroys_the_new_key_too(
+    tmp_path: Path, key_server: ServerProcess, standalone_client: Any, kind: str
+) -> None:
+    """A re-encryption that puts its new key after the delete destroyed the session's keys and
+    swaps it in before the delete's script: the delete finds another ``dek`` than the one whose
+    keys it destroyed, destroys that one's too, and only then deletes; no key of the session is
+    left."""
+    store = _store(kind, tmp_path, key_server)
+    a = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    _fill(a, "s")
+    old = _dek(standalone_client, "s")
+    plan = a._p_delete_session("s")
+    pending: list[Any] = []
+    # R unwraps the old key, then A destroys the session's keys (its plan up to its first round
+    # trip), then R puts its new key and swaps it in; then A's round trips run.
+    r_store = _Hooked(store, after={"get": lambda: pending.append(plan.send(None))})
+    r = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(r_store))
+    assert reencrypt_session(r, "s") is True
+    new = _dek(standalone_client, "s")
+    assert new != old
+    step = pending[0]
+    with pytest.raises(StopIteration):
+        while True:
+            step = plan.send(a._db.execute(step.call))
+    assert standalone_client.exists(*a.session_keys("s").all()) == 0
+    _assert_destroyed(store, "s", old, new)
+
+
+def test_a_refused_create_leaves_no_key_behind(tmp_path: Path, standalone_client: Any) -> None:
+    """A create refused because the session exists put its fresh key in a key set of its own
+    first: it is destroyed, the existing session's key is kept."""
+    store = FileKeyStore(tmp_path / "keys")
+    messages = _fill(ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store)), "s")
+    other = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    with pytest.raises(SessionException, match="already exists"):
+        other.create_session(Session(session_id="s", session_type=SessionType.AGENT))
+    assert len([path for path in (tmp_path / "keys").rglob("*") if path.is_file()]) == 1
+    assert other.list_messages("s", "agent") == messages

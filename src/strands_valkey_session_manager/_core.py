@@ -185,10 +185,18 @@ class SessionCore:
         calls: list[CommandCall | ScriptCall] = [*expiry]
         calls.extend(CommandCall("zadd", (index, {member: 0})) for index in indexes)
         calls.append(ScriptCall("create_session", keys.all(), args))
-        due, *_, created_now = yield Step("create_session", session.session_id, keys.session, calls)
+        script_at = len(calls) - 1
+        shredding = fresh is not None and isinstance(self._sealer.key_provider, _seal.ShreddingKeyProvider)
+        if shredding:
+            # The session's dek after the script: whether a refused create's fresh key is in use.
+            calls.append(CommandCall("hget", (keys.session, F_DEK)))
+        replies = yield Step("create_session", session.session_id, keys.session, calls)
+        due, created_now = replies[0], replies[script_at]
         self._pending_keys.pop(session.session_id, None)
         if created_now == 1 and fresh is not None:
             self._data_keys[session.session_id] = fresh
+        elif shredding and fresh is not None and _codec.text(replies[-1] or "") != fresh.stored:
+            self._discard_fresh_key(session.session_id, fresh)
         if isinstance(created_now, list) or created_now == R_CREATE_EXISTS:
             unlist = [CommandCall("zrem", (index, member)) for index in indexes]
             yield Step("create_session", session.session_id, keys.session, unlist)
@@ -207,9 +215,10 @@ class SessionCore:
 
     def _p_delete_session(self, session_id: str, missing_ok: bool = False) -> Plan[None]:
         keys = self.session_keys(session_id)
-        # Data keys kept outside the dataset are destroyed first, so no copy opens once this returns.
-        self._shred(session_id)
-        entry = yield Step("delete_session", session_id, keys.session, ScriptCall("delete_session", keys.all()))
+        if isinstance(self._sealer.key_provider, _seal.ShreddingKeyProvider):
+            entry = yield from self._p_shred_and_delete(session_id, keys)
+        else:
+            entry = yield Step("delete_session", session_id, keys.session, ScriptCall("delete_session", keys.all()))
         # Its data key went with the session hash (crypto-shredding): forget it here too.
         self._data_keys.pop(session_id, None)
         if entry is None:
@@ -220,6 +229,32 @@ class SessionCore:
         if unlist:
             yield Step("delete_session", session_id, str(unlist[0].args[0]), unlist)
         logger.info("session_id=<%s> | deleted session", session_id)
+
+    def _p_shred_and_delete(self, session_id: str, keys: SessionKeys) -> Plan[Any]:
+        """Destroy the key set of the session's ``dek`` in the key store, then delete the session
+        only if its ``dek`` is still that one (``delete_session.lua`` ARGV[3]); if it is not (re-
+        encrypted, or deleted and created again by another process), destroy the set of the one
+        it holds and try again. Keys are destroyed first, so no copy opens once this returns and a
+        failed destroy deletes nothing; only the deleted generation's set is destroyed, never the
+        set of a session created again under the same id after this delete (its create may have
+        put its key already). The first attempt uses the ``dek`` this repository holds for the
+        session (a destroy of a set no live session uses is harmless); without one it costs one
+        round trip more. The reply of the delete that happened (or None: no session)."""
+        known = self._data_keys.get(session_id)
+        expected = "\0" if known is None else known.stored  # "\0": never stored, so the reply names it
+        for _ in range(_SHRED_ATTEMPTS):
+            if expected != "\0":
+                self._shred(session_id, expected)
+            call = ScriptCall("delete_session", keys.all(), ("", "", expected))
+            entry = yield Step("delete_session", session_id, keys.session, call)
+            if not isinstance(entry, (str, bytes)):
+                return entry
+            expected = _codec.text(entry)
+        raise SessionConflictError(
+            f"session_id=<{session_id}>, key=<{keys.session}> | the session's data key changed during each of "
+            f"{_SHRED_ATTEMPTS} attempts to delete it (re-encrypted, or deleted and created again each time); "
+            "nothing was deleted"
+        )
 
     # -- agents -------------------------------------------------------------------------------
 
@@ -566,31 +601,50 @@ class SessionCore:
             fresh = self._pending_keys[session_id] = _seal.DataKey.fresh(provider, self._key_context(session_id))
         return fresh
 
-    def _shred(self, session_id: str, *, deleted: bool = False) -> None:
-        """Destroy the session's data keys when the key provider keeps them (``encryption.py``); a
-        fresh key waiting for this session's create (an import that overwrites) is stored again.
-
-        ``deleted``: the session's records are already gone (``prune``), so a failure here leaves
-        keys no later listing finds: the error names the session and the way to destroy them.
-        """
+    def _discard_fresh_key(self, session_id: str, fresh: _seal.DataKey) -> None:
+        """Destroy the key set of a fresh key no session holds (its create was refused): it is the
+        set's only key. A key store out of reach leaves it, logged: no stored record or ``dek``
+        ever named it, so it opens nothing any copy of the dataset holds."""
         provider = self._sealer.key_provider
         if not isinstance(provider, _seal.ShreddingKeyProvider):
             return
-        context = self._key_context(session_id)
         try:
-            provider.destroy(context)
+            provider.destroy(fresh.wrapped, self._key_context(session_id))
+        except Exception as e:
+            logger.warning(
+                "session_id=<%s> | the unused data key of a refused create stays in the key store: %s",
+                session_id,
+                type(e).__name__,
+            )
+
+    def _shred(self, session_id: str, dek: str, *, deleted: bool = False) -> None:
+        """Destroy the key set of the session generation ``dek`` (the session hash's field, base64)
+        names, when the key provider keeps keys (``encryption.py``); nothing for ``''``. A fresh
+        key this repository holds for a create of the session that may have succeeded with that
+        very key (its reply lost) is dropped: a later create makes a new one.
+
+        ``deleted``: the session's records are already gone (``prune``), so a failure here leaves
+        keys no later listing finds: the error names the session, its ``dek`` and the way to
+        destroy them.
+        """
+        provider = self._sealer.key_provider
+        if not dek or not isinstance(provider, _seal.ShreddingKeyProvider):
+            return
+        pending = self._pending_keys.get(session_id)
+        if pending is not None and pending.stored == dek:
+            del self._pending_keys[session_id]
+        try:
+            wrapped = _seal.DataKey.from_stored(dek).wrapped
+            provider.destroy(wrapped, self._key_context(session_id))
         except Exception as e:
             if not deleted:
                 raise
             raise SessionStoreUnavailableError(
                 f"session_id=<{session_id}> | the session was deleted but its data keys could not be destroyed "
                 f"in the key store ({type(e).__name__}: {e}); until they are, backups of the dataset still open "
-                f"it. Call delete_session({session_id!r}) once the key store is reachable: it destroys them, "
-                "then reports the session missing"
+                f"it. Once the key store is reachable, call encryption.destroy_data_keys(repository, "
+                f"{session_id!r}, {dek!r}) (the session's dek, a key name: no key material)"
             ) from e
-        pending = self._pending_keys.get(session_id)
-        if pending is not None and pending.key is not None:
-            pending.wrapped = bytes(provider.wrap(pending.key, context))
 
     def _p_read(self, operation: str, session_id: str, key: str, calls: list[Call]) -> Plan[list[Any]]:
         """One round trip of read ``calls``, with ``HGET dek`` added when this repository encrypts:
@@ -740,7 +794,7 @@ class SessionCore:
         except _seal.UnsealError as e:
             raise DecryptionError(f"session_id=<{session_id}>, key=<{keys.session}> | {e}") from e
         assert old.key is not None
-        new = _seal.DataKey(wrapped=bytes(provider.wrap(old.key, context)), key=old.key)
+        new = _seal.DataKey(wrapped=_seal.wrap_beside(provider, old.key, old.wrapped, context), key=old.key)
         call = ScriptCall("session_dek", keys.all(), (new.stored, old.stored))
         now = yield Step("rotate_wrapping_key", session_id, keys.session, call)
         if now is None:
@@ -856,6 +910,7 @@ class SessionCore:
 # no stored version equals it, so writes are refused until a read of the agent sets the version.
 _NOT_SEEN = -1
 _SEAL_ATTEMPTS = 3
+_SHRED_ATTEMPTS = 5
 
 
 class _MessageDecoder:

@@ -95,12 +95,14 @@ class KeyProvider(Protocol):
 class ShreddingKeyProvider(Protocol):
     """A :class:`KeyProvider` that keeps data keys itself (outside the dataset) and can destroy them.
 
-    ``delete_session`` calls :meth:`destroy` before it deletes the session's records, so once it
-    returns no copy of the records (backup, replica, dump) can be decrypted through this provider.
+    ``delete_session`` calls :meth:`destroy` with the session's ``dek`` before it deletes the
+    session's records (and only if its ``dek`` is still that one), so once it returns no copy of
+    the records (backup, replica, dump) can be decrypted through this provider.
     """
 
-    def destroy(self, context: dict[str, str]) -> None:
-        """Destroy every data key of the session named by ``context``; no error when there is none."""
+    def destroy(self, wrapped: bytes, context: dict[str, str]) -> None:
+        """Destroy every data key of the session generation ``wrapped`` (its ``dek``) belongs to,
+        and no key of a session created again under the same id; no error when there is none."""
         ...
 
     def retire(self, wrapped: bytes, context: dict[str, str]) -> None:
@@ -275,11 +277,12 @@ class DataKey:
         return f"DataKey(<{len(self.wrapped)} bytes wrapped>, {state})"
 
     @classmethod
-    def fresh(cls, provider: KeyProvider, context: dict[str, str]) -> DataKey:
-        """A new random data key, wrapped by ``provider``."""
+    def fresh(cls, provider: KeyProvider, context: dict[str, str], *, beside: bytes | None = None) -> DataKey:
+        """A new random data key, wrapped by ``provider``; ``beside``: the session's current
+        wrapped key, when this one replaces it (see :func:`wrap_beside`)."""
         key = os.urandom(DATA_KEY_BYTES)
         try:
-            wrapped = bytes(provider.wrap(key, context))
+            wrapped = wrap_beside(provider, key, beside, context)
         except BaseException as e:
             # Tracebacks keep this frame and the provider's: no key material among their locals.
             del key
@@ -329,10 +332,20 @@ class DataKey:
         return self._cipher
 
 
-def destroy_session_keys(provider: KeyProvider | None, context: dict[str, str]) -> None:
-    """Destroy a session's data keys when ``provider`` keeps them (:class:`ShreddingKeyProvider`)."""
-    if isinstance(provider, ShreddingKeyProvider):
-        provider.destroy(context)
+def wrap_beside(provider: KeyProvider, data_key: bytes, current: bytes | None, context: dict[str, str]) -> bytes:
+    """``data_key`` wrapped by ``provider``; when it replaces a session's ``current`` key and the
+    provider groups keys by session generation (``KeyStoreProvider.wrap_beside``), in the same
+    group, so deleting the session destroys both."""
+    beside = getattr(provider, "wrap_beside", None)
+    try:
+        if current is not None and callable(beside):
+            return bytes(beside(data_key, current, context))
+        return bytes(provider.wrap(data_key, context))
+    except BaseException as e:
+        # Tracebacks keep this frame and the provider's: no key material among their locals.
+        del data_key
+        drop_frame_locals(e)
+        raise
 
 
 @dataclass(frozen=True)

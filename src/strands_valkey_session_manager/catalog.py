@@ -208,7 +208,7 @@ def p_delete_idle(core: SessionCore, info: SessionInfo, cutoff: int) -> Plan[boo
     if entry is None or entry == 0:
         return False  # gone meanwhile, or written since the listing
     core._data_keys.pop(session_id, None)
-    core._shred(session_id, deleted=True)
+    core._shred(session_id, _codec.text(entry[4]) if len(entry) > 4 else "", deleted=True)
     unlist = unlist_calls(core._layout, session_id, entry)
     if unlist:
         yield Step("delete_session", session_id, str(unlist[0].args[0]), unlist)

@@ -6,10 +6,11 @@ made by a :class:`KeyProvider`. Where the data key itself lives decides what del
 destroys:
 
 * :class:`KeyStoreProvider` keeps every data key in a :class:`KeyStore` outside the dataset (a
-  :class:`FileKeyStore` directory, or a :class:`ValkeyKeyStore` on a *separate* server) and the
-  session hash only names it. ``delete_session`` destroys the session's keys there before it
-  deletes the records, so a backup of the dataset taken before the delete (RDB, AOF, replica,
-  ``DUMP``) no longer opens once the delete has returned: crypto-shredding.
+  :class:`FileKeyStore` directory, or a :class:`ValkeyKeyStore` on a *separate* server), in one
+  key set per session generation, and the session hash only names it. ``delete_session``
+  destroys the deleted session's key set there before it deletes the records, so a backup of the
+  dataset taken before the delete (RDB, AOF, replica, ``DUMP``) no longer opens once the delete
+  has returned: crypto-shredding. A session created again under the same id keeps its own set.
 * :class:`LocalKeyProvider` (or a KMS provider) wraps the data key and the wrapped key sits in
   the session hash. Deleting the session deletes that copy, but a backup taken before the delete
   holds it too, and the wrapping key stays live: **such a backup still opens** with the wrapping
@@ -83,6 +84,7 @@ __all__ = [
     "areencrypt_all_sessions",
     "areencrypt_session",
     "arotate_wrapping_key",
+    "destroy_data_keys",
     "reencrypt_all_sessions",
     "reencrypt_session",
     "rotate_wrapping_key",
@@ -212,13 +214,22 @@ async def arotate_wrapping_key(repository: SessionCore, session_id: str) -> bool
 
 # -- key stores: data keys outside the dataset ----------------------------------------------------
 
+# References stored in the session hash: ``svsm-ks1:<key id>`` (key set: the bare session id, made
+# by earlier versions, still read) and ``svsm-ks2:<set id>:<key id>`` (key set of one generation).
 _KS_FORMAT: Final = b"svsm-ks1:"
+_KS2_FORMAT: Final = b"svsm-ks2:"
 _KEY_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @runtime_checkable
 class KeyStore(Protocol):
-    """Where :class:`KeyStoreProvider` keeps data keys: per session, by key id.
+    """Where :class:`KeyStoreProvider` keeps data keys: in key sets, by key id.
+
+    The first argument of each method names a **key set**: one per session generation, i.e. per
+    create of a session id (``<session id>:<set id>``, the set id random), so that deleting a
+    session destroys its own set and never the set of a session created again under the same id
+    meanwhile. Key sets written before key sets were per generation are named by the bare session
+    id, and still open. A store treats the name as opaque text.
 
     Keys must live outside the dataset the records are in (another directory, another server), so
     that no backup of the dataset holds them. ``put`` must be durable when it returns: a key lost
@@ -226,19 +237,19 @@ class KeyStore(Protocol):
     """
 
     def put(self, session_id: str, key_id: str, key: bytes) -> None:
-        """Store ``key`` for the session under ``key_id`` (a new id each time)."""
+        """Store ``key`` in the key set ``session_id`` under ``key_id`` (a new id each time)."""
         ...
 
     def get(self, session_id: str, key_id: str) -> bytes | None:
-        """The key stored under ``key_id`` for the session, or None when there is none."""
+        """The key stored under ``key_id`` in the key set, or None when there is none."""
         ...
 
     def delete(self, session_id: str, key_id: str) -> None:
-        """Delete one key of the session; no error when it is absent."""
+        """Delete one key of the key set; no error when it is absent."""
         ...
 
     def destroy(self, session_id: str) -> None:
-        """Delete every key of the session; no error when there is none."""
+        """Delete every key of the key set; no error when there is none."""
         ...
 
 
@@ -437,12 +448,18 @@ def _run_id(client: Any) -> str | None:
 
 
 class KeyStoreProvider:
-    """A :class:`KeyProvider` whose data keys live in a :class:`KeyStore`, one set per session,
-    destroyed by ``delete_session`` (:class:`ShreddingKeyProvider`).
+    """A :class:`KeyProvider` whose data keys live in a :class:`KeyStore`, one key set per session
+    generation, destroyed by ``delete_session`` (:class:`ShreddingKeyProvider`).
 
-    ``wrap`` stores the data key under a new random key id and returns ``svsm-ks1:<key id>``, the
-    only thing the session hash holds; ``unwrap`` looks the id up under the session of
-    ``context``, so a wrapped key copied to another session finds nothing. Sessions sealed earlier
+    ``wrap`` (a new session) stores the data key in a new key set under a new random key id and
+    returns ``svsm-ks2:<set id>:<key id>``, the only thing the session hash holds;
+    :meth:`wrap_beside` (re-encryption, rotation) stores a session's next data key in the set of
+    its current one, so the set holds every key the session generation ever referenced.
+    ``unwrap`` looks the id up under the session of ``context``, so a wrapped key copied to
+    another session finds nothing. :meth:`destroy` destroys the one set the deleted session's
+    ``dek`` names: a session created again under the same id meanwhile has its key in a set of its
+    own, which stays (a set per session id would be destroyed under a create that had put its key
+    but not yet run its script, leaving the new session sealed under a destroyed key). Sessions sealed earlier
     under another provider (a :class:`LocalKeyProvider` or a KMS) still open through ``legacy``;
     :func:`reencrypt_session` moves them into the key store under a new data key.
 
@@ -463,26 +480,68 @@ class KeyStoreProvider:
         return f"KeyStoreProvider({getattr(self, '_store', None)!r}, legacy={getattr(self, '_legacy', None)!r})"
 
     @staticmethod
-    def _key_id(wrapped: bytes) -> str | None:
-        if not wrapped.startswith(_KS_FORMAT):
-            return None
-        key_id = wrapped[len(_KS_FORMAT) :].decode("ascii", "replace")
-        if not _KEY_ID.fullmatch(key_id):
-            raise ValueError("malformed key store reference")
-        return key_id
+    def _reference(wrapped: bytes, session_id: str) -> tuple[str, str] | None:
+        """(key set, key id) that ``wrapped`` names, or None when it was not made by a key store.
 
-    def wrap(self, data_key: bytes, context: dict[str, str]) -> bytes:
-        """Store ``data_key`` under a new key id; the reference to store in the session hash.
+        Raises:
+            ValueError: If it has our prefix but is malformed.
+        """
+        if wrapped.startswith(_KS2_FORMAT):
+            set_id, _, key_id = wrapped[len(_KS2_FORMAT) :].decode("ascii", "replace").partition(":")
+            if not (_KEY_ID.fullmatch(set_id) and _KEY_ID.fullmatch(key_id)):
+                raise ValueError("malformed key store reference")
+            return _set_name(session_id, set_id), key_id
+        if wrapped.startswith(_KS_FORMAT):
+            key_id = wrapped[len(_KS_FORMAT) :].decode("ascii", "replace")
+            if not _KEY_ID.fullmatch(key_id):
+                raise ValueError("malformed key store reference")
+            return session_id, key_id  # a key set made before sets were per generation
+        return None
+
+    def _put(self, data_key: bytes, session_id: str, set_id: str | None) -> bytes:
+        """Store ``data_key`` under a new key id in the key set ``set_id`` of the session (None:
+        the earlier per-session set); the reference to store in the session hash.
 
         A failure of the store is raised with no key bytes among its traceback's locals."""
         key_id = os.urandom(16).hex()
         try:
-            self._store.put(context["session_id"], key_id, bytes(data_key))
+            if set_id is None:
+                self._store.put(session_id, key_id, bytes(data_key))
+                return _KS_FORMAT + key_id.encode("ascii")
+            self._store.put(_set_name(session_id, set_id), key_id, bytes(data_key))
+            return _KS2_FORMAT + f"{set_id}:{key_id}".encode("ascii")
         except BaseException as e:
             del data_key
             drop_frame_locals(e)
             raise
-        return _KS_FORMAT + key_id.encode("ascii")
+
+    def wrap(self, data_key: bytes, context: dict[str, str]) -> bytes:
+        """Store ``data_key`` in a new key set (a new session generation); the reference to store
+        in the session hash."""
+        try:
+            return self._put(data_key, context["session_id"], os.urandom(16).hex())
+        except BaseException:
+            del data_key  # this frame's locals in the traceback: no key bytes (``_put`` clears its own)
+            raise
+
+    def wrap_beside(self, data_key: bytes, current: bytes, context: dict[str, str]) -> bytes:
+        """Store a session's next data key in the key set of its ``current`` one (what its
+        ``dek`` holds now); a new set when ``current`` was not made by a key store (``legacy``).
+
+        Re-encryption and rotation call this, so that deleting the session destroys the old key
+        too even when the process that replaced it died before retiring it."""
+        wrapped = bytes(current)
+        set_id: str | None = os.urandom(16).hex()
+        if wrapped.startswith(_KS2_FORMAT):
+            named = wrapped[len(_KS2_FORMAT) :].decode("ascii", "replace").partition(":")[0]
+            set_id = named if _KEY_ID.fullmatch(named) else set_id
+        elif wrapped.startswith(_KS_FORMAT):
+            set_id = None
+        try:
+            return self._put(data_key, context["session_id"], set_id)
+        except BaseException:
+            del data_key  # this frame's locals in the traceback: no key bytes (``_put`` clears its own)
+            raise
 
     def unwrap(self, wrapped: bytes, context: dict[str, str]) -> bytes:
         """The data key ``wrapped`` names (or, not made here, ``legacy``'s unwrap).
@@ -492,12 +551,13 @@ class KeyStoreProvider:
                 destroyed), the key store lost its data, or this is another key store.
             ValueError: If ``wrapped`` is not ours and there is no ``legacy`` provider.
         """
-        key_id = self._key_id(bytes(wrapped))
-        if key_id is None:
+        reference = self._reference(bytes(wrapped), context["session_id"])
+        if reference is None:
             if self._legacy is None:
                 raise ValueError("the data key was not made by this KeyStoreProvider and it has no legacy provider")
             return self._legacy.unwrap(wrapped, context)
-        key = self._store.get(context["session_id"], key_id)
+        key_set, key_id = reference
+        key = self._store.get(key_set, key_id)
         if key is None:
             raise LookupError(
                 f"data key {key_id} is not in the key store: the session was deleted (its keys were "
@@ -506,15 +566,46 @@ class KeyStoreProvider:
             )
         return key
 
-    def destroy(self, context: dict[str, str]) -> None:
-        """Destroy every data key of the session (``delete_session`` calls this first)."""
-        self._store.destroy(context["session_id"])
+    def destroy(self, wrapped: bytes, context: dict[str, str]) -> None:
+        """Destroy the key set ``wrapped`` (a deleted session's ``dek``) belongs to: every data key
+        of that session generation, and no other's. Nothing when ``wrapped`` was not made here."""
+        reference = self._reference(bytes(wrapped), context["session_id"])
+        if reference is not None:
+            self._store.destroy(reference[0])
 
     def retire(self, wrapped: bytes, context: dict[str, str]) -> None:
         """Destroy one data key no record uses any more (after re-encryption or rotation)."""
-        key_id = self._key_id(bytes(wrapped))
-        if key_id is not None:
-            self._store.delete(context["session_id"], key_id)
+        reference = self._reference(bytes(wrapped), context["session_id"])
+        if reference is not None:
+            self._store.delete(*reference)
+
+
+def _set_name(session_id: str, set_id: str) -> str:
+    """The key set of one generation of a session: what a :class:`KeyStore` gets as its first
+    argument. A bare session id is an earlier version's set; a session id that itself ends in
+    ``:<32 hex digits>`` could only meet another session's set by guessing its random set id."""
+    return f"{session_id}:{set_id}"
+
+
+def destroy_data_keys(repository: SessionCore, session_id: str, dek: str) -> None:
+    """Destroy the data keys of a deleted session whose key set the key store still holds.
+
+    ``dek`` is what the session hash held (base64, as ``prune``'s error on a key store out of
+    reach reports it). Only this session generation's keys are destroyed: a session created again
+    under the same id keeps its own.
+
+    Raises:
+        ValueError: If the repository's key provider does not keep keys (not shredding) or ``dek``
+            is not base64.
+    """
+    provider = repository._sealer.key_provider
+    if not isinstance(provider, ShreddingKeyProvider):
+        raise ValueError("destroy_data_keys needs a repository whose key_provider keeps its keys (KeyStoreProvider)")
+    try:
+        wrapped = base64.b64decode(dek, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(f"session_id=<{session_id}> | dek is not base64: {e}") from e
+    provider.destroy(wrapped, repository._key_context(session_id))
 
 
 # -- re-encryption under a new data key -----------------------------------------------------------
@@ -584,6 +675,20 @@ def _pack(records: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(b"%d:%b%d:%b" % (len(f), f, len(v), v) for f, v in records)
 
 
+def _next_key(
+    provider: KeyProvider, fresh: _seal.DataKey | None, beside: bytes, current: bytes, context: dict[str, str]
+) -> _seal.DataKey:
+    """The data key to replace ``current`` with: ``fresh`` when it was made beside ``current``,
+    else a new one beside it (``fresh`` retired): when the session's key changed between two
+    attempts (deleted and created again, or re-encrypted by another process), the new key must
+    join the key set of the key it replaces, which a delete of that session destroys."""
+    if fresh is not None and beside == current:
+        return fresh
+    if fresh is not None and isinstance(provider, ShreddingKeyProvider):
+        provider.retire(fresh.wrapped, context)
+    return _seal.DataKey.fresh(provider, context, beside=current)
+
+
 def _p_reencrypt(core: SessionCore, session_id: str, attempts: int) -> Plan[ReencryptOutcome]:
     """Read the session, seal every encrypted record again under a new data key, swap with
     ``reencrypt_session.lua`` if nothing changed meanwhile; read again on a change."""
@@ -593,6 +698,7 @@ def _p_reencrypt(core: SessionCore, session_id: str, attempts: int) -> Plan[Reen
     keys = core.session_keys(session_id)
     context = core._key_context(session_id)
     fresh: _seal.DataKey | None = None
+    fresh_beside = b""
     bindings = {k: _seal.Binding(session_id, k) for k in (keys.agents, keys.messages, keys.multi)}
     try:
         for _ in range(attempts):
@@ -613,8 +719,8 @@ def _p_reencrypt(core: SessionCore, session_id: str, attempts: int) -> Plan[Reen
                 old_cipher = old.cipher(provider, context)
             except _seal.UnsealError as e:
                 raise DecryptionError(f"session_id=<{session_id}>, key=<{keys.session}> | {e}") from e
-            if fresh is None:
-                fresh = _seal.DataKey.fresh(provider, context)
+            fresh = _next_key(provider, fresh, fresh_beside, old.wrapped, context)
+            fresh_beside = old.wrapped
             new_cipher = fresh.cipher(None, context)
             fingerprint = ""
             packed: list[bytes] = []

@@ -302,8 +302,8 @@ def _p_staged_import(core: SessionCore, export: SessionExport, writes: list[Scri
         yield from catalog.p_sweep_due(core._layout, due)
     provider = core._sealer.key_provider
     if old_dek and isinstance(provider, _seal.ShreddingKeyProvider):
-        # The replaced session's data key opens nothing stored any more: destroy it.
-        provider.retire(old_dek.encode(), core._key_context(session_id))
+        # The replaced session's data keys open nothing stored any more: destroy its key set.
+        core._shred(session_id, old_dek, deleted=True)
 
 
 def p_drop_staging(core: SessionCore, session_id: str) -> Plan[None]:
