@@ -8,6 +8,7 @@ limit of that configuration)."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import stat
@@ -384,3 +385,44 @@ def test_a_refused_create_leaves_no_key_behind(tmp_path: Path, standalone_client
         other.create_session(Session(session_id="s", session_type=SessionType.AGENT))
     assert len([path for path in (tmp_path / "keys").rglob("*") if path.is_file()]) == 1
     assert other.list_messages("s", "agent") == messages
+
+
+class _EarlierProvider(KeyStoreProvider):
+    """``wrap`` as the earlier version made it: ``svsm-ks1:<key id>`` in a set per session id."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self._raw = store
+
+    def wrap(self, data_key: bytes, context: dict[str, str]) -> bytes:
+        key_id = os.urandom(16).hex()
+        self._raw.put(context["session_id"], key_id, bytes(data_key))
+        return b"svsm-ks1:" + key_id.encode()
+
+
+@pytest.mark.parametrize("kind", ["file", "valkey"])
+def test_sessions_keyed_by_the_earlier_layout_open_rotate_and_shred(
+    tmp_path: Path, key_server: ServerProcess, standalone_client: Any, kind: str
+) -> None:
+    """Key sets written before sets were per generation (one per session id, ``svsm-ks1``) still
+    open, re-encryption keeps the session's next key in that set, and a delete destroys it while a
+    session created again under the id meanwhile keeps its own key."""
+    store = _store(kind, tmp_path, key_server)
+    messages = _fill(ValkeySessionRepository(standalone_client, key_provider=_EarlierProvider(store)), "s")
+    assert _dek(standalone_client, "s").startswith(b"svsm-ks1:")
+    repo = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    assert repo.list_messages("s", "agent") == messages
+    first = _dek(standalone_client, "s")
+    assert reencrypt_session(repo, "s") is True
+    old = _dek(standalone_client, "s")
+    assert old.startswith(b"svsm-ks1:") and old != first
+    _assert_destroyed(store, "s", first)  # retired
+    assert (
+        ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store)).list_messages("s", "agent")
+        == messages
+    )
+    b_store = _Hooked(store, after={"put": lambda: repo.delete_session("s")})
+    again = _fill(ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(b_store)), "s")
+    reader = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    assert reader.list_messages("s", "agent") == again
+    _assert_destroyed(store, "s", old)

@@ -254,10 +254,10 @@ class KeyStore(Protocol):
 
 
 class FileKeyStore:
-    """Data keys as files: ``<directory>/<SHA-256 of the session id>/<key id>.key``, 0600 in 0700
+    """Data keys as files: ``<directory>/<SHA-256 of the key set>/<key id>.key``, 0600 in 0700
     directories, each written to a temporary file, flushed to disk and renamed into place.
 
-    ``destroy`` removes the session's directory. The directory must not be inside anything backed
+    ``destroy`` removes the key set's directory. The directory must not be inside anything backed
     up with the dataset; a file system that keeps snapshots, or a backup of this directory, keeps
     deleted keys for as long as it keeps them.
 
@@ -377,8 +377,8 @@ def _fsync_dir(directory: Path) -> None:
 
 
 class ValkeyKeyStore:
-    """Data keys in a Valkey/Redis server of their own: hash ``<prefix>:{<session id>}``, field
-    key id, value the key in base64.
+    """Data keys in a Valkey/Redis server of their own: hash ``<prefix>:{<key set>}`` (the set
+    percent-encoded), field key id, value the key in base64.
 
     The server must not be the dataset's server: a database number on the same server is not
     enough, since an RDB file or AOF holds every database (:meth:`check_separate_from`). Give it
