@@ -30,7 +30,7 @@ from strands_valkey_session_manager.encryption import (
     reencrypt_session,
     rotate_wrapping_key,
 )
-from strands_valkey_session_manager.exceptions import SessionStoreUnavailableError
+from strands_valkey_session_manager.exceptions import SessionConflictError, SessionStoreUnavailableError
 from tests.servers import ServerProcess, start_server
 
 TEXT = "a confidential note that must not survive deletion " * 8
@@ -426,3 +426,42 @@ def test_sessions_keyed_by_the_earlier_layout_open_rotate_and_shred(
     reader = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
     assert reader.list_messages("s", "agent") == again
     _assert_destroyed(store, "s", old)
+
+
+def test_delete_round_trips_with_a_key_store(tmp_path: Path, standalone_client: Any) -> None:
+    """A repository that holds the session's ``dek`` (it created or read the session) deletes in
+    2 round trips, as without a key store; one that does not learns it from a first script call
+    that deletes nothing: 3."""
+    from tests.roundtrips import count_round_trips
+
+    store = FileKeyStore(tmp_path / "keys")
+    owner = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    for session_id in ("warm", "a", "b"):
+        _fill(owner, session_id)
+    owner.delete_session("warm")  # the script loaded
+    with count_round_trips() as trips:
+        owner.delete_session("a")
+    assert trips.value == 2, trips
+    stranger = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(store))
+    with count_round_trips() as trips:
+        stranger.delete_session("b")
+    assert trips.value == 3, trips
+    assert [p for p in (tmp_path / "keys").rglob("*") if p.is_file()] == []
+
+
+def test_delete_whose_session_key_changes_every_time_is_a_conflict(tmp_path: Path, standalone_client: Any) -> None:
+    """Each destroy followed by another ``dek`` (a re-encryption, or the id deleted and created
+    again, every time): after 5 attempts ``SessionConflictError``, and nothing deleted."""
+    store = FileKeyStore(tmp_path / "keys")
+
+    class Churning(_Hooked):
+        def destroy(self, session_id: str) -> None:
+            super().destroy(session_id)
+            other = b"svsm-ks2:" + os.urandom(16).hex().encode() + b":" + os.urandom(16).hex().encode()
+            standalone_client.hset("strands:{s}:session", "dek", base64.b64encode(other))
+
+    repo = ValkeySessionRepository(standalone_client, key_provider=KeyStoreProvider(Churning(store)))
+    _fill(repo, "s")
+    with pytest.raises(SessionConflictError, match="each of 5 attempts"):
+        repo.delete_session("s")
+    assert standalone_client.exists(*repo.session_keys("s").all()[:4]) == 4  # no multi-agent key
