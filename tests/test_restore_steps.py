@@ -193,6 +193,74 @@ def test_a_reencryption_between_steps_reads_again_under_the_new_key(store_client
     assert len(recording.calls) == 2 + 3
 
 
+def _with_ids(repo: ValkeySessionRepository, ids: Sequence[int]) -> None:
+    messages = [message(SID, AID, i, "m") for i in ids]
+    repo.write_export(SessionExport(session=session(SID), agents=[agent(AID)], messages={AID: messages}))
+
+
+def _script_calls(recording: Recording) -> list[tuple[Any, Any]]:
+    return [(c, r) for call, reply in recording.calls for c, r in _flat(call, reply) if isinstance(c, ScriptCall)]
+
+
+@pytest.mark.parametrize(("offset", "limit"), [(0, None), (3, 4), (1, 7), (9, None)])
+def test_ids_without_gaps_are_named_by_the_client_and_listed_by_no_step(
+    store_client: Any, offset: int, limit: int | None
+) -> None:
+    """The SDK numbers an agent's messages 0, 1, 2, ...: the first step says so ('+' and the last
+    member it returned) and no further step lists members."""
+    repo = ValkeySessionRepository(store_client)
+    _with_ids(repo, range(10))
+    repo.restore_step_records = 3
+    recording = Recording(repo._db)
+    repo._db = recording
+    stored = repo.list_messages(SID, AID, limit=limit, offset=offset)
+    assert [m.message_id for m in stored] == list(range(10))[offset : None if limit is None else offset + limit]
+    (_first, reply), *continuations = _script_calls(recording)
+    if len(stored) > 3:
+        assert _text(reply[3]).startswith("+")
+    assert bool(continuations) == (len(stored) > 3)
+    assert all(c.args[7] == 0 and _text(r[1]) == "" for c, r in continuations)
+    assert len(recording.calls) == -(-len(stored) // 3)
+
+
+@pytest.mark.parametrize(("offset", "limit"), [(0, None), (2, 3), (5, None)])
+def test_ids_with_gaps_are_listed_by_the_script(store_client: Any, offset: int, limit: int | None) -> None:
+    repo = ValkeySessionRepository(store_client)
+    ids = [0, 2, 3, 7, 8, 9, 20, 21, 40, 1000]
+    _with_ids(repo, ids)
+    repo.restore_step_records = 3
+    recording = Recording(repo._db)
+    repo._db = recording
+    stored = repo.list_messages(SID, AID, limit=limit, offset=offset)
+    assert [m.message_id for m in stored] == ids[offset : None if limit is None else offset + limit]
+    (_first, reply), *continuations = _script_calls(recording)
+    assert not _text(reply[3]).startswith("+")
+    assert all(c.args[7] == 3 for c, _ in continuations)
+
+
+def test_a_message_inserted_into_a_gap_among_those_read_reads_again(client: Any) -> None:
+    repo = ValkeySessionRepository(client)
+    _with_ids(repo, [0, 2, 4, 6, 8, 10])
+    repo.list_messages(SID, AID, limit=1)
+    repo.restore_step_records = 2
+    writer = ValkeySessionRepository(client)
+    done: list[int] = []
+
+    def insert_once(call: Any) -> None:
+        if not done and recording.calls:
+            writer.create_message(SID, AID, message(SID, AID, 1, "inserted"))
+            done.append(1)
+
+    recording = Recording(repo._db, before=insert_once)
+    repo._db = recording
+    assert [m.message_id for m in repo.list_messages(SID, AID)] == [0, 1, 2, 4, 6, 8, 10]
+    assert len(recording.calls) == 1 + 1 + 4  # first step, a refused continuation, then 4 steps of 2
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def test_a_record_gone_between_steps_is_damage(client: Any) -> None:
     repo = ValkeySessionRepository(client)
     _filled(repo, [10] * 6)

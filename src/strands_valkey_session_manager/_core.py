@@ -444,6 +444,9 @@ class SessionCore:
     #: of the records read last).
     restore_step_records = 1000
     restore_step_bytes = 1 << 20
+    #: Bytes of records the first step reads: it copies them through Lua (about 2 µs of server time
+    #: per KiB), where later steps use a plain ``HMGET``.
+    restore_first_step_bytes = 256 << 10
     #: Reads of a restore started again when another writer rewrote messages meanwhile.
     restore_attempts = 3
 
@@ -485,7 +488,8 @@ class SessionCore:
         touch = self._ttl_ms if self._touch_on_read else -1
         most = max(1, min(int(self.restore_step_records), 1000))
         step_bytes = max(1, int(self.restore_step_bytes))
-        args = (touch, low, high, offset, count, agent_id, "", most, step_bytes)
+        first_bytes = max(1, min(step_bytes, int(self.restore_first_step_bytes)))
+        args = (touch, low, high, offset, count, agent_id, "", most, first_bytes)
         (reply,) = yield from self._p_read(
             "list_messages", session_id, keys.messages, [ScriptCall("list_messages", keys.all(), args)]
         )
@@ -496,14 +500,35 @@ class SessionCore:
         decoder.add(records)
         # The slice as the first step counted it: messages appended since are not included.
         end = offset + (max(int(stored) - offset, 0) if limit is None else min(max(int(stored) - offset, 0), limit))
-        listed = _codec.text(members).split()
+        members = _codec.text(members)
         done = offset + len(records)
+        # '+<member>': the agent's ids run on without a gap after that member, so each step's members
+        # are named here and the script lists none (the usual case: the SDK numbers messages 0, 1, ...).
+        next_id = int(members[1:].rpartition(":")[2]) - (1 << 63) + 1 if members.startswith("+") else None
+        if next_id is not None:
+            fit = max(1, min(most, step_bytes // max(decoder.mean_size, 1)))
+            listed = [_member(encoded_agent, i) for i in range(next_id, next_id + min(fit, end - done))]
+        else:
+            listed = members.split()
         while listed:
             done += len(listed)
             last = listed[-1]
             # The next step's members: as many as fit the byte budget at the last records' mean size.
             fit = max(1, min(most, step_bytes // max(decoder.mean_size, 1)))
-            check = (-1, low, high, offset, count, agent_id, last, fit, 0, stamp, done, version)
+            check = (
+                -1,
+                low,
+                high,
+                offset,
+                count,
+                agent_id,
+                last,
+                0 if next_id is not None else fit,
+                0,
+                stamp,
+                done,
+                version,
+            )
             read = CommandCall("hmget", (keys.messages, *listed))
             records, (status, following) = yield Step(
                 "list_messages", session_id, keys.messages, [read, ScriptCall("list_messages", keys.all(), check)]
@@ -520,7 +545,12 @@ class SessionCore:
                     reason = f"SVSM-MISSING the order index names {member} but {keys.messages} holds no record for it"
                     raise self._damaged_listing(session_id, agent_id, keys, reason)
             decoder.add(records)
-            listed = _codec.text(following).split()[: end - done]
+            if next_id is not None:
+                next_id += len(listed)
+                fit = max(1, min(most, step_bytes // max(decoder.mean_size, 1)))
+                listed = [_member(encoded_agent, i) for i in range(next_id, next_id + min(fit, end - done))]
+            else:
+                listed = _codec.text(following).split()[: end - done]
         if limit is None:
             self._saw(session_id, agent_id, version)
         return decoder.messages()

@@ -4,7 +4,8 @@
 -- ARGV[2] lex min of the agent's members ('[<agent>:')   ARGV[3] lex max ('(<agent>;')
 -- ARGV[4] offset   ARGV[5] count (-1 for all)   ARGV[6] agent id (raw)
 -- ARGV[7] '' for the first step; a continuation: the last member listed so far
--- ARGV[8] at most this many records returned or members listed (capped at 1000)
+-- ARGV[8] at most this many records returned or members listed (capped at 1000; 0: a continuation
+--   lists none, the client names the members itself)
 -- ARGV[9] first step: bytes of records after which it stops (default 1 MiB)
 -- ARGV[10] continuation: the stamp the first step returned
 -- ARGV[11] continuation: how many of the agent's members the client has listed, offset included
@@ -14,7 +15,8 @@
 -- version and count 'n:<agent>', a stamp of what a continuation checks (the session's 'created'
 -- and 'nonce', the agent's rewrites 'w:<agent>'), the members the client reads next with HMGET
 -- (space-separated: one reply element instead of one per member; '' when the records returned end
--- the slice), then the records. A continuation, sent after the client's HMGET of the members
+-- the slice; '+<last member returned>' when the agent's remaining ids follow it without a gap, so
+-- the client names every further member itself and no step lists any), then the records. A continuation, sent after the client's HMGET of the members
 -- listed, returns {1, next members} when nothing read so far can have changed since the first
 -- step: the same session (not deleted, nor created again: 'created' and 'nonce', and the agent's
 -- version not below the first step's: versions only grow within one session), no stored
@@ -105,8 +107,18 @@ while n < #members and bytes < budget do
   batch = math.max(1, math.min(100, math.floor((budget - bytes) * n / math.max(bytes, 1))))
 end
 if n < wanted then
-  -- As many as fit the budget at the mean size of the records read.
-  reply[4] = listed('(' .. members[n], math.min(wanted - n, most, math.max(1, math.floor(budget * n / math.max(bytes, 1)))))
+  -- The ids after the last record returned run without a gap to the agent's last one when they
+  -- differ by as many as the members left (compared on the last 15 of the 20 digits, exact as Lua
+  -- numbers, when the first 5 agree): the client then names the members itself.
+  local last = redis.call('ZREVRANGEBYLEX', KEYS[KEY_ORDER], ARGV[3], ARGV[2], 'LIMIT', 0, 1)[1]
+  local from, to = string.sub(members[n], -20), string.sub(last, -20)
+  if string.sub(from, 1, 5) == string.sub(to, 1, 5)
+    and tonumber(string.sub(to, 6)) - tonumber(string.sub(from, 6)) == stored_count - offset - n then
+    reply[4] = '+' .. members[n]
+  else
+    -- As many as fit the budget at the mean size of the records read.
+    reply[4] = listed('(' .. members[n], math.min(wanted - n, most, math.max(1, math.floor(budget * n / math.max(bytes, 1)))))
+  end
 end
 local ttl = tonumber(ARGV[1])
 if ttl >= 0 and redis.call('EXISTS', KEYS[KEY_SESSION]) == 1 then
