@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 from . import _lua
 from ._redact import drop_frame_locals
-from ._telemetry import Operation
+from ._telemetry import Operation, collecting
 from .exceptions import (
     AccessDeniedError,
     CorruptRecordError,
@@ -518,11 +518,19 @@ class _Logic:
         try:
             yield
         except Exception as e:
-            failure = self.family.classify(e)
-            if failure is None:
+            mapped = self.failed(e, operation, session_id, key)
+            if mapped is None:
                 raise
-            drop_frame_locals(e)  # the client's frames hold its password (AUTH) among their locals
-            raise self.error_map.failed(failure, Where(operation, session_id, key), e) from e
+            raise mapped from e
+
+    def failed(self, error: Exception, operation: str, session_id: str, key: str) -> Exception | None:
+        """The store's exception for a client exception raised by a step (``None``: not the
+        client's, raised as it is); the client's frames are cleared of their locals."""
+        failure = self.family.classify(error)
+        if failure is None:
+            return None
+        drop_frame_locals(error)  # the client's frames hold its password (AUTH) among their locals
+        return self.error_map.failed(failure, Where(operation, session_id, key), error)
 
     def _script(self, call: ScriptCall) -> _Wiring[Any]:
         """EVALSHA; on NOSCRIPT, load and EVALSHA again; if still unknown (a cluster client whose
@@ -532,6 +540,10 @@ class _Logic:
         except Exception as e:
             if not self.family.is_no_script(e):
                 raise
+        return (yield from self._reloaded(call))
+
+    def _reloaded(self, call: ScriptCall) -> _Wiring[Any]:
+        """:meth:`_script` after the server answered NOSCRIPT to the first EVALSHA."""
         yield Load((call.name,))
         try:
             return (yield Send(script_command(call)))
@@ -680,6 +692,17 @@ class Engine(_Logic):
 
     def execute(self, call: Call | Sequence[Call]) -> Any:
         """Run one call, or a pipeline of calls (raising the first error reply)."""
+        kind = type(call)
+        if kind is Command:  # the common cases sent directly, as :meth:`_execute` would
+            return self.family.do(Send(cast(Command, call)))
+        if kind is ScriptCall:
+            script = cast(ScriptCall, call)
+            try:
+                return self.family.do(Send(script_command(script)))
+            except Exception as e:
+                if not self.family.is_no_script(e):
+                    raise
+            return _drive(self._reloaded(script), self.family.do)
         return _drive(self._execute(call), self.family.do)
 
     def execute_acknowledged(self, call: Call | Sequence[Call], where: Where) -> Any:
@@ -791,11 +814,51 @@ def _running(db: SyncAdapter | AsyncAdapter, plan: Plan[_T]) -> Generator[_Trip,
 
 def run_plan(db: SyncAdapter, plan: Plan[_T]) -> _T:
     """Drive a plan on a synchronous engine."""
+    if isinstance(db, Engine):
+        return _run_on_engine(db, plan)
 
     def trip(t: _Trip) -> Any:
         return db.execute(t.call) if t.acknowledged is None else db.execute_acknowledged(t.call, t.acknowledged)
 
     return _drive(_running(db, plan), trip)
+
+
+def _run_on_engine(db: Engine, plan: Plan[_T]) -> _T:
+    """:func:`run_plan` on an :class:`Engine`, as one loop: what ``_drive(_running(...))`` does,
+    without a generator and a context manager per round trip (the hot path of every operation)."""
+    measured = Operation() if collecting() else None
+    durable = db.durability.active
+    reply: Any = None
+    try:
+        while True:
+            step = plan.send(reply)
+            if measured is not None:
+                measured.step(step.operation, step.session_id, step.call)
+            try:
+                if durable and acknowledged(step):
+                    reply = db.execute_acknowledged(step.call, Where(step.operation, step.session_id, step.key))
+                else:
+                    reply = db.execute(step.call)
+            except Unacknowledged as e:
+                if measured is not None:
+                    measured.reply(e.reply)
+                _settle(plan, e.reply)
+                raise e.error from e.error.__cause__
+            except Exception as e:
+                mapped = db.failed(e, step.operation, step.session_id, step.key)
+                if mapped is None:
+                    raise
+                raise mapped from e
+            if measured is not None:
+                measured.reply(reply)
+    except StopIteration as done:
+        if measured is not None:
+            measured.finish(done.value)
+        return cast(_T, done.value)
+    except BaseException as e:
+        if measured is not None:
+            measured.finish(error=e)
+        raise
 
 
 async def arun_plan(db: AsyncAdapter, plan: Plan[_T]) -> _T:
