@@ -87,3 +87,28 @@ def test_later_appends_without_lifetime_leave_expiries_alone(client: Any) -> Non
     calls = _script_calls(client, repo, 1)
     assert "pexpiretime" not in calls and "pexpireat" not in calls
     assert {client.pexpiretime(k) for k in keys.all()[:4]} == {-1}
+
+
+def test_append_after_script_flush_loads_the_script_and_runs_it_again(client: Any) -> None:
+    repo = ValkeySessionRepository(client, check_versions=True)
+    _setup(repo)
+    client.script_flush()
+    with count_round_trips() as trips:
+        _append(repo, 0)
+    assert trips.value == 3, trips  # EVALSHA (NOSCRIPT), SCRIPT LOAD, EVALSHA
+    assert repo.read_message("s", "a", 0) is not None
+
+
+def test_append_sends_the_whole_script_when_the_load_does_not_reach_the_node(client: Any) -> None:
+    # A cluster client whose view of the primary went stale loads the script on another node: here
+    # the load is dropped, so the server still answers NOSCRIPT to the second EVALSHA.
+    repo = ValkeySessionRepository(client, check_versions=True)
+    _setup(repo)
+    client.script_flush()
+    client.script_load = lambda source: None
+    client.config_resetstat()
+    with count_round_trips() as trips:
+        _append(repo, 0)
+    assert trips.value == 3, trips  # EVALSHA (NOSCRIPT), EVALSHA (NOSCRIPT), EVAL
+    assert commandstats(client).get("eval") == 1
+    assert repo.read_message("s", "a", 0) is not None
