@@ -154,8 +154,13 @@ def script_sha(name: str) -> str:
 
 def script_command(call: ScriptCall, *, whole: bool = False) -> Command:
     """``EVALSHA`` of a script call (``EVAL`` of its text when ``whole``)."""
-    head = ("EVAL", _lua.source(call.name)) if whole else ("EVALSHA", script_sha(call.name))
+    head = ("EVAL", _lua.source(call.name)) if whole else _evalsha(call.name)
     return Command((*head, len(call.keys), *call.keys, *call.args))
+
+
+@cache
+def _evalsha(name: str) -> tuple[str, str]:
+    return ("EVALSHA", script_sha(name))
 
 
 # -- retries -------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import copy
+import functools
 import hashlib
 import logging
 import uuid
@@ -786,7 +787,7 @@ class ValkeyStorage:
         """The full key (view prefix included) of a caller's key."""
         if not isinstance(key, str):
             raise InvalidStorageArgumentError(f"key must be a str, not {type(key).__name__}")
-        return self._prefix + _storage_keys.normalize_key(key)
+        return self._prefix + _normalized(key)
 
     def _locate(self, full_key: str) -> _storage_keys.Location:
         return self._layout.locate(full_key)
@@ -1025,6 +1026,10 @@ def _index_scopes(search_index: bool | Sequence[str]) -> tuple[str, ...] | None:
             raise ValueError(f"search_index prefixes must be str, not {type(scope).__name__}")
         scopes.append(_storage_keys.normalize_prefix(scope).rstrip("/"))
     return tuple(scopes)
+
+
+# The keys of the last few thousand calls, normalised (a pure function; invalid keys still raise).
+_normalized = functools.lru_cache(maxsize=4096)(_storage_keys.normalize_key)
 
 
 def _as_bytes(data: object, key: str) -> bytes:
