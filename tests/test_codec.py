@@ -67,6 +67,50 @@ def test_message_array_decodes_in_one_parse() -> None:
     assert _codec.decode_message_array(raw) == [a, b]
 
 
+def test_message_array_keeps_redactions_and_exact_values() -> None:
+    redacted = SessionMessage(
+        message={"role": "user", "content": [{"text": "secret"}]},
+        message_id=1,
+        redact_message={"role": "user", "content": [{"text": "[redacted]"}]},
+    )
+    exact = SessionMessage(message={"role": "user", "content": [{"text": "\ud800"}], "n": 2**70}, message_id=2)  # type: ignore[typeddict-unknown-key]
+    first = _message()
+    records = [_codec.encode_message(m) for m in (first, redacted, exact)]
+    decoded = _codec.decode_message_array(b"[" + b",".join(records) + b"]")
+    assert decoded == [first, redacted, exact]
+    assert repr(decoded[2].message) == repr(exact.message)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b'{"message": {}, "message_id": true, "updated_at": "u", "created_at": "c"}',
+        b'{"message": {}, "message_id": "1", "updated_at": "u", "created_at": "c"}',
+        b'{"message": [], "message_id": 1, "updated_at": "u", "created_at": "c"}',
+        b'{"message": {}, "message_id": 1, "redact_message": "x", "updated_at": "u", "created_at": "c"}',
+        b'{"message": {}, "message_id": 1, "updated_at": "u"}',
+        b"[]",
+    ],
+)
+def test_message_array_refuses_a_record_of_the_wrong_shape(bad: bytes) -> None:
+    raw = b"[" + _codec.encode_message(_message()) + b"," + bad + b"]"
+    with pytest.raises(_codec.CodecError):
+        _codec.decode_message_array(raw)
+
+
+def test_message_array_opens_a_sealed_record_even_with_a_plain_message_beside_it() -> None:
+    # The blob wins: a "message" member next to the sealed one is never read as the content.
+    envelope = b'{"__svsm_sealed__": "blob", "message": {"role": "user", "content": []}, "message_id": 3, '
+    envelope += b'"updated_at": "u", "created_at": "c"}'
+    raw = b"[" + _codec.encode_message(_message()) + b"," + envelope + b"]"
+    with pytest.raises(_codec.CodecError, match="sealed"):
+        _codec.decode_message_array(raw)
+    inner = b'{"message": {"role": "assistant", "content": [{"text": "opened"}]}}'
+    decoded = _codec.decode_message_array(raw, lambda envelopes: [inner for _ in envelopes])
+    assert decoded[1].message == {"role": "assistant", "content": [{"text": "opened"}]}
+    assert (decoded[1].message_id, decoded[1].created_at) == (3, "c")
+
+
 @pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b'{"message": 1}', b"\xff\xfe"])
 def test_garbage_is_a_codec_error(raw: bytes) -> None:
     with pytest.raises(_codec.CodecError):

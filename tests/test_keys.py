@@ -12,6 +12,7 @@ from strands_valkey_session_manager._keys import (
     decode_id,
     encode_id,
     message_member,
+    message_members,
     validate_key_prefix,
 )
 
@@ -98,6 +99,15 @@ def test_message_members_sort_numerically_within_an_agent() -> None:
     assert sorted(members) == members
     low, high = agent_member_range("agent")
     assert all(low[1:] <= m < high[1:] for m in members)
+
+
+@pytest.mark.parametrize("agent", ["agent", "a:b", "ünïcødé-会话-🙂"])
+@pytest.mark.parametrize("first", [-(2**63), -3, 0, 7, 10**18, 2**63 - 4])
+def test_message_members_as_bytes_are_the_members(agent: str, first: int) -> None:
+    encoded = encode_id(agent)
+    expected = [message_member(encoded, i).encode() for i in range(first, first + 4)]
+    assert message_members(encoded, first, 4) == expected
+    assert message_members(encoded, first, 0) == []
 
 
 def test_agent_ranges_do_not_overlap() -> None:

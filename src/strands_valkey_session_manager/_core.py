@@ -28,6 +28,7 @@ from ._keys import (
     catalog_member,
     check_message_id,
     encode_id,
+    message_members,
 )
 from ._keys import message_member as _member
 from ._lifetime import created_ms, to_ms
@@ -507,7 +508,7 @@ class SessionCore:
         next_id = int(members[1:].rpartition(":")[2]) - (1 << 63) + 1 if members.startswith("+") else None
         if next_id is not None:
             fit = max(1, min(most, step_bytes // max(decoder.mean_size, 1)))
-            listed = [_member(encoded_agent, i) for i in range(next_id, next_id + min(fit, end - done))]
+            listed: list[Any] = message_members(encoded_agent, next_id, min(fit, end - done))
         else:
             listed = members.split()
         while listed:
@@ -540,15 +541,18 @@ class SessionCore:
                     "session_id=<%s>, agent_id=<%s> | read again: %s", session_id, agent_id, _codec.text(following)
                 )
                 return None
-            for member, record in zip(listed, records, strict=True):
-                if record is None:
-                    reason = f"SVSM-MISSING the order index names {member} but {keys.messages} holds no record for it"
-                    raise self._damaged_listing(session_id, agent_id, keys, reason)
+            if None in records:
+                member = next(m for m, r in zip(listed, records, strict=True) if r is None)
+                reason = (
+                    f"SVSM-MISSING the order index names {_codec.text(member)} "
+                    f"but {keys.messages} holds no record for it"
+                )
+                raise self._damaged_listing(session_id, agent_id, keys, reason)
             decoder.add(records)
             if next_id is not None:
                 next_id += len(listed)
                 fit = max(1, min(most, step_bytes // max(decoder.mean_size, 1)))
-                listed = [_member(encoded_agent, i) for i in range(next_id, next_id + min(fit, end - done))]
+                listed = message_members(encoded_agent, next_id, min(fit, end - done))
             else:
                 listed = _codec.text(following).split()[: end - done]
         if limit is None:

@@ -103,6 +103,13 @@ def message_member(encoded_agent_id: str, message_id: int) -> str:
     return f"{encoded_agent_id}:{message_id + _MESSAGE_ID_OFFSET:020d}"
 
 
+def message_members(encoded_agent_id: str, first: int, count: int) -> list[bytes]:
+    """:func:`message_member` of ``count`` ids from ``first`` on, as bytes (what a client sends)."""
+    prefix = f"{encoded_agent_id}:".encode("ascii")
+    start = first + _MESSAGE_ID_OFFSET
+    return [b"%b%020d" % (prefix, n) for n in range(start, start + count)]
+
+
 def agent_member_range(encoded_agent_id: str) -> tuple[str, str]:
     """Inclusive/exclusive ZRANGEBYLEX bounds that cover exactly one agent's members.
 
