@@ -83,9 +83,11 @@ def test_no_script_returns_a_bare_negative_code(name: str) -> None:
 
 # Exceptions that never reach a caller: internal signals, each caught and turned into one of
 # exceptions.py's classes where it is raised (codec and sealing, a wait that fell short, the CLI's
-# exit, the storage's switch to its cluster plan), and the helpers of tests and the demo.
+# exit, the storage's switch to its cluster plan, the restore's fall back from its fast decoding), and
+# the helpers of tests and the demo.
 _INTERNAL = {
     "_codec.CodecError",
+    "_codec._NotPlain",
     "_seal.UnsealError",
     "_engine.Unacknowledged",
     "cli.command.CliError",
