@@ -36,6 +36,7 @@ from strands_valkey_session_manager import (
 from strands_valkey_session_manager._client import run_plan
 from strands_valkey_session_manager.aio import AsyncValkeySessionRepository
 from strands_valkey_session_manager.encryption import LocalKeyProvider, reencrypt_session
+from tests.nesting import depth_and_bottom, nested
 from tests.roundtrips import count_round_trips
 from tests.servers import HOST, start_server
 
@@ -516,36 +517,17 @@ def test_a_foreign_counter_is_a_corrupt_record_error_on_reads_and_writes(standal
 # -- 6. deep nesting ------------------------------------------------------------------------------
 
 
-def _nested(depth: int) -> dict[str, Any]:
-    """A message body whose content holds ``depth`` nested containers (dicts and lists in turn),
-    with bytes at the bottom."""
-    value: Any = {"bottom": b"\x00\xff", "n": 10**30}
-    for level in range(depth):
-        value = {"d": value} if level % 2 else [value]
-    return {"role": "user", "content": [{"text": "deep"}, {"json": value}]}
-
-
-def _depth_and_bottom(body: Any) -> tuple[int, Any]:
-    """How deep ``_nested``'s value goes, and what it holds at the bottom (walked without recursion)."""
-    value = body["content"][1]["json"]
-    depth = 0
-    while isinstance(value, list) or (isinstance(value, dict) and "d" in value):
-        value = value[0] if isinstance(value, list) else value["d"]
-        depth += 1
-    return depth, value
-
-
 @pytest.mark.parametrize("depth", [300, 1000, 100_000])
 def test_deeply_nested_records_round_trip_exactly(standalone_client: Any, depth: int) -> None:
     """Beyond orjson's 254 levels and json's recursion (~500 levels to encode, ~1000 to decode):
     messages, agent state and orchestrator state are stored and restored exactly."""
     repo = ValkeySessionRepository(standalone_client, check_versions=True)
     repo.create_session(_session())
-    repo.create_agent(SID, _agent("a", state={"deep": _nested(depth)}))
-    repo.create_message(SID, "a", _message(0, body=_nested(depth)))
+    repo.create_agent(SID, _agent("a", state={"deep": nested(depth)}))
+    repo.create_message(SID, "a", _message(0, body=nested(depth)))
     repo.create_message(SID, "a", _message(1))
-    repo.update_message(SID, "a", _message(1, body=_nested(depth)))
-    repo.create_multi_agent(SID, _Orchestrator({"deep": _nested(depth)}))  # type: ignore[arg-type]
+    repo.update_message(SID, "a", _message(1, body=nested(depth)))
+    repo.create_multi_agent(SID, _Orchestrator({"deep": nested(depth)}))  # type: ignore[arg-type]
     fresh = ValkeySessionRepository(standalone_client)
     listed = fresh.list_messages(SID, "a")
     read = fresh.read_message(SID, "a", 0)
@@ -553,7 +535,7 @@ def test_deeply_nested_records_round_trip_exactly(standalone_client: Any, depth:
     state = fresh.read_multi_agent(SID, "g")
     assert read is not None and agent is not None and state is not None
     for body in (listed[0].message, listed[1].message, read.message, agent.state["deep"], state["deep"]):
-        assert _depth_and_bottom(body) == (depth, {"bottom": b"\x00\xff", "n": 10**30})
+        assert depth_and_bottom(body) == (depth, {"bottom": b"\x00\xff", "n": 10**30})
 
 
 def test_create_multi_agent_never_overwrites_state_created_meanwhile(standalone_client: Any) -> None:

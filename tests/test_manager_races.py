@@ -26,6 +26,7 @@ from strands_valkey_session_manager import (
 from strands_valkey_session_manager._write_behind import WriteBehindError
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
 from tests.conftest import Backend
+from tests.nesting import depth_and_bottom, nested
 from tests.roundtrips import count_round_trips
 from tests.servers import ServerProcess
 
@@ -321,42 +322,23 @@ def test_from_url_refuses_a_keyword_neither_the_manager_nor_the_client_takes(
 # -- 7. records nested deeper than Python recurses -------------------------------------------------
 
 
-def _nested(depth: int) -> dict[str, Any]:
-    value: Any = {"bottom": b"\x00\xff", "n": 10**30}
-    for level in range(depth):
-        value = {"d": value} if level % 2 else [value]
-    return {"role": "user", "content": [{"text": "deep"}, {"json": value}]}
-
-
-def _bottom(body: Any) -> tuple[int, Any]:
-    """How deep ``_nested``'s value goes and what is at its bottom (walked without recursion)."""
-    value = body["content"][1]["json"]
-    depth = 0
-    while isinstance(value, list) or (isinstance(value, dict) and "d" in value):
-        value = value[0] if isinstance(value, list) else value["d"]
-        depth += 1
-    return depth, value
-
-
 @pytest.mark.parametrize("write_behind", [False, True], ids=["direct", "write-behind"])
 def test_records_nested_1000_levels_deep_are_written_by_the_manager(standalone_client: Any, write_behind: bool) -> None:
     manager = ValkeySessionManager(session_id=SID, client=standalone_client, write_behind=write_behind)
     manager.create_agent(SID, SessionAgent(agent_id="bot", state={}, conversation_manager_state={}))
-    body = _nested(1000)
+    body = nested(1000)
     manager.create_message(SID, "bot", SessionMessage(message=body, message_id=0))  # type: ignore[arg-type]
-    manager.update_agent(
-        SID, SessionAgent(agent_id="bot", state={"deep": _nested(1000)}, conversation_manager_state={})
-    )
+    manager.update_agent(SID, SessionAgent(agent_id="bot", state={"deep": nested(1000)}, conversation_manager_state={}))
     # With write-behind the record was copied when queued: changing it afterwards changes nothing stored.
     body["content"][0]["text"] = "changed after the call"
     manager.close()
     reader = ValkeySessionRepository(standalone_client)
     (stored,) = reader.list_messages(SID, "bot")
     assert stored.message["content"][0] == {"text": "deep"}
-    assert _bottom(stored.message) == (1000, {"bottom": b"\x00\xff", "n": 10**30})
+    assert depth_and_bottom(stored.message) == (1000, {"bottom": b"\x00\xff", "n": 10**30})
     agent = reader.read_agent(SID, "bot")
     assert agent is not None
-    assert _bottom(agent.state["deep"]) == (1000, {"bottom": b"\x00\xff", "n": 10**30})
+    assert depth_and_bottom(agent.state["deep"]) == (1000, {"bottom": b"\x00\xff", "n": 10**30})
 
 
 def test_with_write_behind_a_vanished_session_is_raised_within_the_turn(standalone_client: Any) -> None:
