@@ -16,11 +16,12 @@ import pytest
 import valkey
 from strands import Agent, tool
 from strands.session.file_session_manager import FileSessionManager
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
 from strands_valkey_session_manager.cli.command import app, parse_duration
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
+from tests.cli_runner import cli_runner
 from tests.servers import ServerProcess, start_server
 
 SESSION_ID = "weather [bold]chat"
@@ -33,14 +34,6 @@ DAY_MS = 86_400_000
 def lookup(city: str) -> str:
     """Weather of a city."""
     return f"sunny in {city}"
-
-
-def _runner() -> CliRunner:
-    """A runner that keeps stderr apart (the default from click 8.2; older clicks need the flag)."""
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
 
 
 def _conversation(client: Any, session_id: str = SESSION_ID, **manager: Any) -> Agent:
@@ -64,7 +57,7 @@ def _session(client: Any, session_id: str, **owner: Any) -> None:
 @pytest.fixture
 def cli(valkey9_server: ServerProcess, standalone_client: Any) -> Iterator[Any]:
     """Runs ``svsm --url <valkey9> <args>`` in process; the server starts empty."""
-    runner = _runner()
+    runner = cli_runner()
 
     def run(*args: str, input: str | None = None, url: str | None = None) -> Result:
         return runner.invoke(app, ["--url", url or valkey9_server.url, "--timeout", "2", *args], input=input)
@@ -347,7 +340,7 @@ def test_durations(text: str, seconds: float) -> None:
 )
 def test_unreachable_server_exits_3_quickly(args: Sequence[str]) -> None:
     start = time.monotonic()
-    result = _runner().invoke(app, ["--url", "redis://127.0.0.1:1", "--timeout", "0.5", *args])
+    result = cli_runner().invoke(app, ["--url", "redis://127.0.0.1:1", "--timeout", "0.5", *args])
     assert result.exit_code == 3, result.output
     assert time.monotonic() - start < 3
     line = _error_line(result)
@@ -357,10 +350,10 @@ def test_unreachable_server_exits_3_quickly(args: Sequence[str]) -> None:
 def test_url_comes_from_the_environment(valkey9_server: ServerProcess, standalone_client: Any) -> None:
     _session(standalone_client, "from-env")
     env = {"VALKEY_URL": valkey9_server.url, "REDIS_URL": "redis://127.0.0.1:1"}
-    result = _runner().invoke(app, ["sessions", "--json"], env=env)
+    result = cli_runner().invoke(app, ["sessions", "--json"], env=env)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["sessions"][0]["session_id"] == "from-env"
-    fallback = _runner().invoke(app, ["--timeout", "0.5", "sessions"], env={**env, "VALKEY_URL": None})
+    fallback = cli_runner().invoke(app, ["--timeout", "0.5", "sessions"], env={**env, "VALKEY_URL": None})
     assert fallback.exit_code == 3  # REDIS_URL next: the unreachable one
 
 
@@ -397,7 +390,7 @@ def durable_server() -> Iterator[ServerProcess]:
 
 def test_doctor_all_good_and_eviction_policies(durable_server: ServerProcess) -> None:
     admin: Any = valkey.Valkey(durable_server.host, durable_server.port, decode_responses=True)
-    runner = _runner()
+    runner = cli_runner()
 
     def doctor() -> Result:
         return runner.invoke(app, ["--url", durable_server.url, "doctor"])
@@ -433,7 +426,7 @@ def test_doctor_reports_acl_denials(durable_server: ServerProcess) -> None:
     )
     try:
         url = f"redis://reader:secret@{durable_server.host}:{durable_server.port}"
-        result = _runner().invoke(app, ["--url", url, "doctor"])
+        result = cli_runner().invoke(app, ["--url", url, "doctor"])
         assert result.exit_code == 2, result.output
         checks = _checks(result)
         assert checks["ACL"][0] == "error"
@@ -453,7 +446,7 @@ def test_doctor_and_sessions_on_a_cluster(backend: Any) -> None:
         _session(client, "on-a-cluster", user_id="alice")
     finally:
         client.close()
-    runner = _runner()
+    runner = cli_runner()
     listed = runner.invoke(app, ["--url", backend.url, "--cluster", "sessions", "--user", "alice", "--json"])
     assert listed.exit_code == 0, listed.output
     assert [s["session_id"] for s in json.loads(listed.stdout)["sessions"]] == ["on-a-cluster"]
@@ -528,7 +521,7 @@ def test_demo_uses_the_given_url_or_its_own_server(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(demo, "main", lambda argv: calls.append(list(argv)) or 0)
     monkeypatch.delenv("VALKEY_URL", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
-    runner = _runner()
+    runner = cli_runner()
     assert runner.invoke(app, ["demo"]).exit_code == 0
     assert runner.invoke(app, ["--url", "redis://h:1", "demo"]).exit_code == 0
     assert calls == [[], ["--url", "redis://h:1"]]
@@ -578,7 +571,7 @@ def test_server_command_runs_until_interrupted() -> None:
 
 
 def test_help_lists_commands_and_exit_codes() -> None:
-    result = _runner().invoke(app, ["--help"])
+    result = cli_runner().invoke(app, ["--help"])
     assert result.exit_code == 0
     for word in ("sessions", "show", "export", "import", "fork", "delete", "prune", "migrate", "doctor", "server"):
         assert word in result.stdout

@@ -12,28 +12,22 @@ from typing import Any
 import pytest
 from strands import Agent
 from strands.session.file_session_manager import FileSessionManager
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
 from strands_valkey_session_manager.cli.command import app
 from strands_valkey_session_manager.scripted_model import ScriptedModel
+from tests.cli_runner import cli_runner
 from tests.servers import ServerProcess
 
 DAY_MS = 86_400_000
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
-
-
 @pytest.fixture
 def cli(valkey9_server: ServerProcess, standalone_client: Any) -> Iterator[Any]:
     """Runs ``svsm --url <valkey9> <args>``; ``columns`` runs it as in a terminal that wide."""
-    runner = _runner()
+    runner = cli_runner()
 
     def run(*args: str, input: str | None = None, columns: int | None = None) -> Result:
         env = {"TTY_COMPATIBLE": "1", "COLUMNS": str(columns), "NO_COLOR": "1"} if columns else None
@@ -162,7 +156,7 @@ def test_global_options_after_the_subcommand(
 ) -> None:
     _session(standalone_client, "anywhere")
     _file_store(tmp_path, "one")
-    runner = _runner()
+    runner = cli_runner()
     listed = runner.invoke(app, ["sessions", "--json", "--url", valkey9_server.url, "--timeout", "2"], env={})
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.stdout)["sessions"][0]["session_id"] == "anywhere"
@@ -183,7 +177,7 @@ def test_global_options_after_the_subcommand(
 def test_version_and_short_help() -> None:
     from importlib.metadata import version
 
-    runner = _runner()
+    runner = cli_runner()
     shown = runner.invoke(app, ["--version"])
     assert shown.exit_code == 0
     assert shown.stdout.strip() == f"svsm {version('strands-valkey-session-manager')}"
@@ -195,7 +189,7 @@ def test_version_and_short_help() -> None:
 
 
 def test_help_shows_placeholders_not_python_names() -> None:
-    runner = _runner()
+    runner = cli_runner()
     expected = {
         ("show",): "SESSION_ID",
         ("export",): "SESSION_ID",
@@ -231,7 +225,7 @@ def test_a_cursor_from_a_listing_is_accepted(cli: Any, standalone_client: Any) -
 
 
 def test_errors_name_the_server_and_keep_internals_for_verbose(tmp_path: Path) -> None:
-    runner = _runner()
+    runner = cli_runner()
     base = ["--url", "redis://user:hunter2@127.0.0.1:1", "--timeout", "0.5"]
     plain = runner.invoke(app, [*base, "show", "x"])
     assert plain.exit_code == 3

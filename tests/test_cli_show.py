@@ -13,25 +13,19 @@ import pytest
 import valkey
 from strands import Agent
 from strands.multiagent import GraphBuilder, Swarm
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
 from strands_valkey_session_manager.cli.command import app
 from strands_valkey_session_manager.encryption import FileKeyStore, KeyStoreProvider, LocalKeyProvider, ValkeyKeyStore
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall
+from tests.cli_runner import cli_runner
 from tests.servers import ServerProcess
-
-
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
 
 
 @pytest.fixture
 def cli(valkey9_server: ServerProcess) -> Iterator[Any]:
-    runner = _runner()
+    runner = cli_runner()
 
     def run(*args: str, env: dict[str, str] | None = None) -> Result:
         return runner.invoke(app, ["--url", valkey9_server.url, "--timeout", "2", *args], env=env)

@@ -10,26 +10,20 @@ from typing import Any
 
 import pytest
 from strands import Agent
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from strands_valkey_session_manager import ValkeySessionManager, ValkeySessionRepository
 from strands_valkey_session_manager.cli.command import app
 from strands_valkey_session_manager.scripted_model import ScriptedModel
+from tests.cli_runner import cli_runner
 from tests.servers import ServerProcess
 
 SESSION_ID = "kept {1}"
 
 
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
-
-
 @pytest.fixture
 def cli(valkey9_server: ServerProcess) -> Iterator[Any]:
-    runner = _runner()
+    runner = cli_runner()
 
     def run(*args: str, input: str | None = None) -> Result:
         return runner.invoke(app, ["--url", valkey9_server.url, "--timeout", "2", *args], input=input)
