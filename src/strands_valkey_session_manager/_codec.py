@@ -502,15 +502,20 @@ def _message_from_fields(data: Any) -> SessionMessage:
     return _checked_message(message)
 
 
+def _sdk_typed(m: SessionMessage) -> bool:
+    """Whether a message's members have the types the SDK gives them (a cheap check per record)."""
+    return (
+        type(m.message) is dict
+        and type(m.message_id) is int
+        and type(m.created_at) is str
+        and type(m.updated_at) is str
+        and (m.redact_message is None or type(m.redact_message) is dict)
+    )
+
+
 def _checked_message(message: SessionMessage) -> SessionMessage:
-    """``message`` if its members have the types the SDK gives them (a cheap check per record)."""
-    if not (
-        type(message.message) is dict
-        and type(message.message_id) is int
-        and type(message.created_at) is str
-        and type(message.updated_at) is str
-        and (message.redact_message is None or type(message.redact_message) is dict)
-    ):
+    """``message`` if its members have the types the SDK gives them; else which one is wrong."""
+    if not _sdk_typed(message):
         _typed(
             "message",
             message=(message.message, dict),
@@ -593,14 +598,7 @@ def _plain_messages(values: list[Any]) -> list[SessionMessage]:
     try:
         for v in values:
             m = new(v["message"], v["message_id"], v.get("redact_message"), v["created_at"], v["updated_at"])
-            if not (
-                type(m.message) is dict
-                and type(m.message_id) is int
-                and type(m.created_at) is str
-                and type(m.updated_at) is str
-                and (m.redact_message is None or type(m.redact_message) is dict)
-                and SEALED_MARKER not in v
-            ):
+            if SEALED_MARKER in v or not _sdk_typed(m):
                 raise _NotPlain
             append(m)
     except (KeyError, TypeError, AttributeError) as e:
