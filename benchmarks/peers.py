@@ -974,24 +974,20 @@ def server_time_section(data: dict[str, Any]) -> list[str]:
     return out
 
 
-def _stall_figures(value: Any, path: str = "") -> list[tuple[str, Any]]:
-    if isinstance(value, dict):
-        return [f for k, v in value.items() for f in _stall_figures(v, f"{path}.{k}" if path else str(k))]
-    return [(path, value)] if ("stall" in path.lower() or "neighbo" in path.lower()) else []
-
-
 def neighbour_stall_section(data: dict[str, Any]) -> list[str]:
+    from benchmarks.restore_bench import stall_table
+
     restore = data.get("restore_bench") or {}
     out = ["", "## Neighbour stall (restore benchmark)", ""]
     if not restore:
-        return [*out, "`benchmarks/restore_bench.py` does not exist yet; no figure in this run."]
+        return [*out, "`benchmarks/restore_bench.py` was not run; no figure in this run."]
     if "error" in restore:
         return [*out, f"Not measured: {restore['error']}."]
-    figures = _stall_figures(restore)
-    out.append("From `benchmarks/restore_bench.py`, run as part of this run:")
-    out.append("")
-    out += [f"- `{k}`: {v}" for k, v in figures] or ["- (its results name no stall figure)"]
-    return out
+    stall = restore.get("neighbour_stall")
+    if not stall or "pingers" not in stall:
+        return [*out, "(the restore benchmark's results name no stall figure)"]
+    table = stall_table(stall)
+    return [*out, "From `benchmarks/restore_bench.py`, run as part of this run:", *table[3:]]
 
 
 def _sections(text: str) -> list[tuple[str, str]]:

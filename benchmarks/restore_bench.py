@@ -12,10 +12,12 @@ Measured on one Valkey 9 server started for the run, with messages of about 1 Ki
   (the ``fast`` extra); children of both kinds and the file store alternate, several rounds.
 - **server time per step**: ``INFO commandstats`` (mean per call) and ``SLOWLOG`` with a threshold
   of 0 (the slowest single command) during one restore of the largest size.
-- **neighbour stall**: another *process* sends ``PING`` in a loop on its own connection; its worst
-  latency while the largest session is restored by us, for contrast while one ``EVAL`` of a Lua loop
-  reads the same records (what a single-script restore does) and while one ``HGETALL`` reads the
-  messages hash, and while nothing runs.
+- **neighbour stall**: another *process* sends ``PING`` on its own connection, once every
+  millisecond and then back to back; its worst and p99 latency while the largest session is restored
+  by us, for contrast while one ``EVAL`` of a Lua loop reads the same records (what a single-script
+  restore does) and while one ``HGETALL`` reads the messages hash, and while nothing runs; with the
+  server's own longest command in each phase (``LATENCY LATEST`` at a 1 ms threshold), which tells
+  the server's stalls from waits for a CPU.
 """
 
 from __future__ import annotations
@@ -140,9 +142,14 @@ def _env() -> dict[str, str]:
 
 # -- pinger: the neighbour, in a process of its own ------------------------------------------------
 
+#: How the neighbour sends: a PING every millisecond (a client with steady traffic, which sleeps
+#: between requests), and PINGs back to back (a busy loop: on 2 cores shared by the server, the
+#: restoring client and the pinger, its worst case includes waits for a CPU, idle included).
+PINGERS = {"every 1 ms": 0.001, "back to back": 0.0}
 
-def pinger(port: int, seconds: float) -> None:
-    """PING in a loop for ``seconds``; prints [[start monotonic ns, latency ns], ...] as JSON."""
+
+def pinger(port: int, seconds: float, interval: float) -> None:
+    """PING for ``seconds``, ``interval`` s apart; prints [[start monotonic ns, latency ns], ...]."""
     import valkey
 
     client = valkey.Valkey("127.0.0.1", port)
@@ -155,12 +162,15 @@ def pinger(port: int, seconds: float) -> None:
             break
         client.ping()
         samples.append((t0, time.monotonic_ns() - t0))
+        if interval:
+            time.sleep(interval)
     client.close()
     print(json.dumps(samples))
 
 
 def neighbour_stall(port: int, n: int) -> dict[str, Any]:
-    """The pinger's worst latency (ms) while each phase runs; phases run one after another."""
+    """Per pinger kind and phase, the pinger's worst and p99 latency (ms) while the phase runs, and
+    the server's longest command in the phase (``LATENCY LATEST``, 1 ms resolution)."""
     import valkey
 
     from strands_valkey_session_manager import ValkeySessionRepository
@@ -182,31 +192,46 @@ def neighbour_stall(port: int, n: int) -> dict[str, Any]:
     }
     restore_one()
     script(keys=[keys.messages, keys.order], args=[low, high])  # loaded
-    # Each phase twice, the pinger running throughout.
-    budget = 3.0 + 2 * sum(_median_ms(fn, 1) / 1000 + 0.4 for fn in phases.values())
-    args = [sys.executable, "-m", "benchmarks.restore_bench", "--pinger", str(budget), "--port", str(port)]
-    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, env=_env())
-    time.sleep(1.0)  # the pinger is up and pinging
-    windows: list[tuple[str, int, int]] = []
-    for _ in range(2):
-        for name, fn in phases.items():
-            t0 = time.monotonic_ns()
-            fn()
-            windows.append((name, t0, time.monotonic_ns()))
-            time.sleep(0.2)
-    out, _ = proc.communicate(timeout=budget + 60)
-    samples = json.loads(out.strip().splitlines()[-1])
-    client.close()
+    old = client.config_get("latency-monitor-threshold")
+    client.config_set("latency-monitor-threshold", 1)
+    longest: dict[str, int] = dict.fromkeys(phases, 0)
     result: dict[str, Any] = {}
-    for name, *_ in windows:
-        spans = [(a, b) for w, a, b in windows if w == name]
-        inside = [lat for t0, lat in samples if any(a <= t0 + lat and t0 <= b for a, b in spans)]
-        result[name] = {
-            "pings": len(inside),
-            "worst_ms": round(max(inside) / 1e6, 3) if inside else None,
-            "p99_ms": round(sorted(inside)[int(0.99 * (len(inside) - 1))] / 1e6, 3) if inside else None,
-        }
-    return result
+    try:
+        budget = 3.0 + 2 * sum(_median_ms(fn, 1) / 1000 + 0.4 for fn in phases.values())
+        for kind, interval in PINGERS.items():
+            args = [sys.executable, "-m", "benchmarks.restore_bench", "--pinger", str(budget)]
+            args += ["--interval", str(interval), "--port", str(port)]
+            proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, env=_env())
+            time.sleep(1.0)  # the pinger is up and pinging
+            windows: list[tuple[str, int, int]] = []
+            for _ in range(2):  # each phase twice, the pinger running throughout
+                for name, fn in phases.items():
+                    client.execute_command("LATENCY", "RESET")
+                    t0 = time.monotonic_ns()
+                    fn()
+                    windows.append((name, t0, time.monotonic_ns()))
+                    latest = client.execute_command("LATENCY", "LATEST")
+                    longest[name] = max([longest[name], *(int(e[3]) for e in latest if _text(e[0]) == "command")])
+                    time.sleep(0.2)
+            out, _ = proc.communicate(timeout=budget + 60)
+            samples = json.loads(out.strip().splitlines()[-1])
+            result[kind] = {}
+            for name in phases:
+                spans = [(a, b) for w, a, b in windows if w == name]
+                inside = sorted(lat for t0, lat in samples if any(a <= t0 + lat and t0 <= b for a, b in spans))
+                result[kind][name] = {
+                    "pings": len(inside),
+                    "worst_ms": round(inside[-1] / 1e6, 3) if inside else None,
+                    "p99_ms": round(inside[int(0.99 * (len(inside) - 1))] / 1e6, 3) if inside else None,
+                }
+    finally:
+        client.config_set("latency-monitor-threshold", old["latency-monitor-threshold"])
+        client.close()
+    return {"pingers": result, "server_longest_command_ms": longest}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def server_time_per_step(port: int, n: int) -> dict[str, Any]:
@@ -314,7 +339,7 @@ def run(quick: bool, output_dir: Path, say: Any = print) -> dict[str, Any]:  # n
             "parsers": parsers,
             "restore": rows,
             "server_time_per_step": {"messages": largest, "commands": steps},
-            "neighbour_stall": {"messages": largest, "phases": stall},
+            "neighbour_stall": {"messages": largest, **stall},
         }
     finally:
         server.stop()
@@ -362,12 +387,29 @@ def markdown(result: dict[str, Any]) -> str:
     out += ["| command | calls | mean µs | worst µs |", "|---|---|---|---|"]
     for name, s in steps["commands"].items():
         out.append(f"| {name} | {s['calls']} | {s['mean_us']} | {s['worst_us']} |")
-    stall = result["neighbour_stall"]
-    out += ["", f"## Neighbour stall: another process's `PING` during a restore of {stall['messages']:,}", ""]
-    out += ["| while | pings | worst ms | p99 ms |", "|---|---|---|---|"]
-    for name, s in stall["phases"].items():
-        out.append(f"| {name} | {s['pings']} | {s['worst_ms']} | {s['p99_ms']} |")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + stall_table(result["neighbour_stall"])) + "\n"
+
+
+def stall_table(stall: dict[str, Any]) -> list[str]:
+    """The neighbour-stall figures as a markdown section (also used by BENCHMARKS.md)."""
+    kinds = list(stall["pingers"])
+    out = ["", f"## Neighbour stall: another process's `PING` during a restore of {stall['messages']:,}", ""]
+    out += [
+        "Worst (p99) latency in ms of a `PING` sent by another process, "
+        + ", ".join(f"*{k}*" for k in kinds)
+        + "; and the longest command the server ran in that phase (`LATENCY LATEST`, threshold and "
+        "resolution 1 ms: 0 = none reached 1 ms).",
+        "",
+    ]
+    out += ["| while | " + " | ".join(f"PING {k}: worst (p99)" for k in kinds) + " | server's longest command |"]
+    out += ["|---|" + "---:|" * (len(kinds) + 1)]
+    for name in stall["pingers"][kinds[0]]:
+        cells = []
+        for k in kinds:
+            s = stall["pingers"][k][name]
+            cells.append(f"{s['worst_ms']} ({s['p99_ms']})")
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {stall['server_longest_command_ms'][name]} ms |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,12 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--child", choices=["python", "c"], help=argparse.SUPPRESS)
     parser.add_argument("--pinger", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--interval", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
     parser.add_argument("--runs", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pinger is not None:
-        pinger(args.port, args.pinger)
+        pinger(args.port, args.pinger, args.interval)
         return 0
     if args.child:
         sizes = [int(s) for s in args.sizes.split(",")]
