@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
@@ -79,6 +81,22 @@ def test_message_array_keeps_redactions_and_exact_values() -> None:
     decoded = _codec.decode_message_array(b"[" + b",".join(records) + b"]")
     assert decoded == [first, redacted, exact]
     assert repr(decoded[2].message) == repr(exact.message)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [2**70, float("inf"), "\ud800", b"\x00\xff", [{"deep": 10**30}]],
+    ids=["big-int", "infinity", "lone-surrogate", "bytes", "nested-big-int"],
+)
+def test_message_array_decodes_each_exact_value_alone_exactly(extra: Any) -> None:
+    """Each value only ``json`` writes exactly, alone among plain records (orjson parses the array;
+    the record's exact marker sends it to ``json``), and bytes (the one scan of the array)."""
+    exact = SessionMessage(message={"role": "user", "content": [{"text": "x"}], "n": extra}, message_id=2)  # type: ignore[typeddict-unknown-key]
+    plain = _message()
+    records = [_codec.encode_message(m) for m in (plain, exact, plain)]
+    decoded = _codec.decode_message_array(b"[" + b",".join(records) + b"]")
+    assert repr(decoded[1].message) == repr(exact.message)
+    assert decoded[0] == decoded[2] == plain
 
 
 @pytest.mark.parametrize(

@@ -340,6 +340,24 @@ def loads(raw: bytes | str) -> Any:
     return value
 
 
+def _loads_records(raw: bytes | str) -> Any:
+    """:func:`loads` of a JSON array of records, with one scan of ``raw`` instead of two: a record
+    that needs ``json`` carries :data:`EXACT_MARKER` as its first member or is not JSON orjson
+    reads (NaN, lone surrogates), so the parsed records are checked for it instead."""
+    try:
+        values = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return loads(raw)
+    if type(values) is not list:
+        return values
+    for v in values:
+        if type(v) is dict and EXACT_MARKER in v:
+            return loads(raw)
+    if _contains(raw, BYTES_MARKER):
+        values = _decode_bytes(values)
+    return values
+
+
 _QUOTED = {marker: (f'"{marker}"', f'"{marker}"'.encode()) for marker in (EXACT_MARKER, BYTES_MARKER)}
 
 
@@ -574,7 +592,7 @@ def collector_paused() -> Iterator[None]:
 
 def decode_message_array(raw: bytes | str, open_many: OpenMany | None = None) -> list[SessionMessage]:
     """Decode a JSON array of message records (as ``list_messages.lua`` returns them) in one parse."""
-    values = loads(raw)
+    values = _loads_records(raw)
     if not isinstance(values, list):
         raise CodecError("not a list of message records")
     if _POSITIONAL_MESSAGE:
