@@ -2,7 +2,7 @@
 
 Run from the repository root with the dev venv active::
 
-    python -m benchmarks.concurrency            # full: 16 turns per process, about 1-2 minutes
+    python -m benchmarks.concurrency            # full: 20 turns per process, about 2 minutes
     python -m benchmarks.concurrency --quick    # 1 and 4 processes, 3 turns
 
 Each process runs its own ``strands.Agent`` (``ScriptedModel``: no network) on a
@@ -90,7 +90,24 @@ def worker(target: dict[str, Any], index: int, turns: int, restores: int) -> dic
         m.update_agent = _timed(samples, "update_agent", m.update_agent)  # type: ignore[method-assign]
         return m
 
-    client.ping()
+    # Untimed warm-up in a session of its own: connections open and scripts loaded on every node,
+    # as in a service that has already served a conversation (else the first calls of a phase,
+    # a good part of the samples with one process, measure connection and script setup).
+    warm = f"{session_id}-warm"
+    warm_agent = Agent(
+        model=ScriptedModel(["warm"] * 2),
+        session_manager=ValkeySessionManager(session_id=warm, client=client, check_versions=True),
+        agent_id="agent",
+        callback_handler=None,
+    )
+    for _ in range(2):
+        warm_agent("warm")
+    Agent(
+        model=ScriptedModel([]),
+        session_manager=ValkeySessionManager(session_id=warm, client=client, check_versions=True),
+        agent_id="agent",
+        callback_handler=None,
+    )
     print("ready", flush=True)
     start_at = float(sys.stdin.readline())
     while time.time() < start_at:
@@ -168,7 +185,7 @@ def run(quick: bool = False, say: Any = print) -> dict[str, Any]:
     from strands_valkey_session_manager.servers import start_server
 
     counts = (1, 4) if quick else (1, 4, 16)
-    turns, restores = (3, 3) if quick else (10, 10)
+    turns, restores = (3, 3) if quick else (20, 10)
     repetitions = 1 if quick else 2
     started = time.perf_counter()
     # Both topologies run side by side, their phases alternating (order swapped each repetition),
