@@ -121,9 +121,9 @@ def test_replies_have_valkey_py_shapes(backend: Backend, raw: Any, glide_client:
     assert isinstance(expected[11], dict) and list(expected[11]) == [b"a"] and expected[12] == {}
     assert isinstance(expected[13], bytes) and expected[14] is None
     assert expected[15][2] == -1 and expected[16] is None and expected[17][:2] == [4, 3]  # 1 agent + 3 messages
-    # created, no members left to read, then the two records after the offset joined in one element.
+    # created, no members left to read, then the two records after the offset, one element each.
     assert isinstance(expected[17][2], bytes) and expected[17][3] == b"" and len(expected[17]) == 6
-    assert expected[17][4] == 2 and isinstance(expected[17][5], bytes) and expected[17][5].count(b'{"message"') == 2
+    assert all(isinstance(record, bytes) for record in expected[17][4:])
     assert isinstance(expected[18], bytes) and expected[19] is None and expected[20] is None
 
 

@@ -496,14 +496,13 @@ class SessionCore:
         )
         if int(reply[0]) == R_DAMAGED:
             raise self._damaged_listing(session_id, agent_id, keys, reply[1])
-        version, stored, stamp, members, returned, joined = reply
+        version, stored, stamp, members, *records = reply
         decoder = _MessageDecoder(self, session_id, agent_id, keys)
-        returned = int(returned)
-        decoder.add_joined(joined, returned)
+        decoder.add(records)
         # The slice as the first step counted it: messages appended since are not included.
         end = offset + (max(int(stored) - offset, 0) if limit is None else min(max(int(stored) - offset, 0), limit))
         members = _codec.text(members)
-        done = offset + returned
+        done = offset + len(records)
         # '+<member>': the agent's ids run on without a gap after that member, so each step's members
         # are named here and the script lists none (the usual case: the SDK numbers messages 0, 1, ...).
         next_id = int(members[1:].rpartition(":")[2]) - (1 << 63) + 1 if members.startswith("+") else None
@@ -989,15 +988,10 @@ class _MessageDecoder:
 
     def add(self, records: Sequence[Any]) -> None:
         """Decode one step's records (bytes, or str from a decoding client) with one JSON parse."""
-        if records:
-            self.add_joined(b",".join(records) if isinstance(records[0], bytes) else ",".join(records), len(records))
-
-    def add_joined(self, joined: bytes | str, count: int) -> None:
-        """Decode ``count`` records joined by commas (as the first step returns them)."""
-        if not count:
+        if not records:
             return
-        raw = b"[" + joined + b"]" if isinstance(joined, bytes) else "[" + joined + "]"
-        self.mean_size = len(raw) // count
+        raw = "[" + ",".join(records) + "]" if isinstance(records[0], str) else b"[" + b",".join(records) + b"]"
+        self.mean_size = len(raw) // len(records)
         try:
             with _codec.collector_paused():
                 self._messages.extend(_codec.decode_message_array(raw, self._open_many))

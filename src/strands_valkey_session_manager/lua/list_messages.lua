@@ -11,15 +11,12 @@
 -- ARGV[11] continuation: how many of the agent's members the client has listed, offset included
 -- ARGV[12] continuation: the agent's version as the first step saw it
 --
--- First step returns {version, count, stamp, next members, records, joined}: the agent's
+-- First step returns {version, count, stamp, next members, record, record, ...}: the agent's
 -- version and count 'n:<agent>', a stamp of what a continuation checks (the session's 'created'
 -- and 'nonce', the agent's rewrites 'w:<agent>'), the members the client reads next with HMGET
 -- (space-separated: one reply element instead of one per member; '' when the records returned end
 -- the slice; '+<last member returned>' when the agent's remaining ids follow it without a gap, so
--- the client names every further member itself and no step lists any), how many records it
--- returns and those records joined by ',' (one reply element: a client parses one bulk string
--- instead of one per record, and decodes the array '[' .. joined .. ']' as it is). A
--- continuation, sent after the client's HMGET of the members
+-- the client names every further member itself and no step lists any), then the records. A continuation, sent after the client's HMGET of the members
 -- listed, returns {1, next members} when nothing read so far can have changed since the first
 -- step: the same session (not deleted, nor created again: 'created' and 'nonce', and the agent's
 -- version not below the first step's: versions only grow within one session), no stored
@@ -92,8 +89,7 @@ if count >= 0 then
   wanted = math.min(wanted, count)
 end
 local members = on_key(KEY_ORDER, redis.pcall('ZRANGEBYLEX', KEYS[KEY_ORDER], ARGV[2], ARGV[3], 'LIMIT', offset, math.min(wanted, most)))
-local reply = {version or 0, stored_count, stamp, '', 0, ''}
-local parts = {}
+local reply = {version or 0, stored_count, stamp, ''}
 -- Batches of 10 records first, then as many as the records' mean size says still fit the budget
 -- (at most 100): a step ends about one record past its budget, whatever the records' sizes.
 local bytes, n, batch = 0, 0, 10
@@ -104,13 +100,12 @@ while n < #members and bytes < budget do
       return {R_DAMAGED, E_MISSING .. ' the order index names ' .. members[n + i] .. ' but ' .. KEYS[KEY_MESSAGES]
         .. ' holds no record for it'}
     end
-    parts[#parts + 1] = records[i]
+    reply[#reply + 1] = records[i]
     bytes = bytes + #records[i]
   end
   n = n + #records
   batch = math.max(1, math.min(100, math.floor((budget - bytes) * n / math.max(bytes, 1))))
 end
-reply[5], reply[6] = n, table.concat(parts, ',')
 if n < wanted then
   -- The ids after the last record returned run without a gap to the agent's last one when they
   -- differ by as many as the members left (compared on the last 15 of the 20 digits, exact as Lua
