@@ -1,4 +1,6 @@
--- Prelude of every session script (prepended by _lua.py).
+-- Prelude of every session script: _lua.py puts the definitions a script uses (and those they use)
+-- in front of it. Top level: only comments and local definitions (one line, or a function whose
+-- 'end' starts a line); comments directly above a definition travel with it.
 -- KEYS[1..5] are always the session's keys: 1 session hash, 2 agents, 3 messages, 4 order, 5 multi.
 -- Lifetime lives in the session hash: 'ttl' (sliding, ms) and 'deadline' (absolute, unix ms).
 
