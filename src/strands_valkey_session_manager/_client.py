@@ -266,7 +266,10 @@ class PyFamily(_PyFamily):
 
     def do(self, op: Wire) -> Any:
         if isinstance(op, Send):
-            return self.client.execute_command(*op.command.args, **self._options(op.command))
+            command = op.command
+            if command.raw:
+                return self.client.execute_command(*command.args, **{_NEVER_DECODE: []})
+            return self.client.execute_command(*command.args)
         if isinstance(op, Load):
             for name in op.names:
                 self.client.script_load(_lua.source(name))
