@@ -66,6 +66,7 @@ from ._engine import (
     run_plan,
 )
 from ._keys import validate_key_prefix
+from ._telemetry import collecting
 from .exceptions import (
     InvalidStorageArgumentError,
     StorageConflictError,
@@ -229,6 +230,41 @@ class _Connection:
         self.split_groups = self.cluster
         # A synchronous client's plans run on the caller's event loop (no thread hop) unless asked.
         self.inline = not self.asynchronous and not run_in_thread
+        # The engine a one-round-trip call can be sent on directly (:meth:`call`): an inline
+        # synchronous client's; None otherwise.
+        self.direct: Engine | None = self.engine if self.inline and isinstance(self.engine, Engine) else None
+
+    def direct_for(self, write: bool) -> Engine | None:
+        """The engine to send a one-round-trip ``read`` (``write``: a write or delete without a
+        durability wait) on through :meth:`call`, or None when it must run as a plan: an asyncio
+        client or a thread per call, a write waiting for replicas, or OpenTelemetry measuring
+        (its spans are made by the plan runner)."""
+        engine = self.direct
+        if engine is None or (write and engine.durability.active) or collecting():
+            return None
+        return engine
+
+    async def call(self, engine: Engine, call: Command | ScriptCall, operation: str, key: str) -> Any:
+        """Send one call on ``engine`` (from :meth:`direct_for`) with what :meth:`run` gives a plan
+        of one step: the storage's errors and the retry policy, without a plan, step or thread."""
+        attempt = 0
+        while True:
+            if self.closed:
+                raise ValkeyStorageError(_STORAGE_ERRORS.describe(Where(operation, "", key), "the storage is closed"))
+            try:
+                return engine.execute(call)
+            except Exception as error:
+                mapped = engine.failed(error, operation, "", key)
+                if mapped is None:
+                    raise
+                if not engine.retry.again(mapped, attempt):
+                    raise mapped from error
+                pause = engine.retry.delay(attempt)
+                logger.debug(
+                    "operation=<%s>, attempt=<%d>, pause=<%.3f> | retrying: %s", operation, attempt, pause, mapped
+                )
+                await asyncio.sleep(pause)
+                attempt += 1
 
     async def run(self, plan: Callable[[], Plan[Any]], operation: str, key: str) -> Any:
         """Run a fresh ``plan()`` per attempt, repeated on unavailability per the retry policy."""
@@ -289,7 +325,8 @@ class ValkeyStorage:
             any of them, with ``decode_responses`` either way (values always come back as the exact
             bytes written); or a Valkey GLIDE client (``glide_sync.GlideClient``,
             ``glide_sync.GlideClusterClient``; an asyncio ``glide`` client made by
-            :meth:`from_glide`). A synchronous client runs in a worker thread per call. An asyncio
+            :meth:`from_glide`). A synchronous client runs on the caller's event loop (see
+            ``run_in_thread``). An asyncio
             client is driven from one private event loop thread, because the SDK calls storage from
             many short-lived event loops: give the storage a client of its own, not one your code
             also uses from another loop. The storage closes only clients it created
@@ -527,8 +564,17 @@ class ValkeyStorage:
         location = self._locate(full_key)
         terms = _search.index_terms(location.rest, value) if self._indexes(full_key) else ""
         condition = None if expected is None else (expected, _digest(value))
+        # An unconditional write of a value small enough for the script is its one script call:
+        # sent without a plan where the client allows (see _Connection.direct_for).
+        direct = None
+        if condition is None and len(value) < STAGE_BYTES:
+            direct = ScriptCall(
+                "storage_write",
+                (location.value, location.index, location.docs, location.value, self._layout.groups),
+                (location.rest, value, "v", location.group, location.postings, terms),
+            )
         written = await self._run_indexed(
-            lambda: self._write_plan(location, value, key, terms, condition), "storage.write", key
+            lambda: self._write_plan(location, value, key, terms, condition), "storage.write", key, direct
         )
         if not written:
             raise StorageConflictError(
@@ -553,7 +599,11 @@ class ValkeyStorage:
         """
         full_key = self._normalize_key(key)
         location = self._locate(full_key)
-        raw = await self._io.run(lambda: self._read_plan(location, key), "storage.read", key)
+        engine = self._io.direct_for(write=False)
+        if engine is not None:
+            raw = await self._io.call(engine, Command(("GET", location.value), raw=True), "storage.read", key)
+        else:
+            raw = await self._io.run(lambda: self._read_plan(location, key), "storage.read", key)
         if raw is None or isinstance(raw, bytes):
             guard = self._guard
             if guard is not None and guard.covers(full_key):
@@ -568,7 +618,12 @@ class ValkeyStorage:
             StorageError: If the key is invalid or the delete fails.
         """
         location = self._locate(self._normalize_key(key))
-        await self._run_indexed(lambda: self._delete_plan(location, key), "storage.delete", key)
+        direct = ScriptCall(
+            "storage_delete",
+            (location.value, location.index, location.docs, self._layout.groups),
+            (location.rest, location.postings, location.group),
+        )
+        await self._run_indexed(lambda: self._delete_plan(location, key), "storage.delete", key, direct)
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix`` (relative to this view); return how many values went.
@@ -792,15 +847,26 @@ class ValkeyStorage:
     def _locate(self, full_key: str) -> _storage_keys.Location:
         return self._layout.locate(full_key)
 
-    async def _run_indexed(self, plan: Callable[[], Plan[Any]], operation: str, key: str) -> Any:
+    async def _run_indexed(
+        self, plan: Callable[[], Plan[Any]], operation: str, key: str, direct: ScriptCall | None = None
+    ) -> Any:
         """Run a write or delete plan; on CROSSSLOT, switch to the cluster plan once and retry.
+
+        ``direct`` is the plan's one script call on a standalone server: sent as it is when the
+        client allows (:meth:`_Connection.direct_for`), its reply returned instead of the plan's
+        result (the same truth value).
 
         A standalone client can be talking to a cluster-mode server that holds every slot. The
         server refuses the standalone script (its keys span two slots) before running it, so
         nothing was written and the retry is safe.
         """
+        io = self._io
         try:
-            return await self._io.run(plan, operation, key)
+            if direct is not None and not io.split_groups:
+                engine = io.direct_for(write=True)
+                if engine is not None:
+                    return await io.call(engine, direct, operation, key)
+            return await io.run(plan, operation, key)
         except _CrossSlotError:
             if self._io.split_groups:
                 raise

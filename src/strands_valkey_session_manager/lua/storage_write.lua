@@ -21,7 +21,10 @@
 --         when there is no value and ARGV[7] is ''
 -- Returns 1; 0 when the condition failed (nothing written, the staged value removed).
 -- Error reply 'SVSM-NOSTAGED ...' when the staged value is missing (its SET failed or expired):
--- nothing is written. A WRONGTYPE from an index key stops the script before the value is written.
+-- nothing is written. A WRONGTYPE from an index key stops the script before the value is written
+-- (and undoes the key's new group index entry).
+-- Server calls for a small value: ZADD (group index), then SET, with between them the groups
+-- index's ZADD for a new key or the HGET of the key's postings for an existing one.
 if ARGV[3] == 's' and redis.call('EXISTS', KEYS[4]) == 0 then
   return redis.error_reply('SVSM-NOSTAGED the staged value is missing; nothing was written')
 end
@@ -41,11 +44,20 @@ if ARGV[7] then
     return 0
   end
 end
-if KEYS[5] then
-  redis.call('ZADD', KEYS[5], 0, ARGV[4])
+-- A key new to the group index has no postings (write and delete keep both in one step) and,
+-- on a standalone server, a group that may not be listed yet (the delete of a group's last key
+-- unlists it); a key already there has a listed group and may have postings to replace.
+if redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[1]) == 1 then
+  if KEYS[5] then
+    local listed = redis.pcall('ZADD', KEYS[5], 0, ARGV[4])
+    if type(listed) == 'table' and listed.err then
+      redis.call('ZREM', KEYS[2], ARGV[1]) -- nothing written: no key that list finds without a value
+      return listed
+    end
+  end
+else
+  unpost(KEYS[3], ARGV[5], ARGV[1])
 end
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-unpost(KEYS[3], ARGV[5], ARGV[1])
 if ARGV[6] ~= '' then
   post(KEYS[3], ARGV[5], ARGV[1], ARGV[6])
 end
