@@ -17,8 +17,8 @@ Measured (all on one server, one process):
 1. ``ValkeyStorage.write``/``read`` of 1 KiB and 1 MiB values on a synchronous
    ``valkey.Valkey`` client, against raw ``SET``/``GET`` of the same value with the same client
    library on the same server. Target: <= 1.3x. The same on asyncio clients (information only),
-   and the cost of one ``asyncio.to_thread`` hop (a sync client runs each storage call in a worker
-   thread, so that the caller's event loop never blocks).
+   and the cost of one ``asyncio.to_thread`` hop (what a sync client pays per call with
+   ``run_in_thread=True``; by default it runs on the caller's event loop).
 2. ``ValkeyStorage.list`` of the 10,000 keys under one prefix in database 0, which also holds
    1,000,000 unrelated keys (``DEBUG POPULATE``), against the same 10,000 keys in database 1, which
    holds nothing else. Target: within 20%. Both a prefix with two ``/`` (one sorted-set range) and
@@ -662,12 +662,14 @@ def render_markdown(data: dict[str, Any], results: Results) -> str:
         "- The `Storage` protocol is async. On a synchronous client `ValkeyStorage` runs each call on the",
         "  caller's event loop (as `LocalFileStorage` does its file I/O); `run_in_thread=True` adds the",
         "  `asyncio.to_thread` hop the `/ asyncio.to_thread(...)` rows measure. What is left against raw",
-        "  `SET`/`GET` is the storage's own code and, for writes, the Lua script that keeps the key index.",
+        "  `SET`/`GET` is the storage's own code and, for writes, the Lua script that keeps the key index",
+        "  (three server calls for an unindexed value: `ZADD NX` of the group index, then the groups index",
+        "  for a new key or the key's postings for an existing one, then `SET`).",
         "- On an asyncio client every call is handed to the storage's private I/O loop thread (the SDK calls",
         "  storage from many short-lived loops, and an asyncio client belongs to one loop): another thread hop.",
         "- `server:` notes are `usec_per_call` from `INFO commandstats` (reset per group). `EVALSHA` is the whole",
-        "  write script; its 1 MiB figure shows what a Lua script pays to carry a large value (copied into Lua",
-        "  and back) compared with a plain `SET`.",
+        "  write script. A 1 MiB value never enters Lua: it is staged with `SET` in the same pipeline and",
+        "  renamed into place by the script, so the 1 MiB `SET` figure mixes the staging and the raw rows.",
         "- `list` reads only the key indexes (no `SCAN`), so unrelated keys in the database should not matter;",
         "  the two databases live in the same server process and are measured interleaved.",
         "- Search: the SDK's `FileMemoryStore.search` (top 10) over the same notes on each storage; the",

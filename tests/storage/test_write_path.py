@@ -16,9 +16,9 @@ import pytest
 import valkey
 
 from strands_valkey_session_manager.exceptions import ValkeyStorageError
-from strands_valkey_session_manager.servers import ServerProcess
 from strands_valkey_session_manager.storage import ValkeyStorage, _Connection
 from tests.interleave import LostReplyProxy
+from tests.servers import ServerProcess
 
 KEY = "memory/m/note.md"
 
