@@ -104,24 +104,3 @@ def test_public_methods_carry_no_private_parameters(face: Any) -> None:
         if parameter.startswith("_")
     ]
     assert private == []
-
-
-def test_restoring_messages_leaves_the_garbage_collector_alone(
-    standalone_client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Turning the collector off is process-wide: every other thread of the application would pay.
-    import gc
-
-    from strands.types.session import Session, SessionAgent, SessionMessage, SessionType
-
-    repo = ValkeySessionRepository(standalone_client)
-    repo.create_session(Session(session_id="gc-1", session_type=SessionType.AGENT))
-    repo.create_agent("gc-1", SessionAgent(agent_id="a", state={}, conversation_manager_state={}))
-    for i in range(3):
-        repo.create_message("gc-1", "a", SessionMessage({"role": "user", "content": [{"text": str(i)}]}, i))
-
-    def refuse() -> None:
-        raise AssertionError("gc.disable() called")
-
-    monkeypatch.setattr(gc, "disable", refuse)
-    assert [m.message_id for m in repo.list_messages("gc-1", "a")] == [0, 1, 2]

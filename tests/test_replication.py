@@ -393,6 +393,10 @@ def test_wait_aof_acknowledges_fsynced_writes(flavour: str) -> None:
     pair = _Pair(flavour, appendonly=True)
     try:
         admin = pair.client()
+        # The replica acknowledges fsyncs only once its AOF is written after the first sync (slow on a
+        # busy machine): wait for that, up to 60 s, before the timed waits below.
+        admin.set("ready", 1)
+        assert admin.execute_command("WAITAOF", 1, 1, 60_000) == [1, 1]
         repo = ValkeySessionRepository(pair.client(), wait_for_replicas=1, wait_aof=True)
         repo.create_session(Session(session_id="f", session_type=SessionType.AGENT))
         repo.create_agent("f", SessionAgent("a", {}, {}))
