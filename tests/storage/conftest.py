@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import valkey
 
 from strands_valkey_session_manager._engine import io_loop
 from strands_valkey_session_manager.storage import ValkeyStorage
@@ -44,6 +45,7 @@ from tests.conftest import (
     ServerTargets,
     _marks,
 )
+from tests.servers import ServerProcess
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,15 @@ class StorageFactory:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def server(valkey9_server: ServerProcess) -> ServerProcess:
+    """The session's Valkey 9 server, flushed (for tests that make their own clients)."""
+    admin = valkey.Valkey(valkey9_server.host, valkey9_server.port)
+    admin.flushall()
+    admin.close()
+    return valkey9_server
 
 
 @pytest.fixture(scope="session")

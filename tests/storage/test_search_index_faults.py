@@ -54,14 +54,6 @@ def _stepwise(storage: ValkeyStorage, plan: Any) -> list[Callable[[], None]]:
     return [step] * 8  # more than any plan's round trips; extra calls finish the plan
 
 
-@pytest.fixture
-def server(valkey9_server: ServerProcess) -> ServerProcess:
-    admin = valkey.Valkey(valkey9_server.host, valkey9_server.port)
-    admin.flushall()
-    admin.close()
-    return valkey9_server
-
-
 @pytest.mark.parametrize("other", ["write", "delete"])
 @pytest.mark.parametrize("split_groups", [False, True])
 @pytest.mark.parametrize("size", [10, STAGE_BYTES])

@@ -24,14 +24,6 @@ KEY = "memory/m/note.md"
 
 
 @pytest.fixture
-def server(valkey9_server: ServerProcess) -> ServerProcess:
-    admin = valkey.Valkey(valkey9_server.host, valkey9_server.port)
-    admin.flushall()
-    admin.close()
-    return valkey9_server
-
-
-@pytest.fixture
 def admin(server: ServerProcess) -> Iterator[Any]:
     client = valkey.Valkey(server.host, server.port, decode_responses=True)
     try:
