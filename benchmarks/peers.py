@@ -1006,7 +1006,7 @@ def neighbour_stall_section(data: dict[str, Any]) -> list[str]:
     if not stall or "pingers" not in stall:
         return [*out, "(the restore benchmark's results name no stall figure)"]
     table = stall_table(stall)
-    return [*out, "From `benchmarks/restore_bench.py`, run as part of this run:", *table[3:]]
+    return [*out, "From `benchmarks/restore_bench.py`, run as part of this run.", "", *table[3:]]
 
 
 def _sections(text: str) -> list[tuple[str, str]]:
