@@ -202,13 +202,24 @@ class _Connection:
     as ``LocalFileStorage`` blocks it for file I/O (or, with ``run_in_thread``, whole in a worker
     thread: ``asyncio.to_thread``). An asyncio client runs every plan on the engine's private I/O
     loop (``_engine.io_loop``): it is bound to the loop its connections were made on, and the SDK
-    calls storage from many short-lived loops.
+    calls storage from many short-lived loops. With ``caller_loop`` it runs on the caller's loop
+    instead, which must then be one loop for the storage's whole life (:meth:`home_loop`).
     """
 
-    def __init__(self, client: Any, retry: RetryPolicy, durability: Durability, run_in_thread: bool) -> None:
+    def __init__(
+        self, client: Any, retry: RetryPolicy, durability: Durability, run_in_thread: bool, caller_loop: bool = False
+    ) -> None:
         family = family_for(client)
         self.asynchronous = hasattr(family, "prepare")
-        if self.asynchronous and getattr(client, "_loop", io_loop.get()) is not io_loop.get():
+        if caller_loop and not self.asynchronous:
+            raise ValueError(
+                "caller_loop=True | applies to asyncio clients; a synchronous client runs on the caller's loop already"
+            )
+        self.caller_loop = caller_loop
+        # caller_loop: the loop every call must come from (an asyncio GLIDE client's own; else the
+        # first caller's). Held strongly, so no later loop can be mistaken for it.
+        self.home: asyncio.AbstractEventLoop | None = getattr(client, "_loop", None) if caller_loop else None
+        if self.asynchronous and not caller_loop and getattr(client, "_loop", io_loop.get()) is not io_loop.get():
             # An asyncio GLIDE client answers on the loop that created it (GLIDE keeps it as
             # ``_loop``); the storage drives its clients on its own loop.
             raise TypeError(
@@ -232,27 +243,32 @@ class _Connection:
         self.inline = not self.asynchronous and not run_in_thread
         # The engine a one-round-trip call can be sent on directly (:meth:`call`): an inline
         # synchronous client's; None otherwise.
-        self.direct: Engine | None = self.engine if self.inline and isinstance(self.engine, Engine) else None
+        self.direct: Engine | AsyncEngine | None = self.engine if self.inline or caller_loop else None
 
-    def direct_for(self, write: bool) -> Engine | None:
+    def direct_for(self, write: bool) -> Engine | AsyncEngine | None:
         """The engine to send a one-round-trip ``read`` (``write``: a write or delete without a
         durability wait) on through :meth:`call`, or None when it must run as a plan: an asyncio
-        client or a thread per call, a write waiting for replicas, or OpenTelemetry measuring
-        (its spans are made by the plan runner)."""
+        client on the storage's own loop or a thread per call, a write waiting for replicas, or
+        OpenTelemetry measuring (its spans are made by the plan runner)."""
         engine = self.direct
         if engine is None or (write and engine.durability.active) or collecting():
             return None
         return engine
 
-    async def call(self, engine: Engine, call: Command | ScriptCall, operation: str, key: str) -> Any:
+    async def call(self, engine: Engine | AsyncEngine, call: Command | ScriptCall, operation: str, key: str) -> Any:
         """Send one call on ``engine`` (from :meth:`direct_for`) with what :meth:`run` gives a plan
         of one step: the storage's errors and the retry policy, without a plan, step or thread."""
         attempt = 0
         while True:
             if self.closed:
                 raise ValkeyStorageError(_STORAGE_ERRORS.describe(Where(operation, "", key), "the storage is closed"))
+            if isinstance(engine, AsyncEngine):
+                self.home_loop(operation, key)
             try:
-                return engine.execute(call)
+                if isinstance(engine, Engine):
+                    return engine.execute(call)
+                await engine.family.prepare()
+                return await engine.execute(call)
             except Exception as error:
                 mapped = engine.failed(error, operation, "", key)
                 if mapped is None:
@@ -272,7 +288,13 @@ class _Connection:
             raise ValkeyStorageError(_STORAGE_ERRORS.describe(Where(operation, "", key), "the storage is closed"))
         engine = self.engine
 
-        if isinstance(engine, AsyncEngine):
+        if isinstance(engine, AsyncEngine) and self.caller_loop:
+
+            async def attempt(_: int) -> Any:
+                self.home_loop(operation, key)
+                return await self._arun(engine, plan(), operation, key)
+
+        elif isinstance(engine, AsyncEngine):
 
             async def attempt(_: int) -> Any:
                 return await asyncio.wrap_future(io_loop.submit(self._arun(engine, plan(), operation, key)))
@@ -289,6 +311,23 @@ class _Connection:
 
         return await acall_retrying(engine.retry, attempt, operation, logger)
 
+    def home_loop(self, operation: str, key: str) -> None:
+        """With ``caller_loop``: refuse a call from another loop than the storage's one (its
+        client's connections belong to that loop); the first call's loop becomes it."""
+        loop = asyncio.get_running_loop()
+        if self.home is None:
+            self.home = loop
+        elif loop is not self.home:
+            raise ValkeyStorageError(
+                _STORAGE_ERRORS.describe(
+                    Where(operation, "", key),
+                    "caller_loop=True, and this call runs on another event loop than the storage's first call "
+                    "(its client's connections belong to that loop); nothing was sent. The SDK's synchronous "
+                    "paths (SnapshotSessionManager, hooks of a synchronous Agent) call storage on short-lived "
+                    "loops: give them a storage with caller_loop=False",
+                )
+            )
+
     @staticmethod
     async def _arun(engine: AsyncEngine, plan: Plan[Any], operation: str, key: str) -> Any:
         with engine.errors(operation, "", key):
@@ -299,6 +338,8 @@ class _Connection:
         if self.closed:
             return
         self.closed = True
+        if self.caller_loop:
+            return  # a client passed in, whose connections belong to the caller's loop: left as it is
         if not self.asynchronous:
             self.family.release(self.owned)
             return
@@ -308,6 +349,9 @@ class _Connection:
 
     async def aclose(self) -> None:
         if self.closed:
+            return
+        if self.caller_loop:
+            self.close()
             return
         if not self.asynchronous:
             await asyncio.to_thread(self.close)
@@ -360,6 +404,15 @@ class ValkeyStorage:
             default: a call then runs on the caller's loop, blocking it for one round trip (tens of
             microseconds on a nearby server; up to the client's ``socket_timeout`` when the server
             does not answer), which saves the thread hop (about 100 µs). No effect on asyncio clients.
+        caller_loop: With an asyncio client (valkey-py, redis-py, or a GLIDE client made on that
+            loop), run each call on the caller's event loop instead of the storage's private one:
+            no thread hop per call (two thread crossings). Every call must then come from one loop,
+            the loop of the first call (a GLIDE client's own loop); a call from another loop raises
+            :class:`ValkeyStorageError` and sends nothing. For an application that uses the storage
+            from one long-lived loop (``FileMemoryStore`` and ``MemoryManager`` in an asyncio
+            service); not for the SDK's synchronous paths (``SnapshotSessionManager``, plugins of a
+            synchronous ``Agent``), which call storage on a new loop each time. ``close()`` leaves
+            the client and its connections alone. A synchronous client is a ``ValueError``.
 
     Raises:
         TypeError: If ``client`` is not a supported client.
@@ -380,12 +433,13 @@ class ValkeyStorage:
         retries: int = 2,
         retry_backoff: float = 0.05,
         run_in_thread: bool = False,
+        caller_loop: bool = False,
     ) -> None:
         if not isinstance(max_value_bytes, int) or isinstance(max_value_bytes, bool) or max_value_bytes <= 0:
             raise ValueError(f"max_value_bytes=<{max_value_bytes!r}> | must be a positive int")
         durability = Durability(wait_for_replicas, wait_timeout, wait_aof)
         retry = RetryPolicy(retries, retry_backoff)
-        self._io = _Connection(client, retry, durability, run_in_thread)
+        self._io = _Connection(client, retry, durability, run_in_thread, caller_loop)
         self._layout = _storage_keys.StorageLayout(validate_key_prefix(namespace))
         self._max_value_bytes = max_value_bytes
         self._search_strategy = search_strategy

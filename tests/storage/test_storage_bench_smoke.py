@@ -67,8 +67,9 @@ def test_quick_storage_benchmark_writes_results_to_output_dir(tmp_path: Path) ->
         assert row["median_us"] > 0 and row["p90_us"] >= row["median_us"] and row["calls"] > 0
     verdicts = {c["name"]: c["verdict"] for c in data["comparisons"]}
     targeted = [c for c in data["comparisons"] if c["target"] is not None]
-    # write/read x 1 KiB/1 MiB (<= 1.3x), list x 2 prefixes (within 20%), search (>= 20x)
-    assert len(targeted) == 7
+    # write/read x 1 KiB/1 MiB x sync client/asyncio caller_loop (<= 1.3x), list x 2 prefixes (within
+    # 20%), search (>= 20x)
+    assert len(targeted) == 11
     assert all(verdicts[c["name"]] in ("PASS", "FAIL") for c in targeted)
     assert data["facts"]["unrelated_keys"]["count"] == 100_000
     # The scale step at its quick size: point operations, listing, search and snapshots.

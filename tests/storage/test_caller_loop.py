@@ -1,0 +1,196 @@
+"""``ValkeyStorage(asyncio_client, caller_loop=True)``: every call on the caller's event loop.
+
+By default an asyncio client is driven from the storage's private I/O loop (the SDK calls storage
+from many short-lived loops), two thread crossings per call. With ``caller_loop`` the calls run on
+the loop they come from, which must be one loop for the storage's life: a call from another loop
+is refused before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import valkey
+import valkey.asyncio
+import valkey.asyncio.cluster
+
+from strands_valkey_session_manager import ValkeyStorageError
+from strands_valkey_session_manager._engine import io_loop
+from strands_valkey_session_manager.storage import ValkeyStorage, _Connection
+from tests.conftest import Backend, ServerTargets
+from tests.interleave import LostReplyProxy
+from tests.servers import ServerProcess
+
+
+@pytest.fixture(params=["valkey9", "cluster"])
+def target(request: pytest.FixtureRequest, server_targets: ServerTargets) -> Iterator[Backend]:
+    backend = server_targets.get(request.param)
+    sync = backend.make_client("valkey-py-bytes" if request.param == "valkey9" else "valkey-cluster-bytes")
+    sync.flushall()
+    try:
+        yield backend
+    finally:
+        sync.close()
+
+
+def _client(backend: Backend) -> Any:
+    if backend.name == "cluster":
+        node: Any = valkey.asyncio.cluster.ClusterNode
+        return valkey.asyncio.cluster.ValkeyCluster(startup_nodes=[node(h, p) for h, p in backend.startup_nodes])
+    return valkey.asyncio.Valkey(host=backend.host, port=backend.port)
+
+
+@pytest.fixture
+def no_io_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: Any) -> Any:
+        raise AssertionError("a call was handed to the storage's I/O loop")
+
+    monkeypatch.setattr(io_loop, "submit", refuse)
+
+
+@pytest.mark.usefixtures("no_io_loop")
+def test_every_operation_runs_on_the_callers_loop(target: Backend) -> None:
+    async def main() -> None:
+        client = _client(target)
+        storage = ValkeyStorage(client, caller_loop=True, search_index=("memory/",))
+        await storage.write("memory/a.md", b"green tea")
+        await storage.write("memory/b.md", b"dark mode")
+        assert await storage.read("memory/a.md") == b"green tea"
+        assert await storage.list("memory/") == ["memory/a.md", "memory/b.md"]
+        assert [r.key for r in await storage.search("tea")] == ["memory/a.md"]
+        await storage.delete("memory/a.md")
+        assert await storage.read("memory/a.md") is None
+        assert await storage.namespace("memory/").read("b.md") == b"dark mode"
+        await storage.aclose()
+        # The client passed in is the caller's: still open and usable on its loop.
+        assert await client.get(target_key(storage, "memory/b.md")) == b"dark mode"
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def target_key(storage: ValkeyStorage, key: str) -> str:
+    return storage._layout.locate(key).value
+
+
+def test_a_call_from_another_loop_is_refused_and_sends_nothing(target: Backend) -> None:
+    client = _client(target)
+    storage = ValkeyStorage(client, caller_loop=True)
+    asyncio.run(storage.write("k", b"first"))  # this loop becomes the storage's
+    for call in (storage.write("k", b"second"), storage.read("k"), storage.delete("k"), storage.list("")):
+        with pytest.raises(ValkeyStorageError, match="caller_loop=True, and this call runs on another event loop"):
+            asyncio.run(call)
+    sync = target.make_client("valkey-py-bytes" if target.name == "valkey9" else "valkey-cluster-bytes")
+    try:
+        assert sync.get(target_key(storage, "k")) == b"first"
+    finally:
+        sync.close()
+
+
+def test_a_killed_connection_is_repeated_on_the_callers_loop(target: Backend) -> None:
+    async def main() -> None:
+        client = _client(target)
+        storage = ValkeyStorage(client, caller_loop=True, retry_backoff=0.0)
+        await storage.write("k", b"v")
+        admin = target.make_client("valkey-py-bytes" if target.name == "valkey9" else "valkey-cluster-bytes")
+        try:
+            admin.client_kill_filter(_type="normal", skipme=True)
+        finally:
+            admin.close()
+        assert await storage.read("k") == b"v"
+        await storage.write("k", b"w")
+        assert await storage.read("k") == b"w"
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.validation
+def test_caller_loop_needs_an_asyncio_client(valkey9_server: Any) -> None:
+    client = valkey.Valkey(valkey9_server.host, valkey9_server.port)
+    try:
+        with pytest.raises(ValueError, match=r"caller_loop=True \| applies to asyncio clients"):
+            ValkeyStorage(client, caller_loop=True)
+    finally:
+        client.close()
+
+
+class _PlanRun(Exception):
+    """Raised instead of running a plan (the test's marker)."""
+
+
+def test_plain_calls_on_the_callers_loop_need_no_plan(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain read, write or delete is sent as its one command, as on an inline sync client."""
+
+    async def refuse(self: _Connection, plan: Any, operation: str, key: str) -> Any:
+        raise _PlanRun(operation)
+
+    monkeypatch.setattr(_Connection, "run", refuse)
+
+    async def main() -> None:
+        client = valkey.asyncio.Valkey(host=server.host, port=server.port)
+        storage = ValkeyStorage(client, caller_loop=True)
+        await storage.write("memory/a.md", b"tea")
+        assert await storage.read("memory/a.md") == b"tea"
+        await storage.delete("memory/a.md")
+        assert await storage.read("memory/a.md") is None
+        with pytest.raises(_PlanRun):
+            await storage.list("")
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("command", [b"GET", b"EVALSHA"])
+def test_a_lost_reply_on_the_callers_loop_is_repeated(server: ServerProcess, command: bytes) -> None:
+    proxy = LostReplyProxy(server.port)
+
+    async def main() -> None:
+        client = valkey.asyncio.Valkey(host="127.0.0.1", port=proxy.port)
+        storage = ValkeyStorage(client, caller_loop=True, retries=2, retry_backoff=0)
+        await storage.write("memory/a.md", b"old")
+        proxy.lose_reply_to(command)
+        if command == b"GET":
+            assert await storage.read("memory/a.md") == b"old"
+        else:
+            await storage.write("memory/a.md", b"new")
+            assert await storage.read("memory/a.md") == b"new"
+        assert proxy.lost == 1
+        assert await storage.list("memory/") == ["memory/a.md"]
+        await client.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        proxy.close()
+
+
+def test_the_sdks_synchronous_paths_get_a_clear_error(server: ServerProcess) -> None:
+    """A synchronous ``Agent``'s session manager calls storage on a new loop each time: refused."""
+    from strands import Agent
+    from strands.session import SnapshotSessionManager
+
+    from strands_valkey_session_manager.scripted_model import ScriptedModel
+
+    client = valkey.asyncio.Valkey(host=server.host, port=server.port)
+    storage = ValkeyStorage(client, caller_loop=True)
+    with pytest.raises(Exception) as raised:  # whatever the SDK wraps it in
+        agent = Agent(
+            model=ScriptedModel(["hello"]),
+            session_manager=SnapshotSessionManager("s-sync", storage=storage),
+            callback_handler=None,
+        )
+        agent("hi")
+    chain = [raised.value, *_causes(raised.value)]
+    assert any(isinstance(e, ValkeyStorageError) and "caller_loop=True" in str(e) for e in chain), chain
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    out = []
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+        out.append(error)
+    return out
