@@ -194,3 +194,39 @@ def _causes(error: BaseException) -> list[BaseException]:
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
         out.append(error)
     return out
+
+
+@pytest.mark.parametrize("library", ["redis-py", "glide"])
+def test_other_asyncio_clients_on_the_callers_loop(target: Backend, library: str, no_io_loop: None) -> None:
+    """redis-py's asyncio client, and a GLIDE asyncio client made on the caller's loop (its own)."""
+    redis_kind = "redis-cluster-bytes" if target.name == "cluster" else "redis-py-bytes"
+    kind = target.glide_kind if library == "glide" else redis_kind
+
+    async def main() -> None:
+        made = target.make_async_client(kind)
+        client = await made if library == "glide" else made
+        storage = ValkeyStorage(client, caller_loop=True)
+        await asyncio.gather(*(storage.write(f"k/{i}", b"%d" % i) for i in range(50)))
+        assert await asyncio.gather(*(storage.read(f"k/{i}") for i in range(50))) == [b"%d" % i for i in range(50)]
+        assert len(await storage.list("k/")) == 50
+        await storage.aclose()
+        await client.close() if library == "glide" else await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_glide_client_made_on_another_loop_is_refused_there(server: ServerProcess) -> None:
+    """A GLIDE asyncio client answers only on its own loop: that loop is the storage's from the start."""
+    import glide
+
+    async def make() -> Any:
+        config = glide.GlideClientConfiguration([glide.NodeAddress(server.host, server.port)])
+        return await glide.GlideClient.create(config)
+
+    client = io_loop.submit(make()).result()
+    try:
+        storage = ValkeyStorage(client, caller_loop=True)
+        with pytest.raises(ValkeyStorageError, match="caller_loop=True, and this call runs on another event loop"):
+            asyncio.run(storage.write("k", b"v"))
+    finally:
+        io_loop.submit(client.close()).result()
