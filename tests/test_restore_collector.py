@@ -112,3 +112,28 @@ def test_a_long_restore_makes_the_collector_scan_no_older_generation(standalone_
     finally:
         gc.callbacks.remove(count)
     assert older == []
+
+
+@pytest.mark.usefixtures("collector_on")
+def test_restores_in_several_threads_leave_the_collector_on(standalone_client: valkey.Valkey) -> None:
+    """Pauses of concurrent steps overlap in every order; the collector is on once all are done."""
+    import threading
+
+    repo = ValkeySessionRepository(standalone_client)
+    _filled(repo, 3000)
+    errors: list[BaseException] = []
+
+    def restore() -> None:
+        try:
+            for _ in range(3):
+                assert len(repo.list_messages(SID, AID)) == 3000
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=restore) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert gc.isenabled()
