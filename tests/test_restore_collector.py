@@ -137,3 +137,23 @@ def test_restores_in_several_threads_leave_the_collector_on(standalone_client: v
         thread.join()
     assert errors == []
     assert gc.isenabled()
+
+
+@pytest.mark.usefixtures("collector_on")
+def test_a_key_providers_call_during_decoding_runs_with_the_collector_on(standalone_client: valkey.Valkey) -> None:
+    """Unwrapping the session's data key may wait on the network: not inside the pause."""
+    from strands_valkey_session_manager.encryption import LocalKeyProvider
+
+    states: list[bool] = []
+
+    class Recording(LocalKeyProvider):
+        def unwrap(self, wrapped: bytes, context: dict[str, str]) -> bytes:
+            states.append(gc.isenabled())
+            return super().unwrap(wrapped, context)
+
+    provider = Recording({"k": LocalKeyProvider.generate_key()}, "k")
+    _filled(ValkeySessionRepository(standalone_client, key_provider=provider), 1500)
+    reader = ValkeySessionRepository(standalone_client, key_provider=provider)
+    assert [m.message_id for m in reader.list_messages(SID, AID)] == list(range(1500))
+    assert states and all(states), states
+    assert gc.isenabled()

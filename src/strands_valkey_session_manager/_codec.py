@@ -26,6 +26,7 @@ import gc
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -577,17 +578,37 @@ def collector_paused() -> Iterator[None]:
     A restore allocates three or four container objects per message that all survive, the pattern
     that makes CPython's collector scan the whole heap again and again (a 10,000-message restore
     spent half its time there, a 100,000-message one about 40%). One step is synchronous code of at
-    most 1,000 records, so the pause is bounded and never spans a wait on the server; no reference
-    cycle is made inside it. A collector already off (the application's choice) stays off.
+    most 1,000 records, so the pause is bounded and never spans a wait on the server (a key
+    provider's call inside it runs under :func:`collector_resumed`); no reference cycle is made
+    inside it. A collector already off (the application's choice) stays off.
     """
     if not gc.isenabled():
         yield
         return
     gc.disable()
+    _pause.on = True
     try:
         yield
     finally:
+        _pause.on = False
         gc.enable()
+
+
+@contextmanager
+def collector_resumed() -> Iterator[None]:
+    """Within :func:`collector_paused` (this thread's), the collector on again for a call that may
+    wait, such as a key provider unwrapping a data key over the network; else nothing."""
+    if not getattr(_pause, "on", False):
+        yield
+        return
+    gc.enable()
+    try:
+        yield
+    finally:
+        gc.disable()
+
+
+_pause = threading.local()
 
 
 def decode_message_array(raw: bytes | str, open_many: OpenMany | None = None) -> list[SessionMessage]:

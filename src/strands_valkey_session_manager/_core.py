@@ -980,7 +980,9 @@ class _MessageDecoder:
 
     def _cipher_for(self) -> _seal.Cipher:
         if self._cipher is None:
-            self._cipher = self._core._cipher(self._session_id)
+            # Called while a step decodes: the key provider may wait on the network.
+            with _codec.collector_resumed():
+                self._cipher = self._core._cipher(self._session_id)
         return self._cipher
 
     def _where(self) -> str:

@@ -230,3 +230,37 @@ def test_a_glide_client_made_on_another_loop_is_refused_there(server: ServerProc
             asyncio.run(storage.write("k", b"v"))
     finally:
         io_loop.submit(client.close()).result()
+
+
+def test_the_other_paths_on_the_callers_loop(server: ServerProcess) -> None:
+    """Staged large values, compare-and-set, views, pages, prefix deletes, the search index build,
+    a replica wait and a closed storage: each as on the private loop."""
+    from strands_valkey_session_manager import StorageConflictError, StorageReplicationTimeoutError
+    from strands_valkey_session_manager.storage import KeyQuery
+
+    async def main() -> None:
+        client = valkey.asyncio.Valkey(host=server.host, port=server.port)
+        storage = ValkeyStorage(client, caller_loop=True, search_index=True)
+        big = bytes(range(256)) * (12 << 10)  # 3 MiB: staged, not through Lua
+        await storage.write("a/big", big)
+        assert await storage.read("a/big") == big
+        await storage.compare_and_write("a/c", b"1", None)
+        with pytest.raises(StorageConflictError):
+            await storage.compare_and_write("a/c", b"2", None)
+        view = storage.namespace("t1")
+        await view.write("x", b"y")
+        assert await view.read("x") == b"y"
+        assert await storage.list(KeyQuery(prefix="a/", limit=1)) == ["a/big"]
+        assert await storage.delete_prefix("a/") == 2
+        await storage.write("n/1", b"green tea")
+        assert [r.key for r in await storage.search("tea")] == ["n/1"]
+        assert (await storage.build_search_index()).done
+        waiting = ValkeyStorage(client, caller_loop=True, wait_for_replicas=1, wait_timeout=0.2)
+        with pytest.raises(StorageReplicationTimeoutError):
+            await waiting.write("w", b"1")  # no replica: applied, not acknowledged
+        await storage.aclose()
+        with pytest.raises(ValkeyStorageError, match="the storage is closed"):
+            await storage.read("n/1")
+        await client.aclose()
+
+    asyncio.run(main())
