@@ -9,6 +9,7 @@ is refused before anything is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -261,6 +262,26 @@ def test_the_other_paths_on_the_callers_loop(server: ServerProcess) -> None:
         await storage.aclose()
         with pytest.raises(ValkeyStorageError, match="the storage is closed"):
             await storage.read("n/1")
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_call_cancelled_mid_reply_splices_nothing_into_the_next(server: ServerProcess) -> None:
+    """A read of 8 MiB cancelled at different moments; the next read on the loop gets its own value."""
+
+    async def main() -> None:
+        client = valkey.asyncio.Valkey(host=server.host, port=server.port)
+        storage = ValkeyStorage(client, caller_loop=True)
+        await storage.write("big", bytes(8 << 20))
+        await storage.write("small", b"small")
+        for delay in (0, 0.0001, 0.0005, 0.001, 0.002, 0.004):
+            task = asyncio.ensure_future(storage.read("big"))
+            await asyncio.sleep(delay)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert await storage.read("small") == b"small"
         await client.aclose()
 
     asyncio.run(main())
