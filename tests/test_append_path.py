@@ -61,7 +61,9 @@ def test_append_with_ttl_gives_every_key_the_new_expiry(client: Any) -> None:
     _setup(repo)
     _append(repo, 0)
     calls = _script_calls(client, repo, 1)
-    assert calls["pexpireat"] == 5
+    # The four keys an agent-only session has: its scripts do not declare the multi key
+    # (ARCHITECTURE.md, "Declared keys").
+    assert calls["pexpireat"] == 4
     assert "pexpiretime" not in calls and "hget" not in calls
 
 

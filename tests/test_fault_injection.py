@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,6 +48,7 @@ from strands_valkey_session_manager import (
     ValkeySessionRepository,
     _client,
 )
+from strands_valkey_session_manager._engine import run_plan
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall, TurnLike
 from tests.interleave import LostReplyProxy
 from tests.servers import HOST, ClusterProcess, ServerProcess, kill9, restart, start_cluster, start_server
@@ -718,46 +720,95 @@ def test_live_slot_migration_loses_nothing(three_primaries: ClusterProcess, capl
         )
 
 
+def _migrating(stack: contextlib.ExitStack, cluster: ClusterProcess, slot: int) -> Any:
+    """Set ``slot`` MIGRATING on its primary and IMPORTING on another primary, moving no key (set
+    back to STABLE when ``stack`` closes); returns an admin client of the source."""
+    (source,) = _slot_nodes(cluster, slot)
+    target = next(node for node in cluster.nodes if node is not source)
+    admin, importer = (stack.enter_context(contextlib.closing(_admin(node))) for node in (source, target))
+    importer.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", admin.execute_command("CLUSTER", "MYID"))
+    stack.callback(importer.execute_command, "CLUSTER", "SETSLOT", slot, "STABLE")
+    admin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", importer.execute_command("CLUSTER", "MYID"))
+    stack.callback(admin.execute_command, "CLUSTER", "SETSLOT", slot, "STABLE")
+    return admin
+
+
 @pytest.mark.cluster
-@pytest.mark.xfail(
-    strict=True,
-    raises=SessionStoreUnavailableError,
-    reason="bug: while a slot is MIGRATING, every script of a session that lacks one of its five keys (the "
-    "orchestrator key of any agent-only session) gets TRYAGAIN before any of its keys has moved, so its writes "
-    "and restores stall for the whole migration of the slot",
-)
 def test_a_migrating_slot_serves_sessions_whose_keys_have_not_moved(three_primaries: ClusterProcess) -> None:
-    """Repro: an agent-only session (four of its five keys exist: no orchestrator state), its slot
-    set MIGRATING on its primary and IMPORTING on another, no key migrated yet. Valkey serves a
-    command whose keys are all on the source, but a multi-key command with any key missing there
-    gets TRYAGAIN, and ``append_message.lua`` declares the missing ``multi`` key. The append fails
-    after the client library's TRYAGAIN budget (~0.4 s, "TTL exhausted") and keeps failing until
-    ``SETSLOT NODE``, however long moving the slot's other keys takes; with the default
-    ``retries=2`` a migration of more than ~1.3 s fails the conversation. A session with
-    orchestrator state (all five keys) is served normally until its own first key moves.
+    """An agent-only session (four of its five keys exist: no orchestrator state), its slot set
+    MIGRATING on its primary and IMPORTING on another, no key migrated yet. Valkey serves a command
+    whose keys are all on the source, but a multi-key command with any key missing there gets
+    TRYAGAIN until the whole slot has moved (``SETSLOT NODE``), however long that takes. So an
+    agent's scripts leave out the multi key the session does not have (``undeclared_multi`` in the
+    Lua prelude): every operation of an agent's turn is served during the migration, the first
+    try, with ``retries=0``, and the lifetime still covers every key.
     """
-    cluster = three_primaries
     session_id = "chat:stalled"
     with contextlib.ExitStack() as stack:
-        client = _cluster_client(cluster)
+        client = _cluster_client(three_primaries)
+        stack.callback(client.close)
+        repo = ValkeySessionRepository(client, check_versions=True, retries=0, ttl=timedelta(hours=1))
+        repo.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
+        repo.create_agent(session_id, _session_agent(AGENT_ID))
+        repo.create_message(session_id, AGENT_ID, _kill_message(0))
+        source = _migrating(stack, three_primaries, _session_slot(repo, session_id))
+        assert source.execute_command("CLUSTER", "COUNTKEYSINSLOT", _session_slot(repo, session_id)) == 4
+        # A whole turn of a restored agent, and a restore read in steps, by another process.
+        other = ValkeySessionRepository(client, check_versions=True, retries=0, ttl=timedelta(hours=1))
+        other.restore_step_records = 1
+        assert other.read_agent(session_id, AGENT_ID) is not None
+        assert [m.message_id for m in other.list_messages(session_id, AGENT_ID)] == [0]
+        other.create_message(session_id, AGENT_ID, _kill_message(1))
+        other.create_message(session_id, AGENT_ID, _kill_message(2))
+        other.update_message(session_id, AGENT_ID, _kill_message(1))
+        other.update_agent(session_id, _session_agent(AGENT_ID, turn=1))
+        other.create_agent(session_id, _session_agent("helper"))
+        assert [m.message_id for m in other.list_messages(session_id, AGENT_ID)] == [0, 1, 2]
+        assert run_plan(other._db, other._p_lease(session_id, AGENT_ID, "worker-1", 30_000, "acquire")) > 0
+        other.create_message(session_id, AGENT_ID, _kill_message(3))
+        run_plan(other._db, other._p_lease(session_id, AGENT_ID, "worker-1", 30_000, "release"))
+        assert source.execute_command("CLUSTER", "COUNTKEYSINSLOT", _session_slot(repo, session_id)) == 4
+        expiry = source.execute_command("PEXPIRETIME", repo.session_keys(session_id).session)
+        assert expiry > 0
+        for key in repo.session_keys(session_id).all()[1:4]:
+            assert source.execute_command("PEXPIRETIME", key) == expiry, key
+        assert [m.message_id for m in repo.list_messages(session_id, AGENT_ID)] == [0, 1, 2, 3]
+
+
+@pytest.mark.cluster
+def test_a_migrating_slot_serves_a_session_with_orchestrator_state(three_primaries: ClusterProcess) -> None:
+    """A Graph/Swarm session has all five keys, so its agents' scripts declare all five: a process
+    that does not know it yet is answered R_NEEDS_ALL_KEYS (nothing written) and sends the script
+    again with them, also while the slot migrates."""
+    session_id = "chat:graph"
+    with contextlib.ExitStack() as stack:
+        client = _cluster_client(three_primaries)
         stack.callback(client.close)
         repo = ValkeySessionRepository(client, check_versions=True, retries=0)
         repo.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
         repo.create_agent(session_id, _session_agent(AGENT_ID))
+        repo.create_multi_agent(session_id, _StateOnly("graph", {"node": "a"}))  # type: ignore[arg-type]
         repo.create_message(session_id, AGENT_ID, _kill_message(0))
-        slot = _session_slot(repo, session_id)
-        (source,) = _slot_nodes(cluster, slot)
-        target = next(node for node in cluster.nodes if node is not source)
-        admins = {node.port: stack.enter_context(contextlib.closing(_admin(node))) for node in (source, target)}
-        source_id = admins[source.port].execute_command("CLUSTER", "MYID")
-        target_id = admins[target.port].execute_command("CLUSTER", "MYID")
-        admins[target.port].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        stack.callback(admins[target.port].execute_command, "CLUSTER", "SETSLOT", slot, "STABLE")
-        admins[source.port].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        stack.callback(admins[source.port].execute_command, "CLUSTER", "SETSLOT", slot, "STABLE")
-        assert admins[source.port].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 4
-        repo.create_message(session_id, AGENT_ID, _kill_message(1))
+        source = _migrating(stack, three_primaries, _session_slot(repo, session_id))
+        assert source.execute_command("CLUSTER", "COUNTKEYSINSLOT", _session_slot(repo, session_id)) == 5
+        reader = ValkeySessionRepository(client, check_versions=True, retries=0)
+        assert reader.read_agent(session_id, AGENT_ID) is not None
+        assert [m.message_id for m in reader.list_messages(session_id, AGENT_ID)] == [0]
+        reader.create_message(session_id, AGENT_ID, _kill_message(1))
+        reader.update_agent(session_id, _session_agent(AGENT_ID, turn=1))
+        assert reader.read_multi_agent(session_id, "graph") == {"node": "a"}
         assert [m.message_id for m in repo.list_messages(session_id, AGENT_ID)] == [0, 1]
+
+
+class _StateOnly:
+    """Stands in for a Graph/Swarm: the repository only calls ``id`` and ``serialize_state``."""
+
+    def __init__(self, orchestrator_id: str, state: dict[str, Any]) -> None:
+        self.id = orchestrator_id
+        self._state = state
+
+    def serialize_state(self) -> dict[str, Any]:
+        return self._state
 
 
 # -- a frozen server ------------------------------------------------------------------------------

@@ -602,6 +602,7 @@ def test_cluster_writes_wait_on_the_written_node(cluster: ClusterProcess, kind: 
             assert _waits(admin) - before >= len(_writes(repo, sid))
         if kind == "valkey-py":
             plain = ValkeySessionRepository(_cluster_client(cluster))
+            plain.read_agent(sid, "a")  # learns that the session has orchestrator state (its shape)
             trips = {}
             for each in (plain, repo):
                 with count_round_trips() as counted:

@@ -399,6 +399,36 @@ def test_a_rewrite_during_a_restore_is_seen_whole_or_not_at_all(clients: tuple[A
     assert _explore(f"restore x {rewrite}", clients, write, check) == 4
 
 
+class _StateOnly:
+    """Stands in for a Graph/Swarm: the repository only calls ``id`` and ``serialize_state``."""
+
+    id = "graph"
+
+    def serialize_state(self) -> dict[str, Any]:
+        return {"node": "a"}
+
+
+def test_orchestrator_state_created_during_a_restore(clients: tuple[Any, Any, Any]) -> None:
+    """The reader's scripts leave out the multi key of an agent-only session. Orchestrator state
+    created before its first step makes that step answer R_NEEDS_ALL_KEYS and go again with all
+    five keys; created between two steps, the next step answers it and the reader reads again
+    from the first step. Either way it gets the whole history, in every interleaving."""
+
+    def write(w: GatedRepository, raw: Any, prefix: str) -> None:
+        w.create_multi_agent(SID, _StateOnly())  # type: ignore[arg-type]
+
+    def check(run: Run, seed: list[str]) -> None:
+        read, written = run.outcomes
+        assert read.ok and written.ok, run.outcomes
+        assert read.value == seed, run.trace
+        # Three steps; the first sent again (+1) when B came first; when B came after k steps, the
+        # next one is refused and the reader reads again: k + 1 + 3.
+        k = run.trace.index("B:create_multi_agent")
+        assert run.trace.count("A:list_messages") == (4 if k == 0 else 3 if k == 3 else k + 4), run.trace
+
+    assert _explore("restore x create_multi_agent", clients, write, check) >= 4
+
+
 @pytest.mark.parametrize("recreate", [False, True], ids=["delete", "delete-and-create-again"])
 def test_a_delete_during_a_restore_gives_the_old_history_or_the_new(
     clients: tuple[Any, Any, Any], recreate: bool

@@ -49,6 +49,7 @@ from ._schema import (
     R_LEASE_HELD,
     R_LEASE_NO_SESSION,
     R_LOCKED,
+    R_NEEDS_ALL_KEYS,
     R_SESSION_GONE,
     R_STALE_DATA_KEY,
     SHAPE_AGENTS,
@@ -107,6 +108,8 @@ class SessionCore:
         self._sealer = _seal.Sealer(options.compress_threshold, options.key_provider)
         self._data_keys: dict[str, _seal.DataKey] = {}
         self._pending_keys: dict[str, _seal.DataKey] = {}
+        # Sessions known to hold orchestrator state: their agents' scripts declare all five keys.
+        self._with_multi: dict[str, None] = {}
 
     @property
     def key_prefix(self) -> str:
@@ -116,6 +119,20 @@ class SessionCore:
     def session_keys(self, session_id: str) -> SessionKeys:
         """The keys holding one session (for inspection, TTL or ACL tooling)."""
         return self._layout.session(session_id)
+
+    def _agent_keys(self, session_id: str, keys: SessionKeys) -> list[str]:
+        """KEYS of an agent's script (create, append, update, restore): without the multi key
+        unless the session is known to have one. While a cluster moves a slot, a script declaring
+        a key that the source node lacks is refused (``TRYAGAIN``) until the whole slot has moved,
+        and an agent-only session has no multi key; a session that has one answers
+        ``R_NEEDS_ALL_KEYS`` (nothing written) and the script is sent again with all five."""
+        return keys.all() if session_id in self._with_multi else keys.without_multi()
+
+    def _has_multi(self, session_id: str) -> None:
+        """Remember that the session holds orchestrator state (bounded: forgetting costs one round trip)."""
+        if len(self._with_multi) >= 4096:
+            self._with_multi.clear()
+        self._with_multi[session_id] = None
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -266,7 +283,9 @@ class SessionCore:
 
         def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
             record = self._sized(_codec.encode_agent(session_agent, seal), keys.agents)
-            return ScriptCall("put_in_session", keys.all(), (self._ttl_ms, KEY_AGENTS, agent_id, record, dek))
+            return ScriptCall(
+                "put_in_session", self._agent_keys(session_id, keys), (self._ttl_ms, KEY_AGENTS, agent_id, record, dek)
+            )
 
         version = yield from self._p_sealed_write("create_agent", session_id, keys.agents, agent_id, call)
         try:
@@ -330,6 +349,8 @@ class SessionCore:
         version = _integer(version_raw, version_field(agent_id), session_id, keys.session)
         count = _integer(count_raw, count_field(agent_id), session_id, keys.session) or 0
         shape = _integer(shape_raw, F_SHAPE, session_id, keys.session) or 0
+        if shape & SHAPE_MULTI:  # the restore that follows declares the multi key (see _agent_keys)
+            self._has_multi(session_id)
         where = f"session_id=<{session_id}>, agent_id=<{agent_id}>"
         if created is None:
             if raw is not None:
@@ -372,12 +393,16 @@ class SessionCore:
         def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
             record = self._sized(_codec.encode_message(session_message, seal), keys.messages)
             guards = (self._expected(session_id, agent_id), self._token(session_id, agent_id), dek)
-            return ScriptCall("append_message", keys.all(), (self._ttl_ms, agent_id, member, record, *guards))
+            keys_ = self._agent_keys(session_id, keys)
+            return ScriptCall("append_message", keys_, (self._ttl_ms, agent_id, member, record, *guards))
 
         if self._sealer.active:
             version = yield from self._p_sealed_write("create_message", session_id, keys.messages, member, call)
         else:  # the hot path: no nested plan
             version = yield Step("create_message", session_id, keys.messages, call(None, ""))
+            if version == R_NEEDS_ALL_KEYS:
+                self._has_multi(session_id)
+                version = yield Step("create_message", session_id, keys.messages, call(None, ""))
         _check_written(version, session_id, keys, agent_id, "create_message")
         if not version:
             raise SessionException(f"Agent {agent_id} in session {session_id} does not exist")
@@ -434,7 +459,7 @@ class SessionCore:
                 token=self._token(session_id, agent_id),
                 dek=dek,
             )
-            return ScriptCall("update_record", keys.all(), args)
+            return ScriptCall("update_record", self._agent_keys(session_id, keys), args)
 
         version = yield from self._p_sealed_write(operation, session_id, key, field, call)
         _check_written(version, session_id, keys, agent_id, operation)
@@ -473,6 +498,33 @@ class SessionCore:
             f"while they were read, {self.restore_attempts} times in a row"
         )
 
+    def _p_list_first_step(self, session_id: str, keys: SessionKeys, args: tuple[Any, ...]) -> Plan[Any]:
+        """The reply of ``list_messages.lua``'s first step (sent again with all five keys when the
+        session turns out to have a multi key, see :meth:`_agent_keys`)."""
+        (reply,) = yield from self._p_read(
+            "list_messages",
+            session_id,
+            keys.messages,
+            [ScriptCall("list_messages", self._agent_keys(session_id, keys), args)],
+        )
+        if int(reply[0]) == R_NEEDS_ALL_KEYS:
+            self._has_multi(session_id)
+            (reply,) = yield from self._p_read(
+                "list_messages", session_id, keys.messages, [ScriptCall("list_messages", keys.all(), args)]
+            )
+        return reply
+
+    def _continued(self, session_id: str, agent_id: str, keys: SessionKeys, status: int, reason: Any) -> bool:
+        """Whether a restore's continuation step may go on (1); False: read again from the first
+        step; a damaged session raises."""
+        if status == R_DAMAGED:
+            raise self._damaged_listing(session_id, agent_id, keys, reason)
+        if status == R_NEEDS_ALL_KEYS:  # orchestrator state created meanwhile (see _agent_keys)
+            self._has_multi(session_id)
+        if status != 1:
+            logger.debug("session_id=<%s>, agent_id=<%s> | read again: %s", session_id, agent_id, _codec.text(reason))
+        return status == 1
+
     def _p_list_attempt(
         self, session_id: str, agent_id: str, limit: int | None, offset: int
     ) -> Plan[list[SessionMessage] | None]:
@@ -494,9 +546,7 @@ class SessionCore:
         step_bytes = max(1, int(self.restore_step_bytes))
         first_bytes = max(1, min(step_bytes, int(self.restore_first_step_bytes)))
         args = (touch, low, high, offset, count, agent_id, "", most, first_bytes)
-        (reply,) = yield from self._p_read(
-            "list_messages", session_id, keys.messages, [ScriptCall("list_messages", keys.all(), args)]
-        )
+        reply = yield from self._p_list_first_step(session_id, keys, args)
         if int(reply[0]) == R_DAMAGED:
             raise self._damaged_listing(session_id, agent_id, keys, reply[1])
         version, stored, stamp, members, *records = reply
@@ -535,14 +585,12 @@ class SessionCore:
             )
             read = CommandCall("hmget", (keys.messages, *listed))
             records, (status, following) = yield Step(
-                "list_messages", session_id, keys.messages, [read, ScriptCall("list_messages", keys.all(), check)]
+                "list_messages",
+                session_id,
+                keys.messages,
+                [read, ScriptCall("list_messages", self._agent_keys(session_id, keys), check)],
             )
-            if int(status) == R_DAMAGED:
-                raise self._damaged_listing(session_id, agent_id, keys, following)
-            if int(status) != 1:
-                logger.debug(
-                    "session_id=<%s>, agent_id=<%s> | read again: %s", session_id, agent_id, _codec.text(following)
-                )
+            if not self._continued(session_id, agent_id, keys, int(status), following):
                 return None
             if None in records:
                 member = next(m for m, r in zip(listed, records, strict=True) if r is None)
@@ -572,6 +620,7 @@ class SessionCore:
     def _p_put_multi_agent(self, session_id: str, multi_agent_id: str, state: dict[str, Any]) -> Plan[None]:
         _check_id(multi_agent_id, "multi_agent_id")
         keys = self.session_keys(session_id)
+        self._has_multi(session_id)  # its agents' scripts declare the multi key from now on
 
         def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
             record = self._sized(_codec.encode_state(state, seal), keys.multi)
@@ -590,6 +639,7 @@ class SessionCore:
         (raw,) = yield from self._p_read("read_multi_agent", session_id, keys.multi, [read])
         if raw is None:
             return None
+        self._has_multi(session_id)
         open_ = self._opener(session_id, keys.multi, _seal.fixed_field(multi_agent_id))
         return self._decoded(partial(_codec.decode_state, open_=open_), raw, session_id, keys.multi)
 
@@ -599,6 +649,7 @@ class SessionCore:
     def _p_replace_multi_agent(self, session_id: str, multi_agent_id: str, state: dict[str, Any]) -> Plan[None]:
         _check_id(multi_agent_id, "multi_agent_id")
         keys = self.session_keys(session_id)
+        self._has_multi(session_id)
 
         def call(seal: _codec.Seal | None, dek: str) -> ScriptCall:
             record = self._sized(_codec.encode_state(state, seal), keys.multi)
@@ -724,7 +775,7 @@ class SessionCore:
             provider = self._sealer.key_provider
             assert provider is not None
             fresh = _seal.DataKey.fresh(provider, self._key_context(session_id))
-            call = ScriptCall("session_dek", keys.all(), (fresh.stored, ""))
+            call = ScriptCall("session_dek", [keys.session], (fresh.stored, ""))
             stored = yield Step(operation, session_id, keys.session, call)
             if stored is None:
                 _check_written(R_SESSION_GONE, session_id, keys, "", operation)
@@ -782,11 +833,18 @@ class SessionCore:
         script refuses (-6): the key is read again and the record sealed again, so no record is
         ever stored under a key the session does not have. Returns the script's reply."""
         if not self._sealer.active:  # the common case: nothing to seal, no data key to check
-            return (yield Step(operation, session_id, key, call(None, "")))
+            reply = yield Step(operation, session_id, key, call(None, ""))
+            if reply == R_NEEDS_ALL_KEYS:  # sent again with the multi key (see _agent_keys)
+                self._has_multi(session_id)
+                reply = yield Step(operation, session_id, key, call(None, ""))
+            return reply
         for _ in range(_SEAL_ATTEMPTS):
             seal = yield from self._p_seal(operation, session_id, key, field)
             data_key = self._data_keys.get(session_id) if self._sealer.key_provider is not None else None
             reply = yield Step(operation, session_id, key, call(seal, "" if data_key is None else data_key.stored))
+            if reply == R_NEEDS_ALL_KEYS:
+                self._has_multi(session_id)
+                reply = yield Step(operation, session_id, key, call(seal, "" if data_key is None else data_key.stored))
             if reply is None or int(reply) != R_STALE_DATA_KEY:
                 return reply
             self._data_keys.pop(session_id, None)
@@ -834,7 +892,7 @@ class SessionCore:
             raise DecryptionError(f"session_id=<{session_id}>, key=<{keys.session}> | {e}") from e
         assert old.key is not None
         new = _seal.DataKey(wrapped=_seal.wrap_beside(provider, old.key, old.wrapped, context), key=old.key)
-        call = ScriptCall("session_dek", keys.all(), (new.stored, old.stored))
+        call = ScriptCall("session_dek", [keys.session], (new.stored, old.stored))
         now = yield Step("rotate_wrapping_key", session_id, keys.session, call)
         if now is None:
             raise SessionException(f"Session {session_id} does not exist")
@@ -906,7 +964,7 @@ class SessionCore:
         _check_id(agent_id, "agent_id")
         keys = self.session_keys(session_id)
         args = (agent_id, owner, lease_ms, op, self._token(session_id, agent_id))
-        reply = yield Step(f"{op}_lease", session_id, keys.session, ScriptCall("lease", keys.all(), args))
+        reply = yield Step(f"{op}_lease", session_id, keys.session, ScriptCall("lease", [keys.session], args))
         code = int(reply[0])
         if code == R_LEASE_NO_SESSION:
             _check_written(R_SESSION_GONE, session_id, keys, agent_id, f"{op}_lease")

@@ -132,6 +132,11 @@ class SessionKeys:
         """Every key of the session, in the order scripts receive them as KEYS."""
         return [self.session, self.agents, self.messages, self.order, self.multi]
 
+    def without_multi(self) -> list[str]:
+        """The KEYS of an agent's script sent to a session without orchestrator state (see
+        ``undeclared_multi`` in ``lua/_prelude.lua``)."""
+        return [self.session, self.agents, self.messages, self.order]
+
 
 class KeyLayout:
     """Builds the keys of a session under one prefix."""

@@ -54,6 +54,9 @@ R_LOCKED: Final = -3  # another owner holds the agent's lease
 R_SESSION_GONE: Final = -4  # the session hash does not exist
 R_DAMAGED: Final = -5  # a key the session's shape requires (or the agent's record) is gone
 R_STALE_DATA_KEY: Final = -6  # the record was sealed under a data key the session no longer holds
+# An agent's script sent without the multi key (KEYS[5]) to a session that has one: send it again
+# with all five keys (see undeclared_multi in lua/_prelude.lua).
+R_NEEDS_ALL_KEYS: Final = -7
 # create_session.lua: the session exists (listed under the same catalog member: 0, another: -1);
 # {-2, index...}: the session hash is gone but other keys of the session remain.
 R_CREATE_EXISTS_LISTED: Final = 0

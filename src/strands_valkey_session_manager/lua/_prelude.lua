@@ -2,6 +2,7 @@
 -- in front of it. Top level: only comments and local definitions (one line, or a function whose
 -- 'end' starts a line); comments directly above a definition travel with it.
 -- KEYS[1..5] are always the session's keys: 1 session hash, 2 agents, 3 messages, 4 order, 5 multi.
+-- The scripts of an agent's operations may be sent with KEYS[1..4] only (see undeclared_multi).
 -- Lifetime lives in the session hash: 'ttl' (sliding, ms) and 'deadline' (absolute, unix ms).
 
 -- Shared names: the mirror of _schema.py, same names and values (tests/test_schema.py parses these
@@ -41,6 +42,7 @@ local R_LOCKED = -3
 local R_SESSION_GONE = -4
 local R_DAMAGED = -5
 local R_STALE_DATA_KEY = -6
+local R_NEEDS_ALL_KEYS = -7
 -- create_session.lua, lease.lua, swap_session.lua (see each script)
 local R_CREATE_EXISTS_LISTED = 0
 local R_CREATE_EXISTS = -1
@@ -89,8 +91,10 @@ local function expire_session(now, ttl_ms, stored_ttl, deadline)
     at = redis.call('PEXPIRETIME', KEYS[KEY_SESSION])
   end
   if at > 0 then
-    for i = 1, 5 do
-      redis.call('PEXPIREAT', KEYS[i], at)
+    for i = KEY_SESSION, KEY_MULTI do
+      if KEYS[i] then -- KEYS[5] may be left out (undeclared_multi): then the session has no multi key
+        redis.call('PEXPIREAT', KEYS[i], at)
+      end
     end
   end
 end
@@ -144,6 +148,15 @@ end
 -- A write ORs in what it knows itself (its agent exists, it has messages), so sessions written
 -- before 'shape' existed are covered from their next write on.
 -- (No table of bits to keys: building nested tables on every call costs more than the checks.)
+
+-- An agent's write or restore may be sent without the multi key KEYS[5]: while a cluster moves the
+-- session's slot to another node, a script that declares a key the source node lacks is refused
+-- (TRYAGAIN) until the whole slot has moved, and an agent-only session never has a multi key. Sent
+-- so, a script must return R_NEEDS_ALL_KEYS before its first write when the shape says the session
+-- has one (the caller sends it again with all five), so KEYS[5] is read or expired only declared.
+local function undeclared_multi(shape)
+  return not KEYS[KEY_MULTI] and bit.band(shape, SHAPE_MULTI) ~= 0
+end
 
 -- Indexes in KEYS of the keys the shape requires.
 local function required_keys(shape)

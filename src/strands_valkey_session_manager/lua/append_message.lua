@@ -17,8 +17,8 @@
 --   the session holds another one (see stale_data_key in _prelude.lua)
 -- Returns the agent's new version; 0 when the agent does not exist; -1 when the version moved on;
 -- -3 when another owner holds the agent's lease; -4 when the session does not exist; -5 when the
--- session is damaged (a key its shape requires is gone: eviction, a DEL). Nothing is written in
--- those cases, nor on an error reply 'SVSM-CORRUPT' (a field of the session hash is garbled).
+-- session is damaged (a key its shape requires is gone: eviction, a DEL); -7 when sent without
+-- KEYS[5] to a session that has a multi key (undeclared_multi). Nothing is written in those cases, nor on an error reply 'SVSM-CORRUPT' (a field of the session hash is garbled).
 local version_field, count_field, rewrites_field = F_VERSION .. ARGV[2], F_COUNT .. ARGV[2], F_REWRITES .. ARGV[2]
 local state = redis.call(
   'HMGET', KEYS[KEY_SESSION], version_field, count_field, F_SHAPE, F_TTL, F_DEADLINE, F_LEASE .. ARGV[2], rewrites_field
@@ -39,6 +39,9 @@ integer(deadline, F_DEADLINE)
 local rewrites = integer(state[7], rewrites_field) or 0
 -- The agent exists, and its messages when it has some.
 local shape = bit.bor(stored_shape, stored_count > 0 and SHAPE_AGENTS + SHAPE_MESSAGES or SHAPE_AGENTS)
+if undeclared_multi(shape) then
+  return R_NEEDS_ALL_KEYS
+end
 if damaged(shape) then
   return R_DAMAGED
 end

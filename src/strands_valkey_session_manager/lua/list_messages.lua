@@ -24,7 +24,8 @@
 -- 'w:<agent>'), no message inserted among those listed (the agent's members up to the last one
 -- listed are still ARGV[11]); {0, reason} otherwise (the client reads again from the first step).
 -- Appends of new messages and writes of the agent's own record change none of these.
--- Both return {-5, reason} when the session is damaged (nothing is listed): the agent's index
+-- Both return {-7, reason} when sent without KEYS[5] to a session that has a multi key
+-- (undeclared_multi), and {-5, reason} when the session is damaged (nothing is listed): the agent's index
 -- entries do not match its count 'n:<agent>' (ZLEXCOUNT of its range), an index entry has no
 -- record, or a key the session's shape requires is gone. Error reply 'SVSM-CORRUPT ...' for a
 -- garbled field of the session hash; a key of the wrong type is the server's WRONGTYPE error
@@ -51,6 +52,9 @@ if continuation and (not version or stamp ~= ARGV[10] or version < tonumber(ARGV
 end
 if version then
   shape = bit.bor(shape, stored_count > 0 and SHAPE_AGENTS + SHAPE_MESSAGES or SHAPE_AGENTS)
+end
+if undeclared_multi(shape) then
+  return {R_NEEDS_ALL_KEYS, 'the session has a multi key: send the script again with all five keys'}
 end
 if damaged(shape) then
   return {R_DAMAGED, E_DAMAGED .. ' keys of the session are gone: ' .. table.concat(missing_keys(shape), ', ')}

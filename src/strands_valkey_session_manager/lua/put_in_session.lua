@@ -10,7 +10,8 @@
 -- returns -4 (the session does not exist), -2 (the agent or orchestrator exists; a repeat of this
 -- same create after a lost reply, which finds its own record (an agent's at version 1), returns 1
 -- instead), -5 (the session
--- is damaged: a key its shape requires, or the agent's record, is gone), or on an error reply
+-- is damaged: a key its shape requires, or the agent's record, is gone), -7 (an agent's create sent
+-- without KEYS[5] to a session that has a multi key: undeclared_multi), or on an error reply
 -- 'SVSM-CORRUPT' (a field of the session hash is garbled).
 if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
   return R_SESSION_GONE
@@ -21,6 +22,9 @@ local state = redis.call('HMGET', KEYS[KEY_SESSION], F_SHAPE, F_TTL, F_DEADLINE,
 local stored_shape = integer(state[1], F_SHAPE) or 0
 local life = lifetime(state[2], state[3])
 local shape = stored_shape
+if undeclared_multi(shape) then
+  return R_NEEDS_ALL_KEYS
+end
 if is_agent then
   local version = integer(state[4], version_field)
   if version then

@@ -15,7 +15,8 @@
 -- -1 when the version moved on; -3 (lease, above); -4 when the session does not exist: its other
 -- keys may outlive an evicted session hash, and an update there would leave a session hash holding
 -- only this write's version; -5 when the session is damaged (a key its shape requires, or the
--- named agent's record, is gone). Nothing is written in those cases, nor on an error reply
+-- named agent's record, is gone); -7 when sent without KEYS[5] (an agent's or a message's update)
+-- to a session that has a multi key (undeclared_multi). Nothing is written in those cases, nor on an error reply
 -- 'SVSM-CORRUPT' (the stored record has no trailing created_at, a field of the session hash is
 -- garbled).
 if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
@@ -41,6 +42,9 @@ local old = redis.call('HGET', key, A.field)
 if old then
   -- The record exists, so the key that holds it must stay required.
   shape = bit.bor(shape, index == KEY_AGENTS and SHAPE_AGENTS or index == KEY_MESSAGES and SHAPE_MESSAGES or SHAPE_MULTI)
+end
+if undeclared_multi(shape) then
+  return R_NEEDS_ALL_KEYS
 end
 if damaged(shape) then
   return R_DAMAGED
