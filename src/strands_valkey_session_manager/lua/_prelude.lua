@@ -72,7 +72,7 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Give all five keys the same expiry: now + ttl (the caller's, else the session's stored one),
+-- Give all five keys (KEYS[5] when declared) the same expiry: now + ttl (the caller's, else the session's stored one),
 -- capped by the deadline; with neither, the session hash's current expiry, so keys created later
 -- (the first message, the first orchestrator) never outlive or predecease the rest of the session.
 local function expire_session(now, ttl_ms, stored_ttl, deadline)
