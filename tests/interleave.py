@@ -351,6 +351,17 @@ def session(session_id: str) -> Session:
     return Session(session_id=session_id, session_type=SessionType.AGENT)
 
 
+class Orchestrator:
+    """Stands in for a Graph/Swarm: the repository only calls ``id`` and ``serialize_state``."""
+
+    def __init__(self, orchestrator_id: str, state: dict[str, Any]) -> None:
+        self.id = orchestrator_id
+        self._state = state
+
+    def serialize_state(self) -> dict[str, Any]:
+        return self._state
+
+
 @dataclass
 class Stored:
     """One session as stored: agents' states and each agent's messages as (id, text)."""

@@ -24,19 +24,10 @@ from strands_valkey_session_manager._client import ScriptCall
 from strands_valkey_session_manager._engine import run_plan
 from strands_valkey_session_manager._schema import R_NEEDS_ALL_KEYS
 from tests.conftest import Backend
-from tests.interleave import agent, message, session
+from tests.interleave import Orchestrator, agent, message, session
 
 SID, AID = "s", "a"
 AGENT_SCRIPTS = {"put_in_session", "append_message", "update_record", "list_messages"}
-
-
-class _StateOnly:
-    """Stands in for a Graph/Swarm: the repository only calls ``id`` and ``serialize_state``."""
-
-    id = "graph"
-
-    def serialize_state(self) -> dict[str, Any]:
-        return {"node": "a"}
 
 
 class Recording:
@@ -128,7 +119,7 @@ def test_a_process_unaware_of_orchestrator_state_writes_once_with_all_five_keys(
     repo = ValkeySessionRepository(store_client, check_versions=True, ttl=ttl)
     assert repo.read_agent(SID, AID) is not None
     repo.list_messages(SID, AID)
-    ValkeySessionRepository(store_client, ttl=ttl).create_multi_agent(SID, _StateOnly())  # type: ignore[arg-type]
+    ValkeySessionRepository(store_client, ttl=ttl).create_multi_agent(SID, Orchestrator("graph", {"node": "a"}))  # type: ignore[arg-type]
     time.sleep(0.01)  # this process's writes expire the keys later than the orchestrator's create did
     recording = Recording(repo._db, snapshot=lambda: _stored(raw, repo))
     repo._db = recording
@@ -158,7 +149,7 @@ def test_every_agent_script_refuses_before_writing_when_the_session_has_a_multi_
     setup.create_session(session(SID))
     setup.create_agent(SID, agent(AID))
     setup.create_message(SID, AID, message(SID, AID, 0, "seed"))
-    setup.create_multi_agent(SID, _StateOnly())  # type: ignore[arg-type]
+    setup.create_multi_agent(SID, Orchestrator("graph", {"node": "a"}))  # type: ignore[arg-type]
     repo = ValkeySessionRepository(store_client, ttl=timedelta(hours=1), touch_on_read=True)
     run = {
         "create_agent": lambda: repo.create_agent(SID, agent("b")),

@@ -40,20 +40,12 @@ from strands_valkey_session_manager.encryption import (
     rotate_wrapping_key,
 )
 from strands_valkey_session_manager.transfer import parse_export
+from tests.interleave import Orchestrator
 from tests.servers import kill9, restart
 
 SEALED = "__svsm_sealed__"
 _T = TypeVar("_T")
 TEXT = "a confidential note " * 20
-
-
-class _Orchestrator:
-    def __init__(self, orchestrator_id: str, state: dict[str, Any]) -> None:
-        self.id = orchestrator_id
-        self._state = state
-
-    def serialize_state(self) -> dict[str, Any]:
-        return self._state
 
 
 def _message(message_id: int, text: str = TEXT) -> SessionMessage:
@@ -68,7 +60,7 @@ def _fill(repo: ValkeySessionRepository, session_id: str = "s1", count: int = 2)
     messages = [_message(i) for i in range(count)]
     for message in messages:
         repo.create_message(session_id, "agent", message)
-    repo.create_multi_agent(session_id, _Orchestrator("swarm", {"step": 0}))  # type: ignore[arg-type]
+    repo.create_multi_agent(session_id, Orchestrator("swarm", {"step": 0}))  # type: ignore[arg-type]
     return messages
 
 
@@ -102,7 +94,7 @@ def test_stale_writer_after_reencryption_loses_nothing(
         pass
     orchestrator: dict[str, Any] = {"step": 0}
     try:
-        writer.update_multi_agent("s1", _Orchestrator("swarm", {"step": 1}))  # type: ignore[arg-type]
+        writer.update_multi_agent("s1", Orchestrator("swarm", {"step": 1}))  # type: ignore[arg-type]
         orchestrator = {"step": 1}
     except SessionConflictError:
         pass
@@ -129,8 +121,8 @@ def test_orchestrator_write_with_the_destroyed_key_is_resealed(
     _fill(writer)
     writer.read_multi_agent("s1", "swarm")
     reencrypt_session(ValkeySessionRepository(standalone_client, key_provider=provider), "s1")
-    writer.update_multi_agent("s1", _Orchestrator("swarm", {"step": 7}))  # type: ignore[arg-type]
-    writer.create_multi_agent("s1", _Orchestrator("graph", {"node": "a"}))  # type: ignore[arg-type]
+    writer.update_multi_agent("s1", Orchestrator("swarm", {"step": 7}))  # type: ignore[arg-type]
+    writer.create_multi_agent("s1", Orchestrator("graph", {"node": "a"}))  # type: ignore[arg-type]
     reader = ValkeySessionRepository(standalone_client, key_provider=provider)
     assert reader.read_multi_agent("s1", "swarm") == {"step": 7}
     assert reader.read_multi_agent("s1", "graph") == {"node": "a"}

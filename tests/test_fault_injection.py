@@ -50,7 +50,7 @@ from strands_valkey_session_manager import (
 )
 from strands_valkey_session_manager._engine import run_plan
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall, TurnLike
-from tests.interleave import LostReplyProxy
+from tests.interleave import LostReplyProxy, Orchestrator
 from tests.servers import HOST, ClusterProcess, ServerProcess, kill9, restart, start_cluster, start_server
 
 pytestmark = pytest.mark.slow
@@ -787,7 +787,7 @@ def test_a_migrating_slot_serves_a_session_with_orchestrator_state(three_primari
         repo = ValkeySessionRepository(client, check_versions=True, retries=0)
         repo.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
         repo.create_agent(session_id, _session_agent(AGENT_ID))
-        repo.create_multi_agent(session_id, _StateOnly("graph", {"node": "a"}))  # type: ignore[arg-type]
+        repo.create_multi_agent(session_id, Orchestrator("graph", {"node": "a"}))  # type: ignore[arg-type]
         repo.create_message(session_id, AGENT_ID, _kill_message(0))
         source = _migrating(stack, three_primaries, _session_slot(repo, session_id))
         assert source.execute_command("CLUSTER", "COUNTKEYSINSLOT", _session_slot(repo, session_id)) == 5
@@ -798,17 +798,6 @@ def test_a_migrating_slot_serves_a_session_with_orchestrator_state(three_primari
         reader.update_agent(session_id, _session_agent(AGENT_ID, turn=1))
         assert reader.read_multi_agent(session_id, "graph") == {"node": "a"}
         assert [m.message_id for m in repo.list_messages(session_id, AGENT_ID)] == [0, 1]
-
-
-class _StateOnly:
-    """Stands in for a Graph/Swarm: the repository only calls ``id`` and ``serialize_state``."""
-
-    def __init__(self, orchestrator_id: str, state: dict[str, Any]) -> None:
-        self.id = orchestrator_id
-        self._state = state
-
-    def serialize_state(self) -> dict[str, Any]:
-        return self._state
 
 
 # -- a frozen server ------------------------------------------------------------------------------

@@ -31,20 +31,12 @@ from strands_valkey_session_manager.encryption import (
     reencrypt_all_sessions,
     reencrypt_session,
 )
+from tests.interleave import Orchestrator
 
 SEALED = "__svsm_sealed__"
 TEXT = "secret " * 40
 PROVIDER = LocalKeyProvider({"k1": LocalKeyProvider.generate_key()}, "k1")
 _T = TypeVar("_T")
-
-
-class _Orchestrator:
-    def __init__(self, orchestrator_id: str, state: dict[str, Any]) -> None:
-        self.id = orchestrator_id
-        self._state = state
-
-    def serialize_state(self) -> dict[str, Any]:
-        return self._state
 
 
 def _message(message_id: int, text: str = TEXT) -> SessionMessage:
@@ -57,7 +49,7 @@ def _fill(repo: ValkeySessionRepository, session_id: str = "s1", count: int = 4)
     messages = [_message(i, f"{i} {TEXT}") for i in range(count)]
     for message in messages:
         repo.create_message(session_id, "agent", message)
-    repo.create_multi_agent(session_id, _Orchestrator("swarm", {"history": [TEXT]}))  # type: ignore[arg-type]
+    repo.create_multi_agent(session_id, Orchestrator("swarm", {"history": [TEXT]}))  # type: ignore[arg-type]
     return messages
 
 

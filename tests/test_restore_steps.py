@@ -21,7 +21,7 @@ from strands_valkey_session_manager._client import CommandCall, ScriptCall
 from strands_valkey_session_manager.transfer import SessionExport
 from tests import interleave
 from tests.conftest import Backend
-from tests.interleave import Gate, GatedRepository, Run, agent, message, session, text_of
+from tests.interleave import Gate, GatedRepository, Orchestrator, Run, agent, message, session, text_of
 from tests.roundtrips import count_round_trips
 
 SID, AID = "s", "a"
@@ -399,15 +399,6 @@ def test_a_rewrite_during_a_restore_is_seen_whole_or_not_at_all(clients: tuple[A
     assert _explore(f"restore x {rewrite}", clients, write, check) == 4
 
 
-class _StateOnly:
-    """Stands in for a Graph/Swarm: the repository only calls ``id`` and ``serialize_state``."""
-
-    id = "graph"
-
-    def serialize_state(self) -> dict[str, Any]:
-        return {"node": "a"}
-
-
 def test_orchestrator_state_created_during_a_restore(clients: tuple[Any, Any, Any]) -> None:
     """The reader's scripts leave out the multi key of an agent-only session. Orchestrator state
     created before its first step makes that step answer R_NEEDS_ALL_KEYS and go again with all
@@ -415,7 +406,7 @@ def test_orchestrator_state_created_during_a_restore(clients: tuple[Any, Any, An
     from the first step. Either way it gets the whole history, in every interleaving."""
 
     def write(w: GatedRepository, raw: Any, prefix: str) -> None:
-        w.create_multi_agent(SID, _StateOnly())  # type: ignore[arg-type]
+        w.create_multi_agent(SID, Orchestrator("graph", {"node": "a"}))  # type: ignore[arg-type]
 
     def check(run: Run, seed: list[str]) -> None:
         read, written = run.outcomes

@@ -35,6 +35,7 @@ from strands_valkey_session_manager.encryption import (
 from strands_valkey_session_manager.transfer import SessionExport, export_lines, parse_export
 from tests.blocking import BlockingFace
 from tests.conftest import Backend
+from tests.interleave import Orchestrator
 from tests.roundtrips import count_round_trips
 
 SEALED = "__svsm_sealed__"
@@ -83,17 +84,6 @@ def _message(message_id: int, text: str = "hello", image: bytes | None = None) -
     return SessionMessage(message={"role": "user", "content": content}, message_id=message_id)
 
 
-class _Orchestrator:
-    """Stands in for a Graph/Swarm: the repository only calls ``id`` and ``serialize_state``."""
-
-    def __init__(self, orchestrator_id: str, state: dict[str, Any]) -> None:
-        self.id = orchestrator_id
-        self._state = state
-
-    def serialize_state(self) -> dict[str, Any]:
-        return self._state
-
-
 def _raw(client: Any, key: str, field: str) -> dict[str, Any]:
     value = client.hget(key, field)
     assert value is not None, (key, field)
@@ -121,7 +111,7 @@ def _fill(repo: ValkeySessionRepository, session_id: str = "s1", count: int = 3)
     messages = [_message(i, f"{i}: {TEXT}", IMAGE if i % 2 else None) for i in range(count)]
     for message in messages:
         repo.create_message(session_id, "agent", message)
-    repo.create_multi_agent(session_id, _Orchestrator("swarm", {"type": "swarm", "history": [TEXT], "n": 1}))  # type: ignore[arg-type]
+    repo.create_multi_agent(session_id, Orchestrator("swarm", {"type": "swarm", "history": [TEXT], "n": 1}))  # type: ignore[arg-type]
     return messages
 
 
@@ -163,7 +153,7 @@ def test_round_trip(client: Any, mode: str) -> None:
     reader.update_agent("s1", agent)
     updated = repo.read_agent("s1", "agent")
     assert updated is not None and updated.state["more"] == 1 and updated.created_at == agent.created_at
-    reader.update_multi_agent("s1", _Orchestrator("swarm", {"n": 2}))  # type: ignore[arg-type]
+    reader.update_multi_agent("s1", Orchestrator("swarm", {"n": 2}))  # type: ignore[arg-type]
     assert repo.read_multi_agent("s1", "swarm") == {"n": 2}
 
 
