@@ -72,9 +72,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Give all five keys (KEYS[5] when declared) the same expiry: now + ttl (the caller's, else the session's stored one),
--- capped by the deadline; with neither, the session hash's current expiry, so keys created later
--- (the first message, the first orchestrator) never outlive or predecease the rest of the session.
+-- Give all five keys (KEYS[5] when declared) the same expiry: now + ttl (the caller's, else the
+-- session's stored one), capped by the deadline; with neither, the session hash's current expiry,
+-- so keys created later (the first message, the first orchestrator) never outlive or predecease the
+-- rest of the session.
 local function expire_session(now, ttl_ms, stored_ttl, deadline)
   if ttl_ms <= 0 then
     ttl_ms = tonumber(stored_ttl or '0')
@@ -92,7 +93,7 @@ local function expire_session(now, ttl_ms, stored_ttl, deadline)
   end
   if at > 0 then
     for i = KEY_SESSION, KEY_MULTI do
-      if KEYS[i] then -- KEYS[5] may be left out (undeclared_multi): then the session has no multi key
+      if KEYS[i] then -- KEYS[5] left out (undeclared_multi): the session has no multi key
         redis.call('PEXPIREAT', KEYS[i], at)
       end
     end

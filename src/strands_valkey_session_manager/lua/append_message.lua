@@ -18,7 +18,8 @@
 -- Returns the agent's new version; 0 when the agent does not exist; -1 when the version moved on;
 -- -3 when another owner holds the agent's lease; -4 when the session does not exist; -5 when the
 -- session is damaged (a key its shape requires is gone: eviction, a DEL); -7 when sent without
--- KEYS[5] to a session that has a multi key (undeclared_multi). Nothing is written in those cases, nor on an error reply 'SVSM-CORRUPT' (a field of the session hash is garbled).
+-- KEYS[5] to a session that has a multi key (undeclared_multi). Nothing is written in those cases,
+-- nor on an error reply 'SVSM-CORRUPT' (a field of the session hash is garbled).
 local version_field, count_field, rewrites_field = F_VERSION .. ARGV[2], F_COUNT .. ARGV[2], F_REWRITES .. ARGV[2]
 local state = redis.call(
   'HMGET', KEYS[KEY_SESSION], version_field, count_field, F_SHAPE, F_TTL, F_DEADLINE, F_LEASE .. ARGV[2], rewrites_field

@@ -25,9 +25,9 @@
 -- listed are still ARGV[11]); {0, reason} otherwise (the client reads again from the first step).
 -- Appends of new messages and writes of the agent's own record change none of these.
 -- Both return {-7, reason} when sent without KEYS[5] to a session that has a multi key
--- (undeclared_multi), and {-5, reason} when the session is damaged (nothing is listed): the agent's index
--- entries do not match its count 'n:<agent>' (ZLEXCOUNT of its range), an index entry has no
--- record, or a key the session's shape requires is gone. Error reply 'SVSM-CORRUPT ...' for a
+-- (undeclared_multi), and {-5, reason} when the session is damaged (nothing is listed): the
+-- agent's index entries do not match its count 'n:<agent>' (ZLEXCOUNT of its range), an index
+-- entry has no record, or a key the session's shape requires is gone. Error reply 'SVSM-CORRUPT ...' for a
 -- garbled field of the session hash; a key of the wrong type is the server's WRONGTYPE error
 -- followed by '(key=<the key>)'.
 local function on_key(i, reply)

@@ -16,9 +16,9 @@
 -- keys may outlive an evicted session hash, and an update there would leave a session hash holding
 -- only this write's version; -5 when the session is damaged (a key its shape requires, or the
 -- named agent's record, is gone); -7 when sent without KEYS[5] (an agent's or a message's update)
--- to a session that has a multi key (undeclared_multi). Nothing is written in those cases, nor on an error reply
--- 'SVSM-CORRUPT' (the stored record has no trailing created_at, a field of the session hash is
--- garbled).
+-- to a session that has a multi key (undeclared_multi). Nothing is written in those cases, nor on
+-- an error reply 'SVSM-CORRUPT' (the stored record has no trailing created_at, a field of the
+-- session hash is garbled).
 if redis.call('EXISTS', KEYS[KEY_SESSION]) == 0 then
   return R_SESSION_GONE
 end
