@@ -51,6 +51,7 @@ from strands_valkey_session_manager import (
 from strands_valkey_session_manager._engine import run_plan
 from strands_valkey_session_manager.scripted_model import ScriptedModel, ToolCall, TurnLike
 from tests.interleave import LostReplyProxy, Orchestrator
+from tests.roundtrips import count_round_trips
 from tests.servers import HOST, ClusterProcess, ServerProcess, kill9, restart, start_cluster, start_server
 
 pytestmark = pytest.mark.slow
@@ -910,6 +911,32 @@ def test_a_lost_reply_to_a_write_is_repeated_to_the_same_outcome() -> None:
         assert info is not None
         assert info.message_counts == {AGENT_ID: 2}
         assert [s.session_id for s in repo.list_sessions().sessions] == [session_id]
+
+
+def test_a_lost_reply_to_an_append_sent_again_with_all_keys_is_repeated_once() -> None:
+    """Orchestrator state added by another process after this one restored its agent: the append,
+    sent with four keys, is answered R_NEEDS_ALL_KEYS and sent again with all five, and the reply to
+    that second send is lost after the server stored it. The retry finds its own write: the message
+    is stored once and the agent's version counts it once."""
+    session_id = "lost:3"
+    with _repository_behind_proxy() as (repo, proxy):
+        repo.create_session(Session(session_id=session_id, session_type=SessionType.AGENT))
+        repo.create_agent(session_id, _session_agent(AGENT_ID))
+        repo.create_message(session_id, AGENT_ID, _kill_message(0))
+        other = ValkeySessionRepository(repo.client)
+        other.create_multi_agent(session_id, Orchestrator("graph", {"node": "a"}))  # type: ignore[arg-type]
+        proxy.lose_reply_to(b"}:multi")  # only the send with the multi key declared
+        with count_round_trips() as trips:
+            repo.create_message(session_id, AGENT_ID, _kill_message(1))
+        assert proxy.lost == 1
+        # Four keys (refused), five (reply lost), five again (its own write found).
+        assert trips.commands == ["EVALSHA"] * 3, trips
+        repo.create_message(session_id, AGENT_ID, _kill_message(2))  # its view of the version holds
+        stored = repo.list_messages(session_id, AGENT_ID)
+        assert [m.message_id for m in stored] == [0, 1, 2]
+        info = repo.session_info(session_id)
+        assert info is not None
+        assert info.message_counts == {AGENT_ID: 3}
 
 
 def test_a_lost_reply_to_delete_session_is_not_an_error() -> None:

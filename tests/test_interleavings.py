@@ -44,6 +44,7 @@ from tests.interleave import (
     Gate,
     GatedManager,
     GatedRepository,
+    Orchestrator,
     Outcome,
     Run,
     agent,
@@ -222,6 +223,42 @@ def test_append_against_agent_update_or_redaction(clients: tuple[Any, Any, Any],
             assert texts == [text_of(SID, AID, 0, "seed"), text_of(SID, AID, 1, "redacted")]
 
     assert _explore(f"append x {other}", clients, _two_restored(AID), ops, check) == 2
+
+
+def test_append_against_orchestrator_state_created_meanwhile(clients: tuple[Any, Any, Any]) -> None:
+    """A restored agent-only session: A's append declares four keys. B adds orchestrator state
+    (the multi key). Before A's script, A is answered R_NEEDS_ALL_KEYS and sends it again with all
+    five; after it, B's create covers the keys. Either way the message is stored once and every
+    key of the session ends with the same expiry (none outlives or predeceases the others)."""
+
+    def build(env: Env, gates: list[Gate]) -> None:
+        repo = env.plain(ttl=3600)
+        repo.create_session(session(SID))
+        repo.create_agent(SID, agent(AID, n=0))
+        repo.create_message(SID, AID, message(SID, AID, 0, "seed"))
+        a_client, b_client = env.extra["clients"]
+        a = GatedRepository(a_client, gate=gates[0], key_prefix=env.prefix, check_versions=True, retries=0, ttl=3600)
+        assert a.read_agent(SID, AID) is not None
+        a.list_messages(SID, AID)
+        env.actors = [a, GatedRepository(b_client, gate=gates[1], key_prefix=env.prefix, retries=0, ttl=3600)]
+
+    def ops(env: Env) -> list[Callable[[], Any]]:
+        a, b = env.actors
+        return [
+            lambda: a.create_message(SID, AID, message(SID, AID, 1, "A")),
+            lambda: b.create_multi_agent(SID, Orchestrator("graph", {"node": "a"})),
+        ]
+
+    def check(env: Env, run: Run) -> None:
+        assert all(o.ok for o in run.outcomes), run.outcomes
+        assert _texts(env.stored()) == [text_of(SID, AID, 0, "seed"), text_of(SID, AID, 1, "A")]
+        first = run.before(("B", "create_multi_agent"), ("A", "create_message"))
+        assert run.trace.count("A:create_message") == (2 if first else 1), run.trace
+        keys = env.actors[0].session_keys(SID).all()
+        expiries = {key: env.raw.pexpiretime(key) for key in keys}
+        assert len(set(expiries.values())) == 1 and min(expiries.values()) > 0, expiries
+
+    assert _explore("append x create_multi_agent", clients, build, ops, check) == 2
 
 
 def test_two_creates_of_one_agent(clients: tuple[Any, Any, Any]) -> None:
@@ -690,15 +727,15 @@ def test_write_behind_invocation_against_a_delete(clients: tuple[Any, Any, Any])
 
 def test_summary(request: pytest.FixtureRequest) -> None:
     """Prints the interleavings each scenario ran (with ``-s``) and holds the README's figures:
-    at least 26 operation pairs and 129 interleavings, each checked."""
+    at least 27 operation pairs and 131 interleavings, each checked."""
     scenarios = [
         item for item in request.session.items if item.module is request.module and item.name != "test_summary"
     ]
-    if len(scenarios) < 26:
+    if len(scenarios) < 27:
         pytest.skip("the figures hold for a run of the whole file")
     total = sum(EXPLORED.values())
     for name, count in sorted(EXPLORED.items()):
         print(f"{count:5d}  {name}")
     print(f"{total:5d}  interleavings over {len(EXPLORED)} operation pairs")
-    assert len(EXPLORED) >= 26
-    assert total >= 129
+    assert len(EXPLORED) >= 27
+    assert total >= 131
